@@ -1,0 +1,7 @@
+"""ncsn_export: NCSN score networks, the annealed Langevin sampler as one graph, and its exporters."""
+
+from .scheduler import AnnealedLangevinDynamicsOutput, AnnealedLangevinDynamicsScheduler
+from .step import LangevinStep
+
+__all__ = ["AnnealedLangevinDynamicsOutput", "AnnealedLangevinDynamicsScheduler", "LangevinStep"]
+__version__ = "0.1.0"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv with the package (editable), its export/runtime/dev extras and the optional
+# test dependencies. torch==2.13.0 is pinned first: on these machines it is a local CPU wheel,
+# while an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[export,cpu,dev,diffusers]"
+# The reference scheduler (PyPI diffusers-ncsn) for the equivalence tests; its own pins would pull torchvision/transformers.
+.venv/bin/pip install -q --no-deps diffusers-ncsn==0.1.0
