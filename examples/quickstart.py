@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from ncsn_runtime import AnnealedLangevinDynamicsScheduler
 from ncsn_runtime.noise import counter_normal, langevin_counter, seeds_for_batch
 
@@ -37,7 +36,7 @@ def main() -> None:
     scheduler = AnnealedLangevinDynamicsScheduler(10, 100, sigma_min=1.0, sigma_max=20.0, sampling_eps=0.1)
     seeds = seeds_for_batch(args.seed, args.num_samples)
     x = np.random.default_rng(args.seed).uniform(-8, 8, size=(args.num_samples, 2)).astype(np.float32)
-    for position, (level, sigma) in enumerate(zip(scheduler.timesteps, scheduler.sigmas)):
+    for position, (level, sigma) in enumerate(zip(scheduler.timesteps, scheduler.sigmas, strict=True)):
         for t in range(scheduler.num_annealed_steps):
             z = counter_normal(seeds, langevin_counter(position, t, scheduler.num_annealed_steps), (2,))
             x = scheduler.step(mixture_score(x, float(sigma)), int(level), x, noise=z).prev_sample

@@ -24,7 +24,7 @@ from ncsn_runtime.noise import (
     PHILOX_W1,
 )
 
-__all__ = ["counter_normal", "counter_uniform", "philox4x32", "LANGEVIN_STREAM", "INIT_STREAM"]
+__all__ = ["INIT_STREAM", "LANGEVIN_STREAM", "counter_normal", "counter_uniform", "philox4x32"]
 
 
 def _mulhilo(a: torch.Tensor, multiplier: int, mask32: int = MASK32) -> tuple[torch.Tensor, torch.Tensor]:

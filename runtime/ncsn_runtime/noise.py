@@ -148,6 +148,13 @@ def seeds_for_batch(seed: int | Sequence[int], batch_size: int) -> np.ndarray:
     return seeds
 
 
-def initial_sample(seeds: np.ndarray | Sequence[int], shape: Sequence[int]) -> np.ndarray:
-    """The initial x of sampling, uniform in (0, 1), float32 [B, *shape] (counter 0, INIT_STREAM)."""
-    return counter_uniform(seeds, 0, shape, INIT_STREAM)
+def initial_sample(
+    seeds: np.ndarray | Sequence[int], shape: Sequence[int], low: float = 0.0, high: float = 1.0
+) -> np.ndarray:
+    """The initial x of sampling, uniform in (low, high), float32 [B, *shape].
+
+    Drawn at counter 0 of :data:`INIT_STREAM`: ``low + (high - low) * u`` evaluated in float64.
+    """
+    num_elements = math.prod(shape)
+    uniform = words_to_uniform(philox_words(seeds, 0, num_elements, INIT_STREAM))
+    return (low + (high - low) * uniform).astype(np.float32).reshape(len(uniform), *shape)

@@ -1,0 +1,1 @@
+"""Exporters: ONNX (score, step, fused sampler), TorchScript, torch.export; validation; export directories."""

@@ -1,0 +1,1 @@
+"""Training score networks with annealed denoising score matching (``ncsn-train``)."""
