@@ -1,0 +1,6 @@
+// ncsn-export JavaScript runtime: one ES module for Node and the browser (no build step).
+// Scheduler, counter noise and schedule math need nothing; the pipeline takes an onnxruntime module
+// (onnxruntime-node or onnxruntime-web) and a file reader (fs in Node, fetch in the browser).
+export * from './noise.js';
+export * from './schedule.js';
+export * from './scheduler.js';
