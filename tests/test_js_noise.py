@@ -24,8 +24,14 @@ EDGE_COUNTERS = [0, 1, 2**31, 2**32 - 1, 2**32, 2**53 - 1, 2**53 + 1, 2**63 - 1]
 CONFIGS = [
     {"num_train_timesteps": 10, "num_annealed_steps": 100, "sigma_min": 0.01, "sigma_max": 1.0, "sampling_eps": 2e-5},
     {"num_train_timesteps": 232, "num_annealed_steps": 5, "sigma_min": 0.01, "sigma_max": 50.0, "sampling_eps": 6.2e-6},
-    {"_class_name": "AnnealedLangevinDynamicsScheduler", "num_train_timesteps": 7, "num_annealed_steps": 3,
-     "sigma_min": 0.1, "sigma_max": 20.0, "sampling_eps": 0.1},
+    {
+        "_class_name": "AnnealedLangevinDynamicsScheduler",
+        "num_train_timesteps": 7,
+        "num_annealed_steps": 3,
+        "sigma_min": 0.1,
+        "sigma_max": 20.0,
+        "sampling_eps": 0.1,
+    },
 ]
 
 
@@ -128,13 +134,15 @@ def test_bad_seeds_are_rejected_with_clear_messages(seed, message):
 
 def test_seeds_for_batch_matches_numpy_and_checks_range():
     top = 2**63 - 1 - 4
-    results = run_probe([
-        {"op": "seeds_for_batch", "seed": str(top), "batch_size": 4},
-        {"op": "seeds_for_batch", "seed": {"number": 7}, "batch_size": 3},
-        {"op": "seeds_for_batch", "seed": ["1", "99", str(2**62)], "batch_size": 3},
-        {"op": "seeds_for_batch", "seed": str(top + 1), "batch_size": 4},
-        {"op": "seeds_for_batch", "seed": ["1", "2"], "batch_size": 3},
-    ])
+    results = run_probe(
+        [
+            {"op": "seeds_for_batch", "seed": str(top), "batch_size": 4},
+            {"op": "seeds_for_batch", "seed": {"number": 7}, "batch_size": 3},
+            {"op": "seeds_for_batch", "seed": ["1", "99", str(2**62)], "batch_size": 3},
+            {"op": "seeds_for_batch", "seed": str(top + 1), "batch_size": 4},
+            {"op": "seeds_for_batch", "seed": ["1", "2"], "batch_size": 3},
+        ]
+    )
     assert [int(s) for s in results[0]["value"]] == noise.seeds_for_batch(top, 4).tolist()
     assert [int(s) for s in results[1]["value"]] == noise.seeds_for_batch(7, 3).tolist()
     assert [int(s) for s in results[2]["value"]] == [1, 99, 2**62]
@@ -190,13 +198,29 @@ def test_step_and_add_noise_match_numpy_scheduler():
     full = AnnealedLangevinDynamicsScheduler.from_config(config)
     levels = np.array([0, 3, 9, 4])
     expected_noisy = full.add_noise(sample.reshape(4, 6), z.reshape(4, 6), levels)
-    step_result, noise_result, bad_level = run_probe([
-        {"op": "step", "config": config, "num_inference_steps": 5, "timestep": level,
-         "sample": sample.tolist(), "score": score.tolist(), "noise": z.tolist()},
-        {"op": "add_noise", "config": config, "sample": sample.tolist(), "noise": z.tolist(), "timesteps": levels.tolist()},
-        {"op": "step", "config": config, "num_inference_steps": 5, "timestep": 1,
-         "sample": sample.tolist(), "score": score.tolist(), "noise": z.tolist()},
-    ])
+    step_result, noise_result, bad_level = run_probe(
+        [
+            {
+                "op": "step",
+                "config": config,
+                "num_inference_steps": 5,
+                "timestep": level,
+                "sample": sample.tolist(),
+                "score": score.tolist(),
+                "noise": z.tolist(),
+            },
+            {"op": "add_noise", "config": config, "sample": sample.tolist(), "noise": z.tolist(), "timesteps": levels.tolist()},
+            {
+                "op": "step",
+                "config": config,
+                "num_inference_steps": 5,
+                "timestep": 1,
+                "sample": sample.tolist(),
+                "score": score.tolist(),
+                "noise": z.tolist(),
+            },
+        ]
+    )
     np.testing.assert_array_equal(values(step_result, np.float32), expected_step.ravel())
     np.testing.assert_array_equal(values(noise_result, np.float32), expected_noisy.ravel())
     assert not bad_level["ok"] and "is not in the current schedule" in bad_level["error"]
