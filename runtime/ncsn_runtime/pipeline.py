@@ -1,0 +1,484 @@
+"""``NCSNPipeline``: sample from an export directory with onnxruntime (numpy in, numpy / PIL out; no torch).
+
+Two modes give the same samples for the same seeds (<= 1e-4):
+
+* ``fused``: ``sampler.onnx`` runs the whole annealed loop in one call (an ONNX ``Loop``).
+* ``stepwise``: Python drives one Langevin step at a time, either ``step.onnx`` through IO binding
+  (device-resident buffers; on CUDA also captured as a CUDA graph) or ``score.onnx`` plus the numpy
+  scheduler. Per-step callbacks, a progress bar and NaN/inf location by level and step.
+
+``mode="auto"`` picks stepwise when a per-step callback is given or the device is CUDA (where the
+CUDA-graph step is expected to be fastest; onnxruntime cannot capture a ``Loop``), and fused on CPU,
+where measurement showed the fused graph faster (see the issue note and ``bench/bench_runtime.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inpaint import KnownRegionProjection, prepare_image_and_mask
+from .manifest import ExportDirectoryError, load_manifest, verified_path
+from .noise import MAX_SEED, initial_sample, seeds_for_batch
+from .providers import Device, open_session, resolve_device
+from .schedule import check_count, denoise_update
+from .scheduler import AnnealedLangevinDynamicsScheduler
+from .steppers import (
+    BoundStepper,
+    CudaGraphStepper,
+    NonFiniteSampleError,
+    ScoreStepper,
+    bad_samples,
+    check_graph_io,
+    langevin_loop,
+)
+
+logger = logging.getLogger("ncsn_runtime")
+
+MODES = ("auto", "fused", "stepwise")
+OUTPUT_TYPES = ("pil", "np", "raw")
+STEPWISE_GRAPHS = ("auto", "step", "score")
+SAMPLER_INPUTS = ("sample", "seed", "timesteps", "step_sizes", "num_annealed_steps")
+
+Callback = Callable[["NCSNPipeline", int, int, dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass
+class NCSNPipelineOutput:
+    """Like diffusers' ``ImagePipelineOutput``.
+
+    Attributes:
+        images: list of PIL images (``output_type="pil"``), float32 [B, H, W, C] in [0, 1] (``"np"``),
+            or the raw samples float32 [B, *sample_shape] (``"raw"``, and always for non-image models).
+        seeds: int64 [B], the per-sample seeds used (reproduce a sample with ``seed=[seeds[b]]``).
+    """
+
+    images: Any
+    seeds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.images,)[index]
+
+
+@dataclass
+class RunInfo:
+    """What the last call did (for logs, the CLI and benchmarks)."""
+
+    mode: str
+    engine: str
+    provider: str
+    batch_size: int
+    num_inference_steps: int
+    num_annealed_steps: int
+    seconds: float
+
+
+def _progress(total: int, enabled: bool, description: str) -> Any:
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm is optional: no bar without it
+            pass
+        else:
+            return tqdm(total=total, desc=description, unit="step", leave=False)
+
+    class _NoBar:
+        def update(self, count: int = 1) -> None: ...
+        def close(self) -> None: ...
+
+    return _NoBar()
+
+
+class NCSNPipeline:
+    """Annealed Langevin sampling from an ``ncsn-export`` directory on onnxruntime.
+
+    Build it with :meth:`from_pretrained`. Attributes: ``scheduler`` (the numpy
+    :class:`~ncsn_runtime.scheduler.AnnealedLangevinDynamicsScheduler`), ``manifest``, ``device``,
+    ``provider``, ``sample_shape``, ``is_image``, ``init_range``, ``data_range``, ``final_denoise``,
+    ``last_run`` (:class:`RunInfo`).
+    """
+
+    def __init__(
+        self,
+        export_dir: str | Path,
+        manifest: dict[str, Any],
+        scheduler: AnnealedLangevinDynamicsScheduler,
+        device: Device,
+        sessions: dict[str, Any],
+        *,
+        stepwise_graph: str = "auto",
+        cuda_graph: bool = True,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        if stepwise_graph not in STEPWISE_GRAPHS:
+            raise ValueError(f"`stepwise_graph` must be one of {STEPWISE_GRAPHS}, got {stepwise_graph!r}")
+        self.export_dir = Path(export_dir)
+        self.manifest = manifest
+        self.scheduler = scheduler
+        self.device = device
+        self.stepwise_graph = stepwise_graph
+        self.cuda_graph = bool(cuda_graph)
+        self.intra_op_threads = intra_op_threads
+        self.cuda_graph_error: str | None = None
+        self.last_run: RunInfo | None = None
+        self._sessions = dict(sessions)
+        self._steppers: dict[tuple[str, int], Any] = {}
+        model = manifest["model"]
+        self.sample_shape = _shape(model.get("sample_shape"))
+        self.is_image = bool(model.get("is_image", len(self.sample_shape) == 3))
+        self.init_range = _range("init_range", model.get("init_range", (0.0, 1.0)))
+        self.data_range = _range("data_range", model.get("data_range", (0.0, 1.0)))
+        self.final_denoise = bool(model.get("final_denoise", False))
+        if model.get("dtype", "float32") != "float32":
+            raise ExportDirectoryError(f"this runtime reads float32 exports, the manifest says dtype={model.get('dtype')!r}")
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        export_dir: str | Path,
+        provider: str = "auto",
+        *,
+        device_id: int = 0,
+        stepwise_graph: str = "auto",
+        cuda_graph: bool = True,
+        intra_op_threads: int | None = None,
+    ) -> NCSNPipeline:
+        """Open an export directory.
+
+        Args:
+            export_dir: directory written by ``ncsn-export`` (``manifest.json`` at its top).
+            provider: ``"auto"`` (CUDA when usable, else CPU; logged), ``"cpu"`` or ``"cuda"`` (an error
+                when CUDA is not usable).
+            device_id: CUDA device ordinal.
+            stepwise_graph: which graph stepwise mode drives: ``"step"`` (``step.onnx``, IO binding),
+                ``"score"`` (``score.onnx`` + numpy scheduler) or ``"auto"`` (step when exported).
+            cuda_graph: capture the stepwise step as a CUDA graph on CUDA (falls back, logged, if it cannot).
+            intra_op_threads: onnxruntime threads per operator (``None``: its default).
+
+        Every file is checked against the manifest's sha256 before it is loaded.
+        """
+        root = Path(export_dir)
+        manifest = load_manifest(root)
+        config_file = manifest.get("scheduler_config", "scheduler/scheduler_config.json")
+        scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(verified_path(root, manifest, config_file))
+        graphs = [name for name in ("score", "step", "sampler") if name in manifest["graphs"]]
+        if not graphs:
+            raise ExportDirectoryError(f"{root / 'manifest.json'} lists none of the graphs score, step, sampler")
+        probe = graphs[0]
+        device, session = resolve_device(provider, _graph_file(root, manifest, probe), device_id)
+        return cls(root, manifest, scheduler, device, {probe: session}, stepwise_graph=stepwise_graph,
+                   cuda_graph=cuda_graph, intra_op_threads=intra_op_threads)
+
+    @property
+    def provider(self) -> str:
+        """onnxruntime's name of the execution provider in use."""
+        return self.device.provider
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.manifest["graphs"]
+
+    def session(self, name: str) -> Any:
+        """The onnxruntime session of graph ``name`` (``score``, ``step`` or ``sampler``), opened once."""
+        if name not in self._sessions:
+            if not self.has_graph(name):
+                raise ExportDirectoryError(f"{self.export_dir} has no {name} graph (graphs: {sorted(self.manifest['graphs'])})")
+            path = _graph_file(self.export_dir, self.manifest, name)
+            self._sessions[name] = open_session(path, self.device, intra_op_threads=self.intra_op_threads)
+        return self._sessions[name]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(export_dir={str(self.export_dir)!r}, provider={self.provider!r}, "
+                f"sample_shape={self.sample_shape}, graphs={sorted(self.manifest['graphs'])})")
+
+    # -- choices ------------------------------------------------------------------------------------
+    def choose_mode(self, mode: str = "auto", callback: Callback | None = None) -> str:
+        """Resolve ``mode`` to ``"fused"`` or ``"stepwise"`` (see the module docstring for the auto rule)."""
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+        can_fuse, can_step = self.has_graph("sampler"), self.has_graph("step") or self.has_graph("score")
+        if mode == "fused":
+            if not can_fuse:
+                raise ExportDirectoryError(f"mode='fused' needs sampler.onnx, which {self.export_dir} does not have")
+            if callback is not None:
+                raise ValueError("`callback_on_step_end` needs mode='stepwise' (the fused graph runs every step in one call)")
+            return "fused"
+        if mode == "stepwise":
+            if not can_step:
+                raise ExportDirectoryError(f"mode='stepwise' needs step.onnx or score.onnx, which {self.export_dir} lacks")
+            return "stepwise"
+        if callback is not None or not can_fuse or (self.device.is_cuda and self.has_graph("step")):
+            if not can_step:
+                raise ExportDirectoryError(f"{self.export_dir} has neither step.onnx nor score.onnx for stepwise sampling")
+            return "stepwise"
+        return "fused"
+
+    def _stepwise_kind(self) -> str:
+        if self.stepwise_graph == "score" or (self.stepwise_graph == "auto" and not self.has_graph("step")):
+            return "score"
+        return "step"
+
+    def stepper(self, batch_size: int) -> Any:
+        """The stepwise engine for ``batch_size`` (created once per batch size and reused)."""
+        kind = self._stepwise_kind()
+        key = (kind, batch_size if kind == "step" else 0)
+        if key in self._steppers:
+            return self._steppers[key]
+        if kind == "score":
+            stepper = ScoreStepper(self.session("score"), self.scheduler)
+        else:
+            shape = (batch_size, *self.sample_shape)
+            stepper = self._cuda_graph_stepper(shape) if self.device.is_cuda and self.cuda_graph else None
+            if stepper is None:
+                stepper = BoundStepper(self.session("step"), self.device, shape)
+        self._steppers[key] = stepper
+        return stepper
+
+    def _cuda_graph_stepper(self, shape: tuple[int, ...]) -> CudaGraphStepper | None:
+        path = _graph_file(self.export_dir, self.manifest, "step")
+        try:
+            session = open_session(path, self.device, cuda_graph=True, free_dimensions=self._batch_dimensions(shape[0]),
+                                   intra_op_threads=self.intra_op_threads)
+            return CudaGraphStepper(session, self.device, shape)
+        except Exception as error:  # onnxruntime raises plain RuntimeErrors / its own Fail
+            self.cuda_graph_error = f"{type(error).__name__}: {error}"
+            logger.warning("CUDA graph capture of step.onnx failed (%s); stepping with IO binding without it", error)
+            return None
+
+    def _batch_dimensions(self, batch_size: int) -> dict[str, int]:
+        """Symbolic batch-dimension names of step.onnx's inputs -> ``batch_size`` (static shapes for the CUDA graph)."""
+        inputs = self.manifest["graphs"]["step"].get("inputs")
+        if not inputs:
+            inputs = [{"name": item.name, "shape": item.shape} for item in self.session("step").get_inputs()]
+        names = {}
+        for item in inputs:
+            shape = item.get("shape") or []
+            if item.get("name") in ("sample", "seed") and shape and isinstance(shape[0], str):
+                names[shape[0]] = batch_size
+        return names
+
+    # -- sampling -----------------------------------------------------------------------------------
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int | None = None,
+        seed: int | Sequence[int] | None = None,
+        generator: np.random.Generator | None = None,
+        mode: str = "auto",
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callback | None = None,
+        progress: bool = True,
+    ) -> NCSNPipelineOutput | tuple[Any]:
+        """Draw ``batch_size`` samples.
+
+        Args:
+            batch_size: number of samples B >= 1.
+            num_inference_steps: noise levels to anneal through, in [1, num_train_timesteps] (``None``: all).
+            seed: int (sample b gets ``seed + b``) or a list of B per-sample seeds in [0, 2**63 - 1].
+            generator: ``numpy.random.Generator`` drawing the B seeds (exclusive with ``seed``); with
+                neither, seeds are random and returned in ``output.seeds``.
+            mode: ``"fused"``, ``"stepwise"`` or ``"auto"``.
+            output_type: ``"pil"``, ``"np"`` ([B, H, W, C] in [0, 1]) or ``"raw"`` (model space);
+                non-image models always return raw samples.
+            return_dict: return :class:`NCSNPipelineOutput` (else a 1-tuple).
+            callback_on_step_end: ``f(pipe, step_index, timestep, kwargs) -> dict | None`` after every
+                step (stepwise); ``kwargs`` holds ``sample`` (float32 [B, ...]), ``position``,
+                ``annealed_step`` and ``sigma``; a returned ``{"sample": x}`` replaces the sample.
+            progress: show a tqdm progress bar.
+        """
+        batch_size = check_count("batch_size", batch_size, 1)
+        seeds = self._seeds(seed, generator, batch_size)
+        timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
+        chosen = self.choose_mode(mode, callback_on_step_end)
+        _check_output_type(output_type)
+        x = initial_sample(seeds, self.sample_shape, *self.init_range)
+        start = time.perf_counter()
+        if chosen == "fused":
+            samples, engine = self._run_fused(x, seeds, timesteps, step_sizes, progress), "sampler.onnx (fused Loop)"
+        else:
+            after_step = None
+            if callback_on_step_end is not None:
+                after_step = self._callback_hook(callback_on_step_end, timesteps, sigmas)
+            samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress, after_step=after_step)
+        self.last_run = RunInfo(chosen, engine, self.provider, batch_size, len(timesteps), self.scheduler.num_annealed_steps,
+                                time.perf_counter() - start)
+        images = self._postprocess(samples, output_type)
+        return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
+
+    def inpaint(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        seed: int | Sequence[int] | None = None,
+        generator: np.random.Generator | None = None,
+        batch_size: int | None = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Callback | None = None,
+        progress: bool = True,
+    ) -> NCSNPipelineOutput | tuple[Any]:
+        """Fill the unknown region of ``image`` (Song & Ermon 2019, Algorithm 2; see :mod:`ncsn_runtime.inpaint`).
+
+        Args:
+            image: float [*sample_shape] or [B, *sample_shape] in the model's data range.
+            mask: 1 = known, 0 = fill; any shape broadcasting to [B, *sample_shape] (e.g. [H, W]).
+            batch_size: B (``None``: the image's batch, else 1); each sample is a different completion.
+            Other arguments as in :meth:`__call__`. Always stepwise. The returned samples hold
+            ``image`` itself in the known region (Algorithm 2 leaves ``image + sigma_L * z`` there).
+        """
+        if batch_size is not None:
+            batch_size = check_count("batch_size", batch_size, 1)
+        image, mask = prepare_image_and_mask(image, mask, self.sample_shape, batch_size)
+        seeds = self._seeds(seed, generator, len(image))
+        timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
+        _check_output_type(output_type)
+        self.choose_mode("stepwise")
+        projection = KnownRegionProjection(image, mask, seeds, sigmas)
+        user_hook = None if callback_on_step_end is None else self._callback_hook(callback_on_step_end, timesteps, sigmas)
+
+        def after_step(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray:
+            x = projection.after_step(position, annealed_step, x)
+            if user_hook is not None:
+                replaced = user_hook(position, annealed_step, x)
+                x = x if replaced is None else replaced
+            return x
+
+        start = time.perf_counter()
+        x = initial_sample(seeds, self.sample_shape, *self.init_range)
+        samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress,
+                                             before_level=projection.before_level, after_step=after_step)
+        samples = samples * projection.keep + image * mask
+        self.last_run = RunInfo("stepwise (inpaint)", engine, self.provider, len(image), len(timesteps),
+                                self.scheduler.num_annealed_steps, time.perf_counter() - start)
+        images = self._postprocess(samples.astype(np.float32), output_type)
+        return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _seeds(self, seed: Any, generator: np.random.Generator | None, batch_size: int) -> np.ndarray:
+        if seed is not None and generator is not None:
+            raise ValueError("pass `seed` or `generator`, not both")
+        if seed is not None:
+            return seeds_for_batch(seed, batch_size)
+        if generator is not None and not isinstance(generator, np.random.Generator):
+            raise TypeError(f"`generator` must be a numpy.random.Generator, got {type(generator).__name__}")
+        rng = generator if generator is not None else np.random.default_rng()
+        return rng.integers(0, MAX_SEED, size=batch_size, dtype=np.int64, endpoint=True)
+
+    def _schedule(self, num_inference_steps: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        levels = self.scheduler.num_train_timesteps
+        count = levels if num_inference_steps is None else num_inference_steps
+        try:
+            count = check_count("num_inference_steps", count, 1, levels)
+        except ValueError as error:
+            raise ValueError(f"{error} (this export was trained on {levels} noise levels)") from None
+        self.scheduler.set_timesteps(count)
+        return self.scheduler.schedule_arrays()
+
+    def _callback_hook(self, callback: Callback, timesteps: np.ndarray, sigmas: np.ndarray) -> Callable[..., Any]:
+        steps = self.scheduler.num_annealed_steps
+
+        def hook(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray | None:
+            kwargs = {"sample": x, "position": position, "annealed_step": annealed_step, "sigma": float(sigmas[position])}
+            result = callback(self, position * steps + annealed_step, int(timesteps[position]), kwargs)
+            if result and result.get("sample") is not None and result["sample"] is not x:
+                return np.asarray(result["sample"], dtype=np.float32)
+            return None
+
+        return hook
+
+    def _run_fused(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray,
+                   progress: bool) -> np.ndarray:
+        session = self.session("sampler")
+        output = check_graph_io(session, "sampler.onnx", SAMPLER_INPUTS)
+        steps = self.scheduler.num_annealed_steps
+        bar = _progress(1, progress, f"ncsn fused ({len(timesteps)} levels x {steps} steps in one graph)")
+        feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
+                 "num_annealed_steps": np.array(steps, dtype=np.int64)}
+        try:
+            samples = session.run([output], feeds)[0]
+        finally:
+            bar.update(1)
+            bar.close()
+        bad = bad_samples(samples)
+        if bad:
+            raise NonFiniteSampleError(
+                f"NaN/inf in the final samples {bad[:10]} (fused mode checks only the result; rerun with "
+                "mode='stepwise' to find the level and step where it first appears)", samples=bad)
+        return samples
+
+    def _run_stepwise(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray, progress: bool,
+                      before_level: Any = None, after_step: Any = None) -> tuple[np.ndarray, str]:
+        if self.final_denoise and not self.has_graph("score"):
+            raise ExportDirectoryError(f"this export applies a final denoising step, which needs score.onnx ({self.export_dir})")
+        stepper = self.stepper(len(x))
+        stepper.reset(x, seeds)
+        steps = self.scheduler.num_annealed_steps
+        bar = _progress(len(timesteps) * steps, progress, "ncsn stepwise")
+        try:
+            langevin_loop(stepper, timesteps, step_sizes, steps, before_level=before_level, after_step=after_step,
+                          on_step=lambda _: bar.update(1))
+        finally:
+            bar.close()
+        samples = stepper.read()
+        if self.final_denoise:
+            samples = self._denoise(samples, int(timesteps[-1]))
+        return samples, stepper.kind
+
+    def _denoise(self, samples: np.ndarray, last_level: int) -> np.ndarray:
+        """NCSNv2's ``x + sigma_last**2 * s(x, level_last)`` with sigma of the trained level (as the fused graph)."""
+        session = self.session("score")
+        output = check_graph_io(session, "score.onnx", ("sample", "timestep"))
+        score = session.run([output], {"sample": samples, "timestep": np.full(len(samples), last_level, dtype=np.int64)})[0]
+        sigma = self.scheduler.train_sigmas[last_level]
+        samples = denoise_update(samples, score, sigma * sigma).astype(np.float32)
+        bad = bad_samples(samples)
+        if bad:
+            raise NonFiniteSampleError(f"NaN/inf appeared in the final denoising step (level {last_level}) in samples {bad[:10]}",
+                                       level=last_level, samples=bad)
+        return samples
+
+    def _postprocess(self, samples: np.ndarray, output_type: str) -> Any:
+        from .images import to_numpy_images, to_pil_images
+
+        if output_type == "raw" or not self.is_image:
+            return samples
+        images = to_numpy_images(samples, self.data_range)
+        return images if output_type == "np" else to_pil_images(images)
+
+
+def _check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def _graph_file(root: Path, manifest: dict[str, Any], name: str) -> Path:
+    """Verified path of graph ``name``, after also verifying its listed external-data files."""
+    entry = manifest["graphs"][name]
+    relative = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(relative, str):
+        raise ExportDirectoryError(f"{root / 'manifest.json'}: graph `{name}` has no `file` entry")
+    path = verified_path(root, manifest, relative)
+    for other in manifest["files"]:
+        if other != relative and other.startswith(relative):  # e.g. score.onnx.data (external weights)
+            verified_path(root, manifest, other)
+    return path
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ExportDirectoryError(f"manifest model.sample_shape must be a list of positive ints, got {value!r}")
+    return tuple(value)
+
+
+def _range(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not float(value[1]) > float(value[0]):
+        raise ExportDirectoryError(f"manifest model.{name} must be [low, high] with high > low, got {value!r}")
+    return float(value[0]), float(value[1])

@@ -1,0 +1,287 @@
+"""Stepwise sampling engines: one Langevin step at a time, driven from Python.
+
+Three steppers share one small interface (``reset`` / ``step`` / ``read`` / ``write``):
+
+* :class:`ScoreStepper`: ``score.onnx`` for the score, the numpy scheduler for the update and
+  :func:`~ncsn_runtime.noise.counter_normal` for the noise. Host arrays; works on any provider.
+* :class:`BoundStepper`: ``step.onnx`` (score network + update + counter noise in one graph) through
+  IO binding. The sample ping-pongs between two pre-allocated device tensors and the scalar inputs
+  live in pre-bound device tensors updated in place, so on CUDA nothing leaves the device between
+  steps (one 8-byte host-to-device copy per step for the counter, two per level for level and
+  step size).
+* :class:`CudaGraphStepper`: the same bound step on a session opened with ``enable_cuda_graph`` and
+  the batch dimension fixed, so onnxruntime captures each direction of the ping-pong once as a CUDA
+  graph (``gpu_graph_id`` 1 and 2) and replays it for every later step. The buffers are therefore
+  allocated once per batch size and never re-bound; a stepper is reused across calls.
+
+:func:`langevin_loop` runs the annealed schedule on a stepper, with the NaN/inf check that reports
+the level and step where a non-finite value first appeared.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .manifest import ExportDirectoryError
+from .noise import counter_normal, langevin_counter
+from .providers import Device
+
+logger = logging.getLogger("ncsn_runtime")
+
+STEP_INPUTS = ("sample", "seed", "timestep", "step_size", "counter")
+SCORE_INPUTS = ("sample", "timestep")
+
+
+class NonFiniteSampleError(FloatingPointError):
+    """NaN or inf appeared in the samples.
+
+    Attributes:
+        position: schedule position (``None`` in fused mode: only the final sample is checked).
+        level: trained level index fed to the network at that position.
+        annealed_step: annealed step ``t`` within the level.
+        samples: indices (within the batch) of the samples holding non-finite values.
+    """
+
+    def __init__(self, message: str, position: int | None = None, level: int | None = None,
+                 annealed_step: int | None = None, samples: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.position, self.level, self.annealed_step, self.samples = position, level, annealed_step, list(samples)
+
+
+def bad_samples(sample: np.ndarray) -> list[int]:
+    """Indices of samples (axis 0) holding NaN or inf."""
+    finite = np.isfinite(sample.reshape(len(sample), -1)).all(axis=1)
+    return np.flatnonzero(~finite).tolist()
+
+
+def check_graph_io(session: Any, graph: str, inputs: Sequence[str]) -> str:
+    """Check a session has exactly the contract's input names; return its (single) output name."""
+    names = [item.name for item in session.get_inputs()]
+    if sorted(names) != sorted(inputs):
+        raise ExportDirectoryError(f"{graph} has inputs {names}; the graph contract expects {list(inputs)}")
+    outputs = [item.name for item in session.get_outputs()]
+    if len(outputs) != 1:
+        raise ExportDirectoryError(f"{graph} has outputs {outputs}; the graph contract expects exactly one")
+    return outputs[0]
+
+
+class ScoreStepper:
+    """Langevin steps from ``score.onnx`` + the numpy scheduler + numpy counter noise (host arrays).
+
+    Args:
+        session: onnxruntime session of ``score.onnx``.
+        scheduler: :class:`~ncsn_runtime.scheduler.AnnealedLangevinDynamicsScheduler` holding the schedule.
+    """
+
+    kind = "score.onnx + numpy scheduler"
+
+    def __init__(self, session: Any, scheduler: Any) -> None:
+        self.session = session
+        self.scheduler = scheduler
+        self.output_name = check_graph_io(session, "score.onnx", SCORE_INPUTS)
+        self._sample: np.ndarray | None = None
+        self._seeds: np.ndarray | None = None
+
+    def reset(self, sample: np.ndarray, seeds: np.ndarray) -> None:
+        self._sample = np.array(sample, dtype=np.float32)
+        self._seeds = np.asarray(seeds, dtype=np.int64)
+
+    def score(self, sample: np.ndarray, level: int) -> np.ndarray:
+        """s(x, level), float32 [B, ...]."""
+        timestep = np.full(len(sample), level, dtype=np.int64)
+        return self.session.run([self.output_name], {"sample": sample, "timestep": timestep})[0]
+
+    def step(self, level: int, step_size: float, counter: int) -> None:
+        x = self._sample
+        noise = counter_normal(self._seeds, counter, x.shape[1:])
+        self._sample = self.scheduler.step(self.score(x, level), level, x, noise=noise).prev_sample
+
+    def read(self) -> np.ndarray:
+        return self._sample.copy()
+
+    def write(self, sample: np.ndarray) -> None:
+        self._sample = np.array(sample, dtype=np.float32)
+
+
+class BoundStepper:
+    """``step.onnx`` through IO binding with device-resident, pre-bound buffers.
+
+    Args:
+        session: onnxruntime session of ``step.onnx`` on ``device``.
+        device: where the buffers live (``cpu`` or ``cuda``).
+        sample_shape: full shape [B, ...] of the sample buffers.
+        run_options: per ping-pong direction (0: buffer 0 -> 1, 1: buffer 1 -> 0), or ``None``.
+    """
+
+    kind = "step.onnx + IO binding"
+
+    def __init__(self, session: Any, device: Device, sample_shape: Sequence[int],
+                 run_options: tuple[Any, Any] | None = None) -> None:
+        self.session = session
+        self.device = device
+        self.shape = tuple(int(size) for size in sample_shape)
+        self.output_name = check_graph_io(session, "step.onnx", STEP_INPUTS)
+        self.run_options = run_options or (None, None)
+        self._buffers = [self._empty(self.shape, np.float32), self._empty(self.shape, np.float32)]
+        self._seed = self._empty((self.shape[0],), np.int64)
+        self._level = self._value(np.zeros((), dtype=np.int64))
+        self._step_size = self._value(np.zeros((), dtype=np.float32))
+        self._counter = self._value(np.zeros((), dtype=np.int64))
+        self._last_level: int | None = None
+        self._last_step_size: float | None = None
+        self._bindings = [self._bind(0, 1), self._bind(1, 0)]
+        self._current = 0
+
+    # -- buffers ------------------------------------------------------------------------------------
+    def _value(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(array, self.device.kind, self.device.device_id)
+
+    def _empty(self, shape: tuple[int, ...], dtype: type) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device.kind, self.device.device_id)
+
+    def _bind(self, source: int, target: int) -> Any:
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input("sample", self._buffers[source])
+        binding.bind_ortvalue_input("seed", self._seed)
+        binding.bind_ortvalue_input("timestep", self._level)
+        binding.bind_ortvalue_input("step_size", self._step_size)
+        binding.bind_ortvalue_input("counter", self._counter)
+        binding.bind_ortvalue_output(self.output_name, self._buffers[target])
+        return binding
+
+    def buffer_pointers(self) -> list[int]:
+        """Addresses of the two sample buffers (fixed for the stepper's lifetime)."""
+        return [buffer.data_ptr() for buffer in self._buffers]
+
+    # -- stepper interface -------------------------------------------------------------------------
+    def reset(self, sample: np.ndarray, seeds: np.ndarray) -> None:
+        """Load the initial x (float32 [B, ...]) and the per-sample seeds (int64 [B])."""
+        seeds = np.ascontiguousarray(seeds, dtype=np.int64)
+        if seeds.shape != (self.shape[0],):
+            raise ValueError(f"`seeds` must have shape ({self.shape[0]},), got {seeds.shape}")
+        self._seed.update_inplace(seeds)
+        self.write(sample)
+
+    def step(self, level: int, step_size: float, counter: int) -> None:
+        """x <- step(x, seed, level, step_size, counter), all on the device."""
+        if level != self._last_level:
+            self._level.update_inplace(np.array(level, dtype=np.int64))
+            self._last_level = level
+        if step_size != self._last_step_size:
+            self._step_size.update_inplace(np.array(step_size, dtype=np.float32))
+            self._last_step_size = step_size
+        self._counter.update_inplace(np.array(counter, dtype=np.int64))
+        self.session.run_with_iobinding(self._bindings[self._current], self.run_options[self._current])
+        self._current ^= 1
+
+    def read(self) -> np.ndarray:
+        """Host copy of the current x (on CPU ``OrtValue.numpy`` is a view of the buffer, hence the copy)."""
+        return np.array(self._buffers[self._current].numpy(), copy=True)
+
+    def write(self, sample: np.ndarray) -> None:
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        if sample.shape != self.shape:
+            raise ValueError(f"`sample` must have shape {self.shape}, got {sample.shape}")
+        self._buffers[self._current].update_inplace(sample)
+
+
+class CudaGraphStepper(BoundStepper):
+    """:class:`BoundStepper` whose two ping-pong directions are captured as CUDA graphs 1 and 2.
+
+    ``session`` must be opened with ``enable_cuda_graph`` and the batch dimension fixed to
+    ``sample_shape[0]``. The constructor warms up and captures both graphs (with zero inputs); it
+    raises whatever onnxruntime raises when the graph cannot be captured (e.g. a node placed on CPU),
+    so callers can fall back to :class:`BoundStepper`.
+    """
+
+    kind = "step.onnx + IO binding + CUDA graph"
+    WARMUP_RUNS = 3  # per graph id: onnxruntime runs normally first, then captures, then replays
+
+    def __init__(self, session: Any, device: Device, sample_shape: Sequence[int]) -> None:
+        options = []
+        for graph_id in ("1", "2"):  # 0 is reserved by onnxruntime, -1 disables capture
+            run_options = ort.RunOptions()
+            run_options.add_run_config_entry("gpu_graph_id", graph_id)
+            options.append(run_options)
+        super().__init__(session, device, sample_shape, run_options=(options[0], options[1]))
+        self.reset(np.zeros(self.shape, dtype=np.float32), np.zeros(self.shape[0], dtype=np.int64))
+        for _ in range(2 * self.WARMUP_RUNS):
+            self.step(0, 0.0, 0)
+        self._current = 0
+
+
+def langevin_loop(
+    stepper: Any,
+    timesteps: np.ndarray,
+    step_sizes: np.ndarray,
+    num_annealed_steps: int,
+    *,
+    before_level: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    after_step: Callable[[int, int, np.ndarray], np.ndarray | None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    check_finite: bool = True,
+) -> None:
+    """Run ``len(timesteps) * num_annealed_steps`` Langevin steps on ``stepper`` (noise counter ``i*T + t``).
+
+    Args:
+        stepper: a reset stepper (its x is the initial sample).
+        timesteps: int64 [N] level indices; step_sizes: float32 [N].
+        num_annealed_steps: T.
+        before_level: ``(position, x) -> x`` applied when each level starts (inpainting's projection).
+        after_step: ``(position, t, x) -> x or None`` after every step; forces a host read per step.
+        on_step: ``(global_step) -> None`` after every step, without reading x (progress bars).
+        check_finite: raise :class:`NonFiniteSampleError` naming the position, level and annealed step
+            where NaN/inf first appeared. Checked once per level (one host read); on failure the level
+            is replayed from its saved start, which reproduces it exactly (the noise is a function of
+            the counter), to find the step.
+    """
+    steps = int(num_annealed_steps)
+    schedule = zip(np.asarray(timesteps).tolist(), np.asarray(step_sizes, np.float32).tolist(), strict=True)
+    for position, (level, step_size) in enumerate(schedule):
+        start = None
+        if before_level is not None:
+            start = before_level(position, stepper.read())
+            stepper.write(start)
+        elif check_finite and after_step is None:
+            start = stepper.read()
+        for t in range(steps):
+            stepper.step(level, step_size, langevin_counter(position, t, steps))
+            if after_step is not None:
+                x = stepper.read()
+                if check_finite and bad_samples(x):
+                    _raise_non_finite(x, position, level, t)
+                replaced = after_step(position, t, x)
+                if replaced is not None:
+                    stepper.write(replaced)
+            if on_step is not None:
+                on_step(position * steps + t)
+        if check_finite and after_step is None:
+            end = stepper.read()
+            if bad_samples(end):
+                _locate_non_finite(stepper, start, position, level, step_size, steps)
+
+
+def _locate_non_finite(stepper: Any, start: np.ndarray, position: int, level: int, step_size: float, steps: int) -> None:
+    stepper.write(start)
+    for t in range(steps):
+        stepper.step(level, step_size, langevin_counter(position, t, steps))
+        x = stepper.read()
+        if bad_samples(x):
+            _raise_non_finite(x, position, level, t)
+    raise NonFiniteSampleError(f"NaN/inf appeared at schedule position {position} (level {level}) but did not reproduce "
+                               "on replay", position, level)
+
+
+def _raise_non_finite(x: np.ndarray, position: int, level: int, t: int) -> None:
+    samples = bad_samples(x)
+    raise NonFiniteSampleError(
+        f"NaN/inf first appeared at schedule position {position} (trained level {level}), annealed step {t}, "
+        f"in samples {samples[:10]}{' ...' if len(samples) > 10 else ''}: the step size may be too large for this "
+        "network (lower sampling_eps) or the network diverges at this noise level",
+        position, level, t, samples,
+    )
