@@ -1,0 +1,74 @@
+"""``sampler.pt`` (TorchScript) and ``sampler.pt2`` (``torch.export``) of the fused sampler.
+
+``sampler.pt`` scripts the loop (a TorchScript ``for`` over the same step body) around the score
+network, which is scripted when it can be and traced otherwise; ``torch.jit.load`` runs it in a
+process that never imported ``ncsn_export``. ``sampler.pt2`` is the ``torch.export`` program of the
+``while_loop`` form, loaded with ``torch.export.load(path).module()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..sampler import AnnealedLangevinSampler
+from .errors import ExportError, tracing_error
+from .onnx_export import SAMPLER_INPUTS, example_inputs, quiet_exporter
+
+
+def script_or_trace(model: nn.Module, sample_shape: Sequence[int]) -> tuple[torch.jit.ScriptModule, str]:
+    """TorchScript of the score network: ``torch.jit.script`` when it compiles, else ``torch.jit.trace``."""
+    try:
+        with quiet_exporter():
+            return torch.jit.script(model), "script"
+    except Exception as script_error:
+        example = example_inputs(sample_shape)["sample"]
+        args = (example, torch.zeros(example.shape[0], dtype=torch.int64))
+        try:
+            with quiet_exporter(), torch.no_grad():
+                return torch.jit.trace(model, args, check_trace=False), "trace"
+        except Exception as trace_error:
+            raise tracing_error("sampler.pt", trace_error) from script_error
+
+
+def export_torchscript(
+    model: nn.Module, train_sigmas: torch.Tensor, final_denoise: bool, sample_shape: Sequence[int], path: str | Path
+) -> dict[str, Any]:
+    """Write ``sampler.pt``; returns ``{"file", "network"}`` where network is "script" or "trace"."""
+    network, how = script_or_trace(model, sample_shape)
+    sampler = AnnealedLangevinSampler(network, train_sigmas, final_denoise).eval()
+    try:
+        with quiet_exporter():
+            scripted = torch.jit.script(sampler)
+    except Exception as error:
+        raise tracing_error(Path(path).name, error) from error
+    torch.jit.save(scripted, str(path))
+    return {"file": Path(path).name, "network": how}
+
+
+def export_pt2(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], path: str | Path) -> dict[str, Any]:
+    """Write ``sampler.pt2`` (``torch.export.save``) with dynamic batch and number of levels."""
+    inputs = example_inputs(sample_shape)
+    args = tuple(inputs[name] for name in SAMPLER_INPUTS)
+    batch, levels = torch.export.Dim("batch"), torch.export.Dim("num_levels")
+    shapes = {"sample": {0: batch}, "seed": {0: batch}, "timesteps": {0: levels}, "step_sizes": {0: levels},
+              "num_annealed_steps": None}
+    try:
+        with quiet_exporter(), torch.no_grad():
+            program = torch.export.export(sampler.eval(), args, dynamic_shapes=shapes, strict=False)
+    except Exception as error:
+        raise tracing_error(Path(path).name, error) from error
+    torch.export.save(program, str(path))
+    return {"file": Path(path).name}
+
+
+def load_pt2(path: str | Path) -> nn.Module:
+    """The callable module of a ``sampler.pt2``."""
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as error:
+        raise ExportError(f"cannot load {path}: {error}") from error
