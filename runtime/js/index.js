@@ -4,3 +4,7 @@
 export * from './noise.js';
 export * from './schedule.js';
 export * from './scheduler.js';
+export * from './manifest.js';
+export * from './npy.js';
+export * from './grid.js';
+export * from './pipeline.js';

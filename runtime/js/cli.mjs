@@ -1,0 +1,131 @@
+#!/usr/bin/env node
+// node runtime/js/cli.mjs EXPORT_DIR --seed S --num-samples N --output FILE [--mode fused|stepwise] [...]
+// Generates samples from an ncsn-export directory with onnxruntime-node; same seeds -> same samples as `ncsn-sample`.
+
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { makeGrid } from './grid.js';
+import { MAX_SEED, toUint64 } from './noise.js';
+import { encodePng, loadPipeline, saveNpy, writeFileAtomic } from './node.js';
+
+const USAGE = `usage: node runtime/js/cli.mjs EXPORT_DIR --output FILE [options]
+
+Generate samples from an ncsn-export directory with onnxruntime-node (CPU).
+
+options:
+  --output FILE          .npy (raw float32 samples [N, ...sample_shape]) or .png (image grid; image models only)
+  --seed S               decimal integer in [0, 2**63 - 1 - N]; sample b uses seed S + b (default 0)
+  --num-samples N        batch size (default 16)
+  --mode M               fused (sampler.onnx, default) or stepwise (score.onnx + JS scheduler)
+  --num-inference-steps n  noise levels to use (default: all trained levels)
+  --sampling-eps E       Langevin step-size scale (default: scheduler_config.json's)
+  --threads K            onnxruntime intra-op threads (default: onnxruntime's choice)
+  --json                 print a JSON summary (shape, seconds, mode) on stdout
+  -h, --help             show this help`;
+
+class UsageError extends Error {}
+
+/** @param {string} name @param {string | undefined} value @param {number} low */
+function parseInteger(name, value, low) {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]+$/.test(value) || Number(value) < low || !Number.isSafeInteger(Number(value))) {
+    throw new UsageError(`--${name} must be an integer >= ${low}, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+function parse(argv) {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      output: { type: 'string', short: 'o' },
+      seed: { type: 'string', default: '0' },
+      'num-samples': { type: 'string', default: '16' },
+      mode: { type: 'string', default: 'fused' },
+      'num-inference-steps': { type: 'string' },
+      'sampling-eps': { type: 'string' },
+      threads: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) return { help: true };
+  if (positionals.length !== 1) throw new UsageError(`expected exactly one EXPORT_DIR, got ${positionals.length}`);
+  if (!values.output) throw new UsageError('--output FILE is required (.npy or .png)');
+  const extension = path.extname(values.output).toLowerCase();
+  if (extension !== '.npy' && extension !== '.png') throw new UsageError(`--output must end in .npy or .png, got ${JSON.stringify(values.output)}`);
+  if (!['fused', 'stepwise'].includes(values.mode)) throw new UsageError(`--mode must be fused or stepwise, got ${JSON.stringify(values.mode)}`);
+  const numSamples = parseInteger('num-samples', values['num-samples'], 1);
+  let seed;
+  try {
+    seed = toUint64('seed', values.seed, MAX_SEED - BigInt(numSamples));
+  } catch (error) {
+    throw new UsageError(`--seed: ${error.message}`);
+  }
+  let samplingEps;
+  if (values['sampling-eps'] !== undefined) {
+    samplingEps = Number(values['sampling-eps']);
+    if (!Number.isFinite(samplingEps) || samplingEps <= 0) throw new UsageError(`--sampling-eps must be a number > 0, got ${JSON.stringify(values['sampling-eps'])}`);
+  }
+  return {
+    exportDir: positionals[0],
+    output: values.output,
+    extension,
+    seed,
+    numSamples,
+    mode: values.mode,
+    numInferenceSteps: parseInteger('num-inference-steps', values['num-inference-steps'], 1),
+    samplingEps,
+    threads: parseInteger('threads', values.threads, 1),
+    json: values.json,
+  };
+}
+
+async function main(argv) {
+  let args;
+  try {
+    args = parse(argv);
+  } catch (error) {
+    process.stderr.write(`error: ${error.message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const sessionOptions = args.threads ? { intraOpNumThreads: args.threads } : {};
+  const loadStart = performance.now();
+  const pipeline = await loadPipeline(args.exportDir, { mode: args.mode, sessionOptions });
+  if (args.extension === '.png' && !pipeline.model.is_image) {
+    throw new UsageError(`model ${pipeline.model.name} has non-image samples of shape [${pipeline.sampleShape}]: write .npy instead of .png`);
+  }
+  const loadSeconds = (performance.now() - loadStart) / 1000;
+  const start = performance.now();
+  const result = await pipeline.generate({
+    seed: args.seed,
+    numSamples: args.numSamples,
+    numInferenceSteps: args.numInferenceSteps,
+    samplingEps: args.samplingEps,
+  });
+  const seconds = (performance.now() - start) / 1000;
+  if (args.extension === '.npy') {
+    await saveNpy(args.output, result.samples, result.shape);
+  } else {
+    await writeFileAtomic(args.output, encodePng(makeGrid(result.samples, result.shape, pipeline.model.data_range ?? [0, 1])));
+  }
+  await pipeline.release();
+  const summary = { output: args.output, shape: result.shape, mode: args.mode, seconds, load_seconds: loadSeconds, levels: result.timesteps.length };
+  if (args.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else process.stdout.write(`wrote ${args.output}: [${result.shape}] float32, ${args.mode}, ${result.timesteps.length} levels, ${seconds.toFixed(3)} s\n`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`error: ${error.message}\n`);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);

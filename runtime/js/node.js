@@ -1,0 +1,110 @@
+// Node-only helpers: read an export directory from disk, load it with onnxruntime-node, write .npy / .png files.
+
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { deflateSync } from 'node:zlib';
+
+import { ExportDirectoryError } from './manifest.js';
+import { encodeNpy } from './npy.js';
+import { NCSNPipeline } from './pipeline.js';
+
+export * from './index.js';
+
+/**
+ * A FileSource reading an export directory on disk.
+ * @param {string} directory
+ * @returns {import('./manifest.js').FileSource}
+ */
+export function fsSource(directory) {
+  const root = path.resolve(directory);
+  return {
+    location: root,
+    async readBytes(relative) {
+      const bytes = await readFile(path.join(root, relative));
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+  };
+}
+
+/**
+ * Load an export directory with onnxruntime-node (CPU).
+ * @param {string} directory
+ * @param {{mode?: 'fused' | 'stepwise' | 'both', sessionOptions?: object, ort?: any}} [options]
+ * @returns {Promise<NCSNPipeline>}
+ */
+export async function loadPipeline(directory, { mode = 'fused', sessionOptions = {}, ort } = {}) {
+  const info = await stat(directory).catch(() => null);
+  if (!info?.isDirectory()) throw new ExportDirectoryError(`export directory not found: ${path.resolve(directory)}`);
+  const runtime = ort ?? (await import('onnxruntime-node'));
+  return NCSNPipeline.load(fsSource(directory), { ort: runtime, mode, sessionOptions });
+}
+
+/**
+ * Write bytes atomically (temporary file in the same folder + rename).
+ * @param {string} file
+ * @param {Uint8Array} bytes
+ */
+export async function writeFileAtomic(file, bytes) {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, file);
+  } catch (error) {
+    await unlink(tmp).catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * Save float32 samples as .npy.
+ * @param {string} file
+ * @param {Float32Array} samples
+ * @param {number[]} shape
+ */
+export function saveNpy(file, samples, shape) {
+  return writeFileAtomic(file, encodeNpy(samples, shape));
+}
+
+const CRC_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c;
+});
+
+/** @param {Uint8Array} bytes */
+function crc32(bytes) {
+  let c = -1;
+  for (const byte of bytes) c = CRC_TABLE[(c ^ byte) & 0xff] ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
+
+/**
+ * Encode an 8-bit gray or RGB grid as PNG bytes.
+ * @param {import('./grid.js').Grid} grid
+ * @returns {Uint8Array}
+ */
+export function encodePng({ width, height, channels, pixels }) {
+  const rowBytes = width * channels;
+  const raw = Buffer.alloc((rowBytes + 1) * height);
+  for (let y = 0; y < height; y++) raw.set(pixels.subarray(y * rowBytes, (y + 1) * rowBytes), y * (rowBytes + 1) + 1); // filter 0
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const out = Buffer.alloc(body.length + 8);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc32(body), body.length + 4);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth
+  header[9] = channels === 1 ? 0 : 2; // gray / RGB
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}

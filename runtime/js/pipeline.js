@@ -1,0 +1,217 @@
+// NCSNPipeline: run an ncsn-export directory with onnxruntime (onnxruntime-node or onnxruntime-web, passed in).
+//
+//   fused:    sampler.onnx runs the whole annealed loop in one call (initial sample and schedule computed here);
+//   stepwise: score.onnx once per Langevin step, the JS scheduler and counter noise in between.
+// Both give the Python runtime's samples for the same seeds (same initial sample, schedule and noise counters).
+
+import { ExportDirectoryError, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
+import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
+import { checkCount } from './schedule.js';
+import { denoiseUpdate } from './schedule.js';
+import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
+
+/** @typedef {import('./manifest.js').FileSource} FileSource */
+/** @typedef {import('./manifest.js').Manifest} Manifest */
+/** @typedef {import('./noise.js').SeedLike} SeedLike */
+/** @typedef {'fused' | 'stepwise'} Mode */
+
+/**
+ * @typedef {object} Progress
+ * @property {number} position schedule position i (0-based) just finished
+ * @property {number} numLevels N, levels in the schedule
+ * @property {number} level trained level index fed to the network
+ * @property {number} sigma noise level of this position
+ * @property {Float32Array} sample current x [B * D] (stepwise: after this level; fused: the final sample)
+ */
+
+/**
+ * @typedef {object} GenerateOptions
+ * @property {SeedLike | SeedLike[]} [seed] one seed (sample b gets seed + b) or one per sample; default 0
+ * @property {number} [numSamples] batch size B (>= 1; default 1, or the seed list's length)
+ * @property {number} [numInferenceSteps] levels to use (default: every trained level)
+ * @property {number} [samplingEps] step-size scale (default: the config's)
+ * @property {Mode} [mode] overrides the pipeline's mode
+ * @property {(progress: Progress) => void | Promise<void>} [onProgress] called after each level (stepwise) or once (fused)
+ */
+
+/**
+ * @typedef {object} GenerateResult
+ * @property {Float32Array} samples final samples, C-ordered [B, ...sampleShape]
+ * @property {number[]} shape [B, ...sampleShape]
+ * @property {bigint[]} seeds per-sample seeds
+ * @property {BigInt64Array} timesteps the schedule's level indices
+ * @property {Float32Array} stepSizes the schedule's step sizes
+ */
+
+const MODES = ['fused', 'stepwise'];
+
+export class NCSNPipeline {
+  /**
+   * Use {@link NCSNPipeline.load}.
+   * @param {object} parts
+   * @param {any} parts.ort onnxruntime module (InferenceSession, Tensor)
+   * @param {Manifest} parts.manifest
+   * @param {import('./scheduler.js').SchedulerConfig} parts.schedulerConfig
+   * @param {Record<string, any>} parts.sessions InferenceSession per graph name
+   * @param {Mode} parts.mode
+   * @param {string} parts.location
+   */
+  constructor({ ort, manifest, schedulerConfig, sessions, mode, location }) {
+    this.ort = ort;
+    this.manifest = manifest;
+    this.model = manifest.model;
+    this.sampleShape = manifest.model.sample_shape.slice();
+    this.schedulerConfig = schedulerConfig;
+    this.sessions = sessions;
+    this.mode = mode;
+    this.location = location;
+  }
+
+  /**
+   * Load an export directory: manifest, scheduler config and the graphs the mode needs (size + sha256 checked).
+   * @param {FileSource} source where the export directory's files come from
+   * @param {object} options
+   * @param {any} options.ort onnxruntime-node or onnxruntime-web module
+   * @param {Mode | 'both'} [options.mode] graphs to load: 'fused' (sampler.onnx), 'stepwise' (score.onnx) or 'both'
+   * @param {object} [options.sessionOptions] passed to InferenceSession.create (e.g. executionProviders)
+   * @returns {Promise<NCSNPipeline>}
+   */
+  static async load(source, { ort, mode = 'fused', sessionOptions = {} }) {
+    if (!ort?.InferenceSession || !ort?.Tensor) throw new TypeError('`ort` must be the onnxruntime-node or onnxruntime-web module');
+    if (![...MODES, 'both'].includes(mode)) throw new RangeError(`\`mode\` must be one of fused, stepwise, both; got ${JSON.stringify(mode)}`);
+    const manifest = await loadManifest(source);
+    const configPath = manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG;
+    const configBytes = manifest.files[configPath] ? await readVerified(source, manifest, configPath) : await source.readBytes(configPath);
+    let configPayload;
+    try {
+      configPayload = JSON.parse(new TextDecoder().decode(configBytes));
+    } catch (error) {
+      throw new ExportDirectoryError(`${source.location}/${configPath} is not valid JSON: ${error.message}`);
+    }
+    const schedulerConfig = parseSchedulerConfig(configPayload, `${source.location}/${configPath}`);
+    new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values
+    const wanted = mode === 'both' ? ['sampler', 'score'] : [mode === 'fused' ? 'sampler' : 'score'];
+    /** @type {Record<string, any>} */
+    const sessions = {};
+    for (const name of wanted) {
+      const file = graphFile(manifest, /** @type {'sampler' | 'score'} */ (name));
+      const bytes = await readVerified(source, manifest, file);
+      const options = { ...sessionOptions };
+      const dataFile = `${file}.data`;
+      if (manifest.files[dataFile]) options.externalData = [{ path: dataFile.split('/').pop(), data: await readVerified(source, manifest, dataFile) }];
+      sessions[name] = await ort.InferenceSession.create(bytes, options);
+    }
+    return new NCSNPipeline({ ort, manifest, schedulerConfig, sessions, mode: mode === 'both' ? 'fused' : mode, location: source.location });
+  }
+
+  /** A fresh scheduler from the export's scheduler_config.json. */
+  makeScheduler() {
+    return new AnnealedLangevinDynamicsScheduler(this.schedulerConfig);
+  }
+
+  /**
+   * Generate samples for the given seeds.
+   * @param {GenerateOptions} [options]
+   * @returns {Promise<GenerateResult>}
+   */
+  async generate({ seed = 0, numSamples, numInferenceSteps, samplingEps, mode = this.mode, onProgress } = {}) {
+    if (!MODES.includes(mode)) throw new RangeError(`\`mode\` must be fused or stepwise, got ${JSON.stringify(mode)}`);
+    const graph = mode === 'fused' ? 'sampler' : 'score';
+    if (!this.sessions[graph]) throw new Error(`mode ${mode} needs ${graph}.onnx, which this pipeline did not load (load with mode '${mode}' or 'both')`);
+    const batch = numSamples ?? (Array.isArray(seed) ? seed.length : 1);
+    checkCount('numSamples', batch, 1);
+    const seeds = seedsForBatch(seed, batch);
+    const scheduler = this.makeScheduler();
+    if (numInferenceSteps !== undefined || samplingEps !== undefined) {
+      scheduler.setTimesteps({ numInferenceSteps: numInferenceSteps ?? scheduler.numTrainTimesteps, samplingEps });
+    }
+    const [low, high] = this.model.init_range ?? [0, 1];
+    const shape = [batch, ...this.sampleShape];
+    const x0 = initialSample(seeds, this.sampleShape, low, high);
+    const samples = mode === 'fused' ? await this._fused(x0, seeds, scheduler, shape, onProgress) : await this._stepwise(x0, seeds, scheduler, shape, onProgress);
+    return { samples, shape, seeds, timesteps: scheduler.timesteps, stepSizes: scheduler.stepSize };
+  }
+
+  /**
+   * @param {Float32Array} x0 @param {bigint[]} seeds @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
+   * @param {GenerateOptions['onProgress']} onProgress
+   */
+  async _fused(x0, seeds, scheduler, shape, onProgress) {
+    const { Tensor } = this.ort;
+    const feeds = {
+      sample: new Tensor('float32', x0, shape),
+      seed: new Tensor('int64', BigInt64Array.from(seeds), [seeds.length]),
+      timesteps: new Tensor('int64', scheduler.timesteps, [scheduler.timesteps.length]),
+      step_sizes: new Tensor('float32', scheduler.stepSize, [scheduler.stepSize.length]),
+      num_annealed_steps: new Tensor('int64', BigInt64Array.of(BigInt(scheduler.numAnnealedSteps)), []),
+    };
+    const output = await this.sessions.sampler.run(feeds);
+    const samples = /** @type {Float32Array} */ (output.final_sample.data);
+    const last = scheduler.timesteps.length - 1;
+    await onProgress?.({ position: last, numLevels: last + 1, level: Number(scheduler.timesteps[last]), sigma: scheduler.sigmas[last], sample: samples });
+    return samples;
+  }
+
+  /**
+   * @param {Float32Array} x @param {bigint[]} seeds @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
+   * @param {GenerateOptions['onProgress']} onProgress
+   */
+  async _stepwise(x, seeds, scheduler, shape, onProgress) {
+    const T = scheduler.numAnnealedSteps;
+    const numLevels = scheduler.timesteps.length;
+    for (let position = 0; position < numLevels; position++) {
+      const level = scheduler.timesteps[position];
+      for (let t = 0; t < T; t++) {
+        const score = await this.score(x, level, shape);
+        const noise = counterNormal(seeds, langevinCounter(position, t, T), this.sampleShape);
+        x = scheduler.step(score, level, x, { noise }).prevSample;
+      }
+      await onProgress?.({ position, numLevels, level: Number(level), sigma: scheduler.sigmas[position], sample: x });
+    }
+    if (this.model.final_denoise) {
+      // NCSNv2's x + sigma_last**2 * s(x, level_last) with the TRAINED sigma of the last level (as sampler.onnx)
+      const last = scheduler.timesteps[numLevels - 1];
+      const sigma = scheduler.trainSigmas[Number(last)];
+      x = denoiseUpdate(x, await this.score(x, last, shape), Math.fround(sigma * sigma));
+    }
+    return x;
+  }
+
+  /**
+   * One call of score.onnx: s(x, level) for every sample at one level.
+   * @param {Float32Array} x [B * D]
+   * @param {bigint} level
+   * @param {number[]} shape [B, ...sampleShape]
+   * @returns {Promise<Float32Array>}
+   */
+  async score(x, level, shape) {
+    const { Tensor } = this.ort;
+    const output = await this.sessions.score.run({
+      sample: new Tensor('float32', x, shape),
+      timestep: new Tensor('int64', new BigInt64Array(shape[0]).fill(BigInt(level)), [shape[0]]),
+    });
+    return /** @type {Float32Array} */ (output.score.data);
+  }
+
+  /** Release the onnxruntime sessions. */
+  async release() {
+    for (const session of Object.values(this.sessions)) await session.release?.();
+  }
+}
+
+/**
+ * A FileSource over HTTP(S): files of the export directory at `baseUrl` (browser or Node's fetch).
+ * @param {string} baseUrl e.g. "/export/" or "http://127.0.0.1:8000/export"
+ * @returns {FileSource}
+ */
+export function fetchSource(baseUrl) {
+  const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
+  return {
+    location: base.replace(/\/$/, ''),
+    async readBytes(relative) {
+      const response = await fetch(base + relative);
+      if (!response.ok) throw new Error(`GET ${base + relative}: HTTP ${response.status}`);
+      return new Uint8Array(await response.arrayBuffer());
+    },
+  };
+}
