@@ -14,11 +14,11 @@ const USAGE = `usage: node runtime/js/cli.mjs EXPORT_DIR --output FILE [options]
 Generate samples from an ncsn-export directory with onnxruntime-node (CPU).
 
 options:
-  --output FILE          .npy (raw float32 samples [N, ...sample_shape]) or .png (image grid; image models only)
-  --seed S               decimal integer in [0, 2**63 - 1 - N]; sample b uses seed S + b (default 0)
-  --num-samples N        batch size (default 16)
+  -o, --output FILE      .npy (raw float32 samples [N, ...sample_shape]) or .png (image grid; image models only)
+  -s, --seed S           decimal integer in [0, 2**63 - 1 - N]; sample b uses seed S + b (default 0)
+  -n, --num-samples N    batch size (default 16)
   --mode M               fused (sampler.onnx, default) or stepwise (score.onnx + JS scheduler)
-  --num-inference-steps n  noise levels to use (default: all trained levels)
+  --steps n              noise levels to anneal through (default: all trained levels)
   --sampling-eps E       Langevin step-size scale (default: scheduler_config.json's)
   --threads K            onnxruntime intra-op threads (default: onnxruntime's choice)
   --json                 print a JSON summary (shape, seconds, mode) on stdout
@@ -41,10 +41,10 @@ function parse(argv) {
     allowPositionals: true,
     options: {
       output: { type: 'string', short: 'o' },
-      seed: { type: 'string', default: '0' },
-      'num-samples': { type: 'string', default: '16' },
+      seed: { type: 'string', short: 's', default: '0' },
+      'num-samples': { type: 'string', short: 'n', default: '16' },
       mode: { type: 'string', default: 'fused' },
-      'num-inference-steps': { type: 'string' },
+      steps: { type: 'string' },
       'sampling-eps': { type: 'string' },
       threads: { type: 'string' },
       json: { type: 'boolean', default: false },
@@ -76,7 +76,7 @@ function parse(argv) {
     seed,
     numSamples,
     mode: values.mode,
-    numInferenceSteps: parseInteger('num-inference-steps', values['num-inference-steps'], 1),
+    numInferenceSteps: parseInteger('steps', values.steps, 1),
     samplingEps,
     threads: parseInteger('threads', values.threads, 1),
     json: values.json,
