@@ -1,0 +1,108 @@
+"""``ncsn-export``: export a score network and its whole annealed Langevin sampler, validated, in one command."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL
+
+EPILOG = f"""\
+models:
+  built-in names: {", ".join(sorted(BUILTIN_MODELS))} (default: {DEFAULT_MODEL})
+  your own:       package.module:factory   (a callable returning ncsn_export.models.registry.ModelSpec)
+  a checkpoint:   a diffusers-ncsn directory (model_index.json, unet/, scheduler/)
+
+writes OUTPUT/ atomically (staged, then renamed; nothing is left behind on failure or Ctrl-C):
+  manifest.json                    shapes, graph I/O, sha256 of every file, validation results, versions
+  scheduler/scheduler_config.json  the scheduler config (diffusers format)
+  score.onnx     sample f32[B,...], timestep i64[B] -> score
+  step.onnx      sample, seed i64[B], timestep i64[], step_size f32[], counter i64[] -> next_sample
+  sampler.onnx   sample, seed i64[B], timesteps i64[N], step_sizes f32[N], num_annealed_steps i64[]
+                 -> final_sample   (the whole annealed loop in one ONNX Loop)
+  sampler.pt     TorchScript (torch.jit.load; needs no ncsn_export)    sampler.pt2  torch.export.save
+
+validation: torch eager vs every artifact on a short schedule (--num-inference-steps levels x
+--num-annealed-steps steps, seeds 0..B-1); max abs diff <= 1e-4 (fp32) or 5e-2 (--fp16), else exit 1.
+
+examples:
+  ncsn-export --model toy-gmm --output exports/toy-gmm
+  ncsn-export --model mypkg.nets:my_spec --output exports/mine --opset 20 --batch-size 4 --force
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ncsn-export",
+        description="Export an NCSN score network plus its annealed Langevin sampler (ONNX Loop, TorchScript, "
+        "torch.export) to a validated export directory.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_REF",
+                        help=f"built-in name, package.module:factory, or a diffusers-ncsn directory (default: {DEFAULT_MODEL})")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="export directory to create")
+    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset of all graphs (default: 18, minimum 18)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="run the score network in float16 inside every artifact (inputs/outputs stay float32)")
+    parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip the validation against torch")
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it is an earlier export directory")
+    parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="validation batch size (default: 2)")
+    parser.add_argument("--num-inference-steps", type=int, default=3, metavar="N",
+                        help="validation schedule: number of noise levels (default: 3)")
+    parser.add_argument("--num-annealed-steps", type=int, default=5, metavar="T",
+                        help="validation schedule: Langevin steps per level (default: 5)")
+    parser.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None,
+                        help="NCSNv2 final denoising step x + sigma_last^2 * score in the samplers (default: the model's)")
+    parser.add_argument("--tolerance", type=float, default=None, metavar="TOL",
+                        help="max abs difference allowed in validation (default: 1e-4, or 5e-2 with --fp16)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the validation table and errors")
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ncsn-export``; returns the exit status (0 ok, 1 export failed, 2 usage, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed export cleans up like Ctrl-C
+    from .exporters import ExportError, export_model  # imports torch: after --help
+    from .exporters.onnx_export import DEFAULT_OPSET
+
+    def log(line: str) -> None:
+        if not args.quiet or line.startswith("artifact"):  # the validation table is one multi-line entry
+            print(line, flush=True)
+
+    try:
+        export_model(
+            args.model,
+            args.output,
+            opset=DEFAULT_OPSET if args.opset is None else args.opset,
+            fp16=args.fp16,
+            validate=args.validate,
+            force=args.force,
+            batch_size=args.batch_size,
+            num_inference_steps=args.num_inference_steps,
+            num_annealed_steps=args.num_annealed_steps,
+            final_denoise=args.final_denoise,
+            tolerance=args.tolerance,
+            log=log,
+        )
+    except ExportError as error:
+        print(f"ncsn-export: error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as error:  # argument range checks (batch size, steps)
+        print(f"ncsn-export: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ncsn-export: interrupted; nothing was written to {args.output}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
