@@ -242,13 +242,14 @@ def langevin_loop(
     """
     steps = int(num_annealed_steps)
     schedule = zip(np.asarray(timesteps).tolist(), np.asarray(step_sizes, np.float32).tolist(), strict=True)
+    end = None  # x at the end of the previous level, already on the host
     for position, (level, step_size) in enumerate(schedule):
         start = None
         if before_level is not None:
-            start = before_level(position, stepper.read())
+            start = before_level(position, stepper.read() if end is None else end)
             stepper.write(start)
         elif check_finite and after_step is None:
-            start = stepper.read()
+            start = stepper.read() if end is None else end
         for t in range(steps):
             stepper.step(level, step_size, langevin_counter(position, t, steps))
             if after_step is not None:
@@ -260,6 +261,7 @@ def langevin_loop(
                     stepper.write(replaced)
             if on_step is not None:
                 on_step(position * steps + t)
+        end = None
         if check_finite and after_step is None:
             end = stepper.read()
             if bad_samples(end):
