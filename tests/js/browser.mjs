@@ -1,0 +1,62 @@
+// Drive examples/web in Debian's Chromium (playwright-core, no downloaded browser) and save what it generated.
+// usage: node tests/js/browser.mjs SPEC_JSON
+//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode", "steps"?}], "executablePath"?, "timeoutMs"?}
+// For each run: opens the page with ?autorun=1, waits for window.__ncsn.state to be done/error, saves
+// outDir/NAME.png (screenshot) and outDir/NAME.npy (samples); prints a JSON list of run summaries on stdout.
+
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+import { serve } from '../../examples/web/serve.mjs';
+import { encodeNpy } from '../../runtime/js/npy.js';
+
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+const spec = JSON.parse(process.argv[2]);
+const server = await serve({ exportDir: spec.exportDir, port: 0 });
+const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
+const profile = await mkdtemp(path.join(os.tmpdir(), 'ncsn-chromium-')); // a fresh --user-data-dir
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: spec.executablePath ?? '/usr/bin/chromium',
+  headless: true,
+  args: CHROMIUM_FLAGS,
+  viewport: { width: 900, height: 900 },
+});
+const summaries = [];
+try {
+  for (const run of spec.runs) {
+    const page = await context.newPage();
+    const console = [];
+    page.on('console', (message) => console.push(`${message.type()}: ${message.text()}`));
+    page.on('pageerror', (error) => console.push(`pageerror: ${error.message}`));
+    const query = new URLSearchParams({ seed: String(run.seed), count: String(run.count), mode: run.mode, autorun: '1' });
+    if (run.steps) query.set('steps', String(run.steps));
+    await page.goto(`http://127.0.0.1:${port}/?${query}`);
+    await page.waitForFunction(() => ['done', 'error'].includes(window.__ncsn?.state), null, { timeout: spec.timeoutMs ?? 120000 });
+    const state = await page.evaluate(() => ({ ...window.__ncsn, isolated: self.crossOriginIsolated }));
+    await page.screenshot({ path: path.join(spec.outDir, `${run.name}.png`), fullPage: true });
+    const summary = { name: run.name, state: state.state, error: state.error, levels: state.levels, isolated: state.isolated, console };
+    if (state.result) {
+      const { samples, shape, seconds, seeds } = state.result;
+      await writeFile(path.join(spec.outDir, `${run.name}.npy`), encodeNpy(Float32Array.from(samples), shape));
+      Object.assign(summary, { shape, seconds, seeds });
+    }
+    summaries.push(summary);
+    await page.close();
+  }
+} finally {
+  await context.close();
+  server.close();
+  await rm(profile, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(summaries));

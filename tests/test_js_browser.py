@@ -1,0 +1,88 @@
+"""Browser host: examples/web in Debian's Chromium (playwright-core, wasm backend) gives the Python runtime's samples.
+
+Skipped with a reason when node, the npm packages or /usr/bin/chromium are missing
+(scripts/setup-dev.sh installs chromium with apt when that is quick).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    from . import host_exports as hosts
+except ImportError:  # tests/ is not a package (pytest's default rootdir import mode)
+    import host_exports as hosts
+
+CHROMIUM = os.environ.get("NCSN_CHROMIUM", "/usr/bin/chromium")
+
+
+def _skip_reason() -> str | None:
+    if hosts.node_ready() is not None:
+        return hosts.node_ready()
+    if not (hosts.ROOT / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core is not installed (run `npm ci` at the repo root)"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+SEED, BATCH = 3, 4
+
+
+@pytest.fixture(scope="module")
+def browser_runs(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """One Chromium session: stepwise + fused on the tiny conv export, and a bad seed typed into the seed field."""
+    export = hosts.build_export("tiny-conv")
+    out = tmp_path_factory.mktemp("browser")
+    spec = {
+        "exportDir": str(export),
+        "outDir": str(out),
+        "executablePath": CHROMIUM,
+        "runs": [
+            {"name": "stepwise", "seed": SEED, "count": BATCH, "mode": "stepwise"},
+            {"name": "fused", "seed": SEED, "count": BATCH, "mode": "fused"},
+            {"name": "bad-seed", "seed": "12x", "count": 2, "mode": "fused"},
+        ],
+    }
+    proc = hosts.run_node(["tests/js/browser.mjs", json.dumps(spec)], timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    return export, out, {run["name"]: run for run in json.loads(proc.stdout)}
+
+
+@pytest.mark.parametrize("mode", ["stepwise", "fused"])
+def test_browser_matches_python_runtime(browser_runs, mode):
+    export, out, runs = browser_runs
+    run = runs[mode]
+    assert run["state"] == "done", run
+    assert run["isolated"], "the page must be cross-origin isolated (COOP/COEP) for wasm threads"
+    samples = np.load(out / f"{mode}.npy")
+    reference = hosts.python_samples(export, SEED, BATCH, mode)
+    assert samples.shape == reference.shape == (BATCH, 1, 8, 8)
+    difference = float(np.abs(samples - reference).max())
+    assert difference <= hosts.TOLERANCE, f"browser {mode}: max abs diff {difference:.3g} vs Python"
+    expected_levels = list(range(4)) if mode == "stepwise" else [3]  # progress after every noise level (stepwise)
+    assert run["levels"] == expected_levels
+
+
+def test_browser_screenshot_shows_the_grid(browser_runs):
+    from PIL import Image
+
+    _, out, _ = browser_runs
+    with Image.open(out / "stepwise.png") as screenshot:
+        assert screenshot.size[0] == 900
+        pixels = np.asarray(screenshot.convert("L"), dtype=np.float32)
+    assert pixels.std() > 10  # not a blank page
+
+
+def test_browser_rejects_a_bad_seed(browser_runs):
+    _, _, runs = browser_runs
+    run = runs["bad-seed"]
+    assert run["state"] == "error"
+    assert "`seed` must be a decimal integer string" in run["error"]
