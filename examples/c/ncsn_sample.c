@@ -1,0 +1,369 @@
+/*
+ * ncsn_sample: run an ncsn-export directory's fused sampler.onnx from C (onnxruntime C API, loaded with dlopen).
+ *
+ *   ncsn_sample EXPORT_DIR --seed S --num-samples N --output FILE.npy [--steps n] [--ort-lib PATH] [--threads K] [--json]
+ *
+ * Sample b uses seed S + b; the samples equal the Python runtime's (ncsn-sample / NCSNPipeline) for the same
+ * seeds. The program builds every input of sampler.onnx itself, from manifest.json and
+ * scheduler/scheduler_config.json:
+ *   - the schedule: trained sigmas geometric from sigma_max to sigma_min (float64 -> float32), the n levels
+ *     spread evenly over the trained range (round half to even), alpha_i = eps * (sigma_i / sigma_last)^2;
+ *   - the initial sample: Philox4x32-10 counter noise (the spec in runtime/ncsn_runtime/noise.py), uniform in
+ *     the manifest's init_range, counter 0 of stream 1.
+ * onnxruntime is loaded at run time (dlopen) from --ort-lib or $NCSN_ORT_LIB, e.g. the libonnxruntime.so.*
+ * inside the onnxruntime Python wheel, so its version need not match the header's (API version 21+ needed).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "onnxruntime_c_api.h"
+
+#define MAX_RANK 8
+#define MAX_SEED 9223372036854775807ULL
+
+static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die(int code, const char *fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  fputs("error: ", stderr);
+  vfprintf(stderr, fmt, args);
+  fputc('\n', stderr);
+  va_end(args);
+  exit(code);
+}
+
+/* ---- Philox4x32-10 and the uniform mapping (runtime/ncsn_runtime/noise.py) ---------------------------- */
+static void philox4x32(uint32_t c[4], uint32_t k0, uint32_t k1) {
+  for (int round = 0; round < 10; round++) {
+    if (round) {
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    uint64_t p0 = (uint64_t)c[0] * 0xD2511F53u;
+    uint64_t p1 = (uint64_t)c[2] * 0xCD9E8D57u;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
+    uint32_t n1 = (uint32_t)p1;
+    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
+    uint32_t n3 = (uint32_t)p0;
+    c[0] = n0, c[1] = n1, c[2] = n2, c[3] = n3;
+  }
+}
+
+static double word_to_uniform(uint32_t word) { return ((double)(word >> 9) * 2.0 + 1.0) * 0x1p-24; }
+
+/* initial_sample(seeds, shape, low, high): counter 0, stream 1; element e uses block e/4, word e%4 */
+static void initial_sample(const int64_t *seeds, int64_t batch, int64_t numel, double low, double high, float *out) {
+  for (int64_t b = 0; b < batch; b++) {
+    uint64_t seed = (uint64_t)seeds[b];
+    for (int64_t e = 0; e < numel; e += 4) {
+      uint32_t c[4] = {(uint32_t)(e / 4), 0u, 0u, 1u};
+      philox4x32(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+      for (int w = 0; w < 4 && e + w < numel; w++) out[b * numel + e + w] = (float)(low + (high - low) * word_to_uniform(c[w]));
+    }
+  }
+}
+
+/* ---- a very small JSON reader: the value after "key": (numbers, number arrays, strings) ---------------- */
+static char *read_file(const char *path, size_t *size) {
+  FILE *file = fopen(path, "rb");
+  if (!file) return NULL;
+  fseek(file, 0, SEEK_END);
+  long length = ftell(file);
+  fseek(file, 0, SEEK_SET);
+  char *data = malloc((size_t)length + 1);
+  if (!data || fread(data, 1, (size_t)length, file) != (size_t)length) die(1, "cannot read %s", path);
+  data[length] = '\0';
+  fclose(file);
+  if (size) *size = (size_t)length;
+  return data;
+}
+
+/* pointer to the first non-space char after `"key":`, or NULL */
+static const char *json_value(const char *json, const char *key) {
+  char quoted[128];
+  snprintf(quoted, sizeof quoted, "\"%s\"", key);
+  for (const char *at = strstr(json, quoted); at; at = strstr(at + 1, quoted)) {
+    const char *p = at + strlen(quoted);
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    if (*p != ':') continue;
+    p++;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    return p;
+  }
+  return NULL;
+}
+
+static double json_number(const char *json, const char *key, const char *file) {
+  const char *p = json_value(json, key);
+  char *end;
+  if (!p) die(1, "%s is missing required key \"%s\"", file, key);
+  double value = strtod(p, &end);
+  if (end == p) die(1, "%s: \"%s\" must be a number", file, key);
+  return value;
+}
+
+/* number array "key": [a, b, ...] -> count (at most `capacity`) */
+static int json_numbers(const char *json, const char *key, double *values, int capacity, const char *file) {
+  const char *p = json_value(json, key);
+  if (!p || *p != '[') die(1, "%s: \"%s\" must be a list of numbers", file, key);
+  int count = 0;
+  p++;
+  for (;;) {
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' || *p == ',') p++;
+    if (*p == ']') break;
+    char *end;
+    double value = strtod(p, &end);
+    if (end == p || count == capacity) die(1, "%s: \"%s\" must be a list of at most %d numbers", file, key, capacity);
+    values[count++] = value;
+    p = end;
+  }
+  return count;
+}
+
+/* ---- the schedule (runtime/ncsn_runtime/schedule.py) ---------------------------------------------------- */
+typedef struct {
+  int64_t num_train_timesteps, num_annealed_steps;
+  double sigma_min, sigma_max, sampling_eps;
+} SchedulerConfig;
+
+/* numpy.linspace(start, stop, num)[i]: start + i * step, last entry exactly stop */
+static double linspace_at(double start, double stop, int64_t num, int64_t i) {
+  if (num > 1 && i == num - 1) return stop;
+  double step = num > 1 ? (stop - start) / (double)(num - 1) : 0.0;
+  return (double)i * step + start;
+}
+
+static void build_schedule(const SchedulerConfig *config, int64_t count, int64_t *timesteps, float *step_sizes) {
+  int64_t levels = config->num_train_timesteps;
+  float *train = malloc(sizeof(float) * (size_t)levels);
+  for (int64_t i = 0; i < levels; i++) train[i] = (float)exp(linspace_at(log(config->sigma_max), log(config->sigma_min), levels, i));
+  for (int64_t i = 0; i < count; i++) timesteps[i] = (int64_t)nearbyint(linspace_at(0.0, (double)(levels - 1), count, i)); /* half to even */
+  double last = train[timesteps[count - 1]];
+  for (int64_t i = 0; i < count; i++) {
+    double ratio = (double)train[timesteps[i]] / last;
+    step_sizes[i] = (float)(config->sampling_eps * (ratio * ratio));
+  }
+  free(train);
+}
+
+/* ---- .npy writer (float32, C order), atomic via rename -------------------------------------------------- */
+static void write_npy(const char *path, const float *data, const int64_t *shape, int rank) {
+  char header[256], dims[160] = "";
+  size_t count = 1;
+  for (int i = 0; i < rank; i++) {
+    char dim[32];
+    snprintf(dim, sizeof dim, i ? ", %lld" : "%lld", (long long)shape[i]);
+    strncat(dims, dim, sizeof dims - strlen(dims) - 1);
+    count *= (size_t)shape[i];
+  }
+  if (rank == 1) strncat(dims, ",", sizeof dims - strlen(dims) - 1);
+  int length = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }", dims);
+  int padded = ((10 + length + 1 + 63) / 64) * 64 - 10;
+  memset(header + length, ' ', (size_t)(padded - length - 1));
+  header[padded - 1] = '\n';
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+  FILE *file = fopen(tmp, "wb");
+  if (!file) die(1, "cannot write %s: %s", path, strerror(errno));
+  unsigned char magic[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(padded & 0xff), (unsigned char)(padded >> 8)};
+  int ok = fwrite(magic, 1, 10, file) == 10 && fwrite(header, 1, (size_t)padded, file) == (size_t)padded &&
+           fwrite(data, sizeof(float), count, file) == count;
+  if (fclose(file) != 0 || !ok || rename(tmp, path) != 0) {
+    remove(tmp);
+    die(1, "cannot write %s: %s", path, strerror(errno));
+  }
+}
+
+/* ---- onnxruntime ---------------------------------------------------------------------------------------- */
+static const OrtApi *ort;
+
+static void check(OrtStatus *status, const char *what) {
+  if (status) {
+    char message[2048];
+    snprintf(message, sizeof message, "%s", ort->GetErrorMessage(status));
+    ort->ReleaseStatus(status);
+    die(1, "onnxruntime: %s: %s", what, message);
+  }
+}
+
+static const OrtApi *load_onnxruntime(const char *library) {
+  void *handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) die(1, "cannot load onnxruntime from %s: %s", library, dlerror());
+  const OrtApiBase *(*get_api_base)(void) = (const OrtApiBase *(*)(void))dlsym(handle, "OrtGetApiBase");
+  if (!get_api_base) die(1, "%s has no OrtGetApiBase: not an onnxruntime library", library);
+  const OrtApiBase *base = get_api_base();
+  const OrtApi *api = base->GetApi(ORT_API_VERSION);
+  if (!api) die(1, "%s (onnxruntime %s) does not provide C API version %d of this program's header", library, base->GetVersionString(), ORT_API_VERSION);
+  return api;
+}
+
+static const char *SAMPLER_INPUTS[] = {"sample", "seed", "timesteps", "step_sizes", "num_annealed_steps"};
+static const char *SAMPLER_OUTPUT = "final_sample";
+
+static void check_io_names(OrtSession *session, const char *path) {
+  OrtAllocator *allocator;
+  check(ort->GetAllocatorWithDefaultOptions(&allocator), "allocator");
+  size_t count;
+  check(ort->SessionGetInputCount(session, &count), "input count");
+  if (count != 5) die(1, "%s has %zu inputs, the sampler contract has 5 (sample, seed, timesteps, step_sizes, num_annealed_steps): mismatched export", path, count);
+  for (size_t i = 0; i < count; i++) {
+    char *name;
+    check(ort->SessionGetInputName(session, i, allocator, &name), "input name");
+    int same = strcmp(name, SAMPLER_INPUTS[i]) == 0;
+    if (!same) die(1, "%s input %zu is \"%s\", the sampler contract expects \"%s\": mismatched export", path, i, name, SAMPLER_INPUTS[i]);
+    check(ort->AllocatorFree(allocator, name), "free");
+  }
+  char *output;
+  check(ort->SessionGetOutputName(session, 0, allocator, &output), "output name");
+  if (strcmp(output, SAMPLER_OUTPUT) != 0) die(1, "%s output is \"%s\", expected \"%s\": mismatched export", path, output, SAMPLER_OUTPUT);
+  check(ort->AllocatorFree(allocator, output), "free");
+}
+
+static void usage(void) {
+  fputs("usage: ncsn_sample EXPORT_DIR --seed S --num-samples N --output FILE.npy [--steps n] [--ort-lib PATH] [--threads K] [--json]\n"
+        "  --seed S         decimal integer in [0, 2^63 - 1 - N]; sample b uses seed S + b (default 0)\n"
+        "  --num-samples N  batch size (default 16)\n"
+        "  --output FILE    .npy: raw float32 samples [N, ...sample_shape]\n"
+        "  --steps n        noise levels to anneal through (default: all trained levels)\n"
+        "  --ort-lib PATH   libonnxruntime.so to dlopen (default: $NCSN_ORT_LIB)\n"
+        "  --threads K      onnxruntime intra-op threads (default: its choice)\n"
+        "  --json           print a JSON summary line\n",
+        stderr);
+}
+
+static uint64_t parse_u64(const char *flag, const char *text, uint64_t max) {
+  if (!text || !*text) die(2, "%s needs a value", flag);
+  for (const char *p = text; *p; p++)
+    if (*p < '0' || *p > '9') die(2, "%s must be a decimal integer in [0, %llu], got \"%s\"", flag, (unsigned long long)max, text);
+  errno = 0;
+  unsigned long long value = strtoull(text, NULL, 10);
+  if (errno == ERANGE || value > max) die(2, "%s must be in [0, %llu], got %s", flag, (unsigned long long)max, text);
+  return value;
+}
+
+int main(int argc, char **argv) {
+  const char *export_dir = NULL, *output = NULL, *seed_text = "0", *library = getenv("NCSN_ORT_LIB");
+  uint64_t num_samples = 16, steps = 0, threads = 0;
+  int json = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(); return 0; }
+    else if (!strcmp(arg, "--seed")) seed_text = next, i++;
+    else if (!strcmp(arg, "--num-samples")) num_samples = parse_u64(arg, next, 1u << 20), i++;
+    else if (!strcmp(arg, "--output")) output = next, i++;
+    else if (!strcmp(arg, "--steps")) steps = parse_u64(arg, next, 1u << 20), i++;
+    else if (!strcmp(arg, "--threads")) threads = parse_u64(arg, next, 1024), i++;
+    else if (!strcmp(arg, "--ort-lib")) library = next, i++;
+    else if (!strcmp(arg, "--json")) json = 1;
+    else if (arg[0] == '-' && arg[1]) { usage(); die(2, "unknown option %s", arg); }
+    else if (!export_dir) export_dir = arg;
+    else { usage(); die(2, "expected one EXPORT_DIR, got another: %s", arg); }
+  }
+  if (!export_dir) { usage(); die(2, "EXPORT_DIR is required"); }
+  if (!output) die(2, "--output FILE.npy is required");
+  size_t output_length = strlen(output);
+  if (output_length < 4 || strcmp(output + output_length - 4, ".npy") != 0) die(2, "--output must end in .npy (the C example writes raw samples only), got \"%s\"", output);
+  if (num_samples < 1) die(2, "--num-samples must be >= 1");
+  uint64_t seed = parse_u64("--seed", seed_text, MAX_SEED - num_samples);
+  if (!library) die(2, "no onnxruntime library: pass --ort-lib PATH or set NCSN_ORT_LIB (e.g. the libonnxruntime.so.* inside the onnxruntime wheel's onnxruntime/capi/)");
+
+  /* manifest.json and scheduler/scheduler_config.json */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/manifest.json", export_dir);
+  char *manifest = read_file(path, NULL);
+  if (!manifest) die(1, "%s is missing: %s is not an ncsn-export directory (%s)", path, export_dir, strerror(errno));
+  const char *format = json_value(manifest, "format");
+  if (!format || strncmp(format, "\"ncsn-export\"", 13) != 0) die(1, "%s is not an ncsn-export manifest", path);
+  if (json_number(manifest, "format_version", path) != 1) die(1, "%s has format_version %g; this program reads 1", path, json_number(manifest, "format_version", path));
+  double dims[MAX_RANK], range[2] = {0.0, 1.0};
+  int rank = json_numbers(manifest, "sample_shape", dims, MAX_RANK - 1, path);
+  if (json_value(manifest, "init_range") && json_numbers(manifest, "init_range", range, 2, path) != 2) die(1, "%s: init_range must be [low, high]", path);
+  const char *sampler_file = json_value(manifest, "sampler") ? "sampler.onnx" : NULL;
+  if (!sampler_file) die(1, "%s lists no sampler graph (sampler.onnx): export with ncsn-export to get the fused graph", path);
+
+  snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", export_dir);
+  char *scheduler_json = read_file(path, NULL);
+  if (!scheduler_json) die(1, "%s is missing (%s)", path, strerror(errno));
+  SchedulerConfig config = {
+      (int64_t)json_number(scheduler_json, "num_train_timesteps", path), (int64_t)json_number(scheduler_json, "num_annealed_steps", path),
+      json_number(scheduler_json, "sigma_min", path), json_number(scheduler_json, "sigma_max", path),
+      json_number(scheduler_json, "sampling_eps", path)};
+  if (config.num_train_timesteps < 1 || config.num_annealed_steps < 1 || !(config.sigma_min > 0) || !(config.sigma_max > config.sigma_min) || !(config.sampling_eps > 0))
+    die(1, "%s holds invalid values (need L >= 1, T >= 1, 0 < sigma_min < sigma_max, sampling_eps > 0)", path);
+  int64_t count = steps ? (int64_t)steps : config.num_train_timesteps;
+  if (count > config.num_train_timesteps) die(2, "--steps must be in [1, %lld] (the export's trained levels), got %lld", (long long)config.num_train_timesteps, (long long)count);
+
+  /* inputs */
+  int64_t batch = (int64_t)num_samples, numel = 1, shape[MAX_RANK];
+  shape[0] = batch;
+  for (int i = 0; i < rank; i++) shape[i + 1] = (int64_t)dims[i], numel *= (int64_t)dims[i];
+  int64_t *seeds = malloc(sizeof(int64_t) * (size_t)batch);
+  for (int64_t b = 0; b < batch; b++) seeds[b] = (int64_t)(seed + (uint64_t)b);
+  float *x0 = malloc(sizeof(float) * (size_t)(batch * numel));
+  initial_sample(seeds, batch, numel, range[0], range[1], x0);
+  int64_t *timesteps = malloc(sizeof(int64_t) * (size_t)count);
+  float *step_sizes = malloc(sizeof(float) * (size_t)count);
+  build_schedule(&config, count, timesteps, step_sizes);
+
+  /* session */
+  ort = load_onnxruntime(library);
+  OrtEnv *env;
+  OrtSessionOptions *options;
+  OrtSession *session;
+  OrtMemoryInfo *memory;
+  check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "ncsn_sample", &env), "CreateEnv");
+  check(ort->CreateSessionOptions(&options), "CreateSessionOptions");
+  if (threads) check(ort->SetIntraOpNumThreads(options, (int)threads), "SetIntraOpNumThreads");
+  snprintf(path, sizeof path, "%s/%s", export_dir, sampler_file);
+  check(ort->CreateSession(env, path, options, &session), path);
+  check_io_names(session, path);
+  check(ort->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &memory), "CreateCpuMemoryInfo");
+
+  int64_t seed_shape[1] = {batch}, level_shape[1] = {count}, annealed = config.num_annealed_steps;
+  OrtValue *inputs[5] = {NULL};
+  check(ort->CreateTensorWithDataAsOrtValue(memory, x0, sizeof(float) * (size_t)(batch * numel), shape, (size_t)rank + 1,
+                                            ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[0]), "sample");
+  check(ort->CreateTensorWithDataAsOrtValue(memory, seeds, sizeof(int64_t) * (size_t)batch, seed_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &inputs[1]), "seed");
+  check(ort->CreateTensorWithDataAsOrtValue(memory, timesteps, sizeof(int64_t) * (size_t)count, level_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &inputs[2]), "timesteps");
+  check(ort->CreateTensorWithDataAsOrtValue(memory, step_sizes, sizeof(float) * (size_t)count, level_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[3]), "step_sizes");
+  check(ort->CreateTensorWithDataAsOrtValue(memory, &annealed, sizeof annealed, NULL, 0, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &inputs[4]), "num_annealed_steps");
+
+  struct timespec start, end;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  OrtValue *result = NULL;
+  check(ort->Run(session, NULL, SAMPLER_INPUTS, (const OrtValue *const *)inputs, 5, &SAMPLER_OUTPUT, 1, &result), "Run sampler.onnx");
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  double seconds = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) * 1e-9;
+
+  float *samples;
+  check(ort->GetTensorMutableData(result, (void **)&samples), "GetTensorMutableData");
+  write_npy(output, samples, shape, rank + 1);
+  if (json) {
+    printf("{\"output\": \"%s\", \"shape\": [", output);
+    for (int i = 0; i <= rank; i++) printf(i ? ", %lld" : "%lld", (long long)shape[i]);
+    printf("], \"levels\": %lld, \"seconds\": %.6f}\n", (long long)count, seconds);
+  } else {
+    printf("wrote %s: [%lld", output, (long long)batch);
+    for (int i = 1; i <= rank; i++) printf(", %lld", (long long)shape[i]);
+    printf("] float32, %lld levels, %.3f s\n", (long long)count, seconds);
+  }
+
+  ort->ReleaseValue(result);
+  for (int i = 0; i < 5; i++) ort->ReleaseValue(inputs[i]);
+  ort->ReleaseMemoryInfo(memory);
+  ort->ReleaseSession(session);
+  ort->ReleaseSessionOptions(options);
+  ort->ReleaseEnv(env);
+  free(seeds), free(x0), free(timesteps), free(step_sizes), free(manifest), free(scheduler_json);
+  return 0;
+}

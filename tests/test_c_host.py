@@ -1,0 +1,118 @@
+"""C host: examples/c/ncsn_sample (onnxruntime C API via dlopen) gives the Python runtime's samples.
+
+Compiled by examples/c/build.sh, which downloads onnxruntime_c_api.h from Debian's libonnxruntime-dev package;
+skipped with the reason when gcc or the header is unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    from . import host_exports as hosts
+except ImportError:  # tests/ is not a package (pytest's default rootdir import mode)
+    import host_exports as hosts
+
+BUILD_SCRIPT = hosts.ROOT / "examples" / "c" / "build.sh"
+BINARY = hosts.ROOT / "examples" / "c" / "build" / "ncsn_sample"
+
+
+def onnxruntime_library() -> Path | None:
+    """The libonnxruntime.so.* shipped inside the onnxruntime Python wheel."""
+    import onnxruntime
+
+    found = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed (apt-get install gcc)")
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=300)
+    if proc.returncode == 3:
+        pytest.skip(f"examples/c cannot be built here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    return BINARY
+
+
+@pytest.fixture(scope="module")
+def library() -> Path:
+    path = onnxruntime_library()
+    if path is None:
+        pytest.skip("the onnxruntime wheel ships no libonnxruntime.so (onnxruntime/capi/)")
+    return path
+
+
+def run_c(binary: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("name", "seed", "batch", "steps"),
+    [("toy-gmm", 2**53 + 11, 6, None), ("tiny-conv", 5, 4, None), ("toy-gmm", 2**63 - 1 - 3, 3, 4)],
+)
+def test_c_matches_python_runtime(binary, library, tmp_path, name, seed, batch, steps):
+    export = hosts.build_export(name)
+    output = tmp_path / "c.npy"
+    extra = ["--steps", str(steps)] if steps else []
+    proc = run_c(
+        binary,
+        str(export),
+        "--seed",
+        str(seed),
+        "--num-samples",
+        str(batch),
+        "--output",
+        str(output),
+        "--ort-lib",
+        str(library),
+        "--json",
+        *extra,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    samples = np.load(output)
+    reference = hosts.python_samples(export, seed, batch, "fused", num_inference_steps=steps)
+    assert samples.shape == reference.shape == tuple(summary["shape"])
+    difference = float(np.abs(samples - reference).max())
+    assert difference <= hosts.TOLERANCE, f"C {name}: max abs diff {difference:.3g} vs Python"
+    assert np.abs(samples - hosts.python_samples(export, seed - 1, batch, "fused", num_inference_steps=steps)).max() > 1e-2
+
+
+def _score_as_sampler(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    shutil.copy(target / "score.onnx", target / "sampler.onnx")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "code", "message"),
+    [
+        ("missing", [], 1, "is not an ncsn-export directory"),
+        ("mismatched", [], 1, "the sampler contract has 5"),
+        ("gmm", ["--seed", "abc"], 2, "--seed must be a decimal integer"),
+        ("gmm", ["--seed", str(2**63)], 2, "--seed must be in [0, 9223372036854775799]"),
+        ("gmm", ["--output", "x.png"], 2, "--output must end in .npy"),
+        ("gmm", ["--steps", "11"], 2, "--steps must be in [1, 10]"),
+        ("gmm", ["--ort-lib", "/nonexistent/libonnxruntime.so"], 1, "cannot load onnxruntime"),
+    ],
+)
+def test_c_bad_input_messages(binary, library, tmp_path, case, extra, code, message):
+    export = hosts.build_export("toy-gmm")
+    directory = {
+        "missing": lambda: tmp_path / "nope",
+        "mismatched": lambda: _score_as_sampler(export, tmp_path / "mismatched"),
+        "gmm": lambda: export,
+    }[case]()
+    proc = run_c(
+        binary, str(directory), "--num-samples", "8", "--output", str(tmp_path / "out.npy"), "--ort-lib", str(library), *extra
+    )
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert message in proc.stderr
