@@ -9,3 +9,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install -q -e ".[export,cpu,dev,diffusers]"
 # The reference scheduler (PyPI diffusers-ncsn) for the equivalence tests; its own pins would pull torchvision/transformers.
 .venv/bin/pip install -q --no-deps diffusers-ncsn==0.1.0
+# Node / browser / C hosts (issue 6): npm ci with the committed lock file, Debian's chromium when quick, examples/c.
+bash scripts/setup-hosts.sh

@@ -18,6 +18,7 @@ export const GRAPH_CONTRACT = {
  * @typedef {object} FileSource
  * @property {string} location where the directory is (for messages)
  * @property {(relative: string) => Promise<Uint8Array>} readBytes resolves the file's bytes; rejects with an Error naming it
+ * @property {(bytes: Uint8Array) => Promise<string>} [sha256] hex sha256 (default: WebCrypto)
  */
 
 /**
@@ -123,7 +124,7 @@ export async function readVerified(source, manifest, relative) {
   if (bytes.byteLength !== entry.bytes) {
     throw new ExportDirectoryError(`${source.location}/${relative} is ${bytes.byteLength} bytes, ${MANIFEST_NAME} says ${entry.bytes} (truncated or replaced?)`);
   }
-  const digest = await sha256Hex(bytes);
+  const digest = source.sha256 ? await source.sha256(bytes) : await sha256Hex(bytes);
   if (digest !== null && digest !== entry.sha256) {
     throw new ExportDirectoryError(`${source.location}/${relative} sha256 ${digest.slice(0, 12)}... does not match ${MANIFEST_NAME} (${String(entry.sha256).slice(0, 12)}...)`);
   }

@@ -1,6 +1,6 @@
 // Node-only helpers: read an export directory from disk, load it with onnxruntime-node, write .npy / .png files.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
@@ -23,6 +23,9 @@ export function fsSource(directory) {
     async readBytes(relative) {
       const bytes = await readFile(path.join(root, relative));
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+    async sha256(bytes) {
+      return createHash('sha256').update(bytes).digest('hex');
     },
   };
 }
