@@ -22,9 +22,24 @@ TRACING_ADVICE = (
 )
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and its causes, outermost first (the exporter wraps the real cause twice)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _first_line(error: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
 def unsupported_op(error: BaseException) -> str | None:
-    """The first ATen op named in an exporter error (e.g. ``aten.linalg_eigh.default``), if any."""
-    text = f"{error}\n{error.__cause__ or ''}"
+    """The first ATen op named in an exporter error chain (e.g. ``aten.linalg_eigh.default``), if any."""
+    text = "\n".join(str(item) for item in _chain(error))
     for pattern in _OP_PATTERNS:
         match = pattern.search(text)
         if match:
@@ -34,8 +49,9 @@ def unsupported_op(error: BaseException) -> str | None:
 
 def tracing_error(artifact: str, error: BaseException) -> ExportError:
     """Wrap an exporter failure into an :class:`ExportError` naming the op (when known) and a fix."""
-    first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    root = _chain(error)[-1]
+    first_line = _first_line(root)
     op = unsupported_op(error)
     where = f" at op `{op}`" if op else ""
-    return ExportError(f"cannot export the score network to {artifact}{where} ({type(error).__name__}: {first_line[:300]}); "
+    return ExportError(f"cannot export the score network to {artifact}{where} ({type(root).__name__}: {first_line[:400]}); "
                        f"{TRACING_ADVICE}")

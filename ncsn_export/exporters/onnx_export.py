@@ -88,8 +88,11 @@ def lean_shift_table() -> dict:
 
 def uses_right_shift(model: nn.Module, args: tuple[torch.Tensor, ...]) -> bool:
     """Whether ``model``'s traced graph shifts right itself (then the lean lowering is not used)."""
-    with quiet_exporter():
-        program = torch.export.export(model, args, strict=False)
+    try:
+        with quiet_exporter():
+            program = torch.export.export(model, args, strict=False)
+    except Exception:  # untraceable: export_onnx reports it with the op; no lowering decision needed
+        return False
     names = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     return any("right_shift" in name or "rshift" in name for name in names)
 
@@ -102,7 +105,7 @@ def quiet_exporter() -> Iterator[None]:
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -110,14 +113,14 @@ def quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def batch_shapes(names: Sequence[str], batched: Sequence[str], levels: Sequence[str] = ()) -> dict[str, Any]:
-    """``dynamic_shapes`` for ``torch.onnx.export``: dim 0 of ``batched`` is "batch", of ``levels`` is "num_levels"."""
+def batch_shapes(names: Sequence[str], batched: Sequence[str], levels: Sequence[str] = ()) -> tuple[Any, ...]:
+    """Positional ``dynamic_shapes``: dim 0 of ``batched`` inputs is "batch", of ``levels`` is "num_levels".
+
+    Positional (not keyed by name) because a user's network may call its arguments anything.
+    """
     batch = torch.export.Dim("batch")
     num_levels = torch.export.Dim("num_levels")
-    shapes: dict[str, Any] = {}
-    for name in names:
-        shapes[name] = {0: batch} if name in batched else {0: num_levels} if name in levels else None
-    return shapes
+    return tuple({0: batch} if name in batched else {0: num_levels} if name in levels else None for name in names)
 
 
 def export_onnx(
@@ -126,7 +129,7 @@ def export_onnx(
     path: str | Path,
     input_names: Sequence[str],
     output_names: Sequence[str],
-    dynamic_shapes: dict[str, Any],
+    dynamic_shapes: tuple[Any, ...],
     opset: int,
     lean_shift: bool = True,
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..sampler import AnnealedLangevinSampler
 from .errors import ExportError, tracing_error
-from .onnx_export import SAMPLER_INPUTS, example_inputs, quiet_exporter
+from .onnx_export import SAMPLER_INPUTS, batch_shapes, example_inputs, quiet_exporter
 
 
 def script_or_trace(model: nn.Module, sample_shape: Sequence[int]) -> tuple[torch.jit.ScriptModule, str]:
@@ -54,9 +54,7 @@ def export_pt2(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], pa
     """Write ``sampler.pt2`` (``torch.export.save``) with dynamic batch and number of levels."""
     inputs = example_inputs(sample_shape)
     args = tuple(inputs[name] for name in SAMPLER_INPUTS)
-    batch, levels = torch.export.Dim("batch"), torch.export.Dim("num_levels")
-    shapes = {"sample": {0: batch}, "seed": {0: batch}, "timesteps": {0: levels}, "step_sizes": {0: levels},
-              "num_annealed_steps": None}
+    shapes = batch_shapes(SAMPLER_INPUTS, batched=("sample", "seed"), levels=("timesteps", "step_sizes"))
     try:
         with quiet_exporter(), torch.no_grad():
             program = torch.export.export(sampler.eval(), args, dynamic_shapes=shapes, strict=False)
