@@ -1,0 +1,78 @@
+"""The ``ncsn-export`` command: help, exit codes, and one real export through the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ncsn_export.cli import build_parser, main
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_help_names_every_option_and_the_layout(capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--output", "--opset", "--fp16", "--no-validate", "--force", "--batch-size",
+                   "--num-inference-steps", "--num-annealed-steps", "--final-denoise", "--tolerance"):
+        assert option in text
+    for name in ("toy-gmm", "mnist", "package.module:factory", "sampler.onnx", "final_sample", "manifest.json"):
+        assert name in text
+
+
+def test_defaults_follow_the_registry():
+    args = build_parser().parse_args(["--output", "x"])
+    assert args.model == "mnist" and args.validate is True and args.final_denoise is None and args.opset is None
+
+
+@pytest.mark.parametrize(
+    "argv,code,message",
+    [
+        (["--model", "no-such-model"], 1, "unknown `model`"),
+        (["--model", "toy-gmm", "--opset", "11"], 1, "`opset` must be in [18,"),
+        (["--model", "toy-gmm", "--batch-size", "0"], 2, "`batch_size` must be in [1,"),
+        (["--model", "nosuchpackage.mod:factory"], 1, "cannot import module 'nosuchpackage.mod'"),
+    ],
+)
+def test_errors_exit_non_zero_with_one_line(tmp_path, capsys, argv, code, message):
+    assert main([*argv, "--output", str(tmp_path / "out")]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("ncsn-export: error: ") and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_needs_force(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    assert main(["--model", "toy-gmm", "--output", str(tmp_path / "out")]) == 1
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("ncsn-export", path=str(Path(sys.executable).parent)) is None,
+                    reason="the ncsn-export console script is not installed in this environment (pip install -e .)")
+def test_console_script_exports_a_user_model_with_force(tmp_path):
+    output = tmp_path / "export"
+    output.mkdir()
+    (output / "manifest.json").write_text("{}")  # an earlier export: --force may replace it
+    script = shutil.which("ncsn-export", path=str(Path(sys.executable).parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [script, "--model", "test_export_nets:tiny_conv_spec", "--output", str(output), "--force", "--opset", "20",
+         "--batch-size", "2", "--num-inference-steps", "2", "--num-annealed-steps", "3", "--no-final-denoise", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sampler.onnx" in result.stdout and "FAIL" not in result.stdout and "wrote" not in result.stdout
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["opset"] == 20 and manifest["model"]["name"] == "tiny-conv" and manifest["model"]["final_denoise"] is False
+    assert manifest["validation_schedule"]["timesteps"] == [0, 5] and manifest["validation_schedule"]["num_annealed_steps"] == 3
+    assert {row["artifact"] for row in manifest["validation"] if row["passed"]} == {
+        "sampler.onnx", "step.onnx", "score.onnx", "sampler.pt", "sampler.pt2"}
