@@ -75,7 +75,7 @@ def test_auto_with_working_cuda_uses_it(fake_ort):
     fake = fake_ort([CUDA_PROVIDER, CPU_PROVIDER], cuda_works=True)
     device, _ = providers.resolve_device("auto", "score.onnx", device_id=1)
     assert device == Device("cuda", 1) and device.provider == CUDA_PROVIDER
-    assert fake.opened == [[(CUDA_PROVIDER, {"device_id": "1"}), CPU_PROVIDER]]
+    assert fake.opened == [[(CUDA_PROVIDER, {"device_id": "1", "use_tf32": "0"}), CPU_PROVIDER]]
 
 
 def test_cuda_request_is_an_error_not_a_fallback(fake_ort):
@@ -101,7 +101,7 @@ def test_cpu_request_never_asks_for_cuda(fake_ort):
 def test_provider_list_for_cuda_graph():
     assert providers.provider_list(Device("cpu"), cuda_graph=True) == [CPU_PROVIDER]
     assert providers.provider_list(Device("cuda", 2), cuda_graph=True) == [
-        (CUDA_PROVIDER, {"device_id": "2", "enable_cuda_graph": "1"}), CPU_PROVIDER]
+        (CUDA_PROVIDER, {"device_id": "2", "use_tf32": "0", "enable_cuda_graph": "1"}), CPU_PROVIDER]
 
 
 # -- IO binding on CPU --------------------------------------------------------------------------------
@@ -172,10 +172,12 @@ def test_pipeline_reuses_one_stepper_per_batch_size(toy_dir: Path):
 
 def test_auto_mode_rule(toy_dir: Path):
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
-    assert pipe.choose_mode("auto") == "fused"  # CPU: the fused Loop
-    assert pipe.choose_mode("auto", callback=lambda *a: None) == "stepwise"
+    assert pipe.choose_mode("auto") == "stepwise"  # step.onnx exported: the bound step (measured faster on CPU)
     pipe.device = Device("cuda")  # rule only; nothing runs
     assert pipe.choose_mode("auto") == "stepwise"  # CUDA: the CUDA-graph step
+    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items() if k != "step"}}
+    assert pipe.choose_mode("auto") == "fused"  # no step.onnx: one fused call beats score.onnx + numpy
+    assert pipe.choose_mode("auto", callback=lambda *a: None) == "stepwise"
 
 
 # -- real CUDA (skipped without a GPU) -----------------------------------------------------------------

@@ -90,7 +90,7 @@ def write_output(pipe, samples: np.ndarray, output: Path, nrow: int | None) -> s
         return f"a grid of {len(samples)} images ({shape})"
     if samples.shape[1:] == (2,):
         save_scatter_png(samples, output, pipe.data_range)
-        return f"a scatter plot of {len(samples)} 2-D samples over {list(pipe.data_range)}^2"
+        return f"a scatter plot of {len(samples)} 2-D samples (square covering {list(pipe.data_range)}^2 and every sample)"
     raise ValueError(f"samples of shape ({shape}) are neither images nor 2-D points; write them with --output FILE.npy")
 
 

@@ -94,15 +94,17 @@ def save_grid_png(images: np.ndarray, path: str | os.PathLike, nrow: int | None 
 
 
 def save_scatter_png(points: np.ndarray, path: str | os.PathLike, bounds: Sequence[float], size: int = 512) -> Path:
-    """Scatter plot of 2-D samples [B, 2] (x right, y up) on a square ``bounds`` = (lo, hi) canvas, with axes.
-
-    Drawn with Pillow alone (no matplotlib). Points outside ``bounds`` are clipped to the border.
+    """Scatter plot of 2-D samples [B, 2] (x right, y up) on a square canvas covering ``bounds`` = (lo, hi) and
+    every sample, with axes through the origin and the covered range written below. Drawn with Pillow alone.
     """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"a scatter plot needs 2-D samples [B, 2], got shape {points.shape}")
     image_module, draw_module = _pil()
     low, high = (float(value) for value in bounds)
+    finite = points[np.isfinite(points).all(axis=1)]
+    if len(finite):  # widen the square to every sample, so none sits clipped on the border
+        low, high = min(low, float(finite.min())), max(high, float(finite.max()))
     margin = 24
     picture = image_module.new("RGB", (size, size), "white")
     draw = draw_module.Draw(picture)
