@@ -204,3 +204,48 @@ def test_cuda_fused_stepwise_and_cuda_graph_agree_with_cpu(toy_dir: Path):
     again = cuda(batch_size=16, seed=3, num_inference_steps=3, mode="stepwise", output_type="raw", progress=False).images
     for samples in (fused, stepwise, again):
         assert np.abs(samples - reference).max() <= 1e-4
+
+
+def _pretend_cuda(pipe: NCSNPipeline, monkeypatch, fail: bool) -> list:
+    """Make ``pipe`` take its CUDA branches while every buffer and session stays on CPU; record graph-session requests."""
+    import types
+
+    from ncsn_runtime import pipeline as pipeline_module
+
+    pipe.device = types.SimpleNamespace(kind="cpu", device_id=0, is_cuda=True, provider=CUDA_PROVIDER)
+    requests = []
+    real_open = pipeline_module.open_session
+
+    def fake_open(path, device, **kwargs):
+        requests.append((Path(path).name, kwargs.get("cuda_graph"), kwargs.get("free_dimensions")))
+        if fail and kwargs.get("cuda_graph"):
+            raise RuntimeError("This session cannot use the graph capture feature: not all nodes are on CUDA")
+        return real_open(path, Device("cpu"), free_dimensions=kwargs.get("free_dimensions"))
+
+    monkeypatch.setattr(pipeline_module, "open_session", fake_open)
+    return requests
+
+
+def test_cuda_graph_path_is_taken_and_matches(toy_dir: Path, monkeypatch):
+    reference = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
+    expected = reference(batch_size=3, seed=2, num_inference_steps=2, mode="stepwise", output_type="raw", progress=False).images
+    pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
+    requests = _pretend_cuda(pipe, monkeypatch, fail=False)
+    samples = pipe(batch_size=3, seed=2, num_inference_steps=2, mode="auto", output_type="raw", progress=False).images
+    assert pipe.last_run.engine == CudaGraphStepper.kind
+    assert requests == [("step.onnx", True, {"batch": 3})]  # a static-shape session, one per batch size
+    np.testing.assert_array_equal(samples, expected)
+
+
+def test_cuda_graph_failure_falls_back_to_io_binding_once(toy_dir: Path, monkeypatch, caplog):
+    pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
+    requests = _pretend_cuda(pipe, monkeypatch, fail=True)
+    with caplog.at_level(logging.WARNING, logger="ncsn_runtime"):
+        first = pipe(batch_size=2, seed=0, num_inference_steps=2, mode="stepwise", output_type="raw", progress=False).images
+    assert pipe.last_run.engine == BoundStepper.kind and "graph capture" in pipe.cuda_graph_error
+    assert "CUDA graph capture of step.onnx failed" in caplog.text
+    pipe(batch_size=4, seed=0, num_inference_steps=2, mode="stepwise", output_type="raw", progress=False)
+    assert [r for r in requests if r[1]] == [("step.onnx", True, {"batch": 2})]  # not retried for batch 4
+    cpu = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
+    np.testing.assert_array_equal(first, cpu(batch_size=2, seed=0, num_inference_steps=2, mode="stepwise", output_type="raw",
+                                             progress=False).images)

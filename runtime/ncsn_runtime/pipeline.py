@@ -237,7 +237,8 @@ class NCSNPipeline:
             stepper = ScoreStepper(self.session("score"), self.scheduler)
         else:
             shape = (batch_size, *self.sample_shape)
-            stepper = self._cuda_graph_stepper(shape) if self.device.is_cuda and self.cuda_graph else None
+            use_graph = self.device.is_cuda and self.cuda_graph and self.cuda_graph_error is None  # failed once: don't retry
+            stepper = self._cuda_graph_stepper(shape) if use_graph else None
             if stepper is None:
                 stepper = BoundStepper(self.session("step"), self.device, shape)
         self._steppers[key] = stepper
