@@ -45,6 +45,8 @@ function draw(pipe, samples, shape) {
       const y = 400 - ((samples[2 * b + 1] - low) / (high - low)) * 400;
       ctx.fillRect(x - 2, y - 2, 4, 4);
     }
+  } else {
+    canvas.width = canvas.height = 1; // neither images nor 2-D points: nothing to draw (samples are in window.__ncsn)
   }
 }
 

@@ -6,8 +6,7 @@
 
 import { ExportDirectoryError, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
-import { checkCount } from './schedule.js';
-import { denoiseUpdate } from './schedule.js';
+import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
 
 /** @typedef {import('./manifest.js').FileSource} FileSource */
