@@ -6,7 +6,11 @@ counter of :func:`ncsn_runtime.noise.langevin_counter`. The position ``i`` is ca
 when ``t`` wraps, so no integer division appears in the graph (the dynamo exporter lowers int64
 floor division through float32).
 
-Three forms of the same loop:
+With ``final_denoise`` the loop runs one more iteration, ``k = N * T``, whose update is NCSNv2's
+``x + sigma_last**2 * score`` instead of a Langevin step; the score network thus appears once in an
+exported graph, inside the loop body, and its weights can live in the body (see the ONNX exporter).
+
+Two forms of the same loop:
 
 * eager / ``torch.export`` / ``torch.onnx.export(dynamo=True)``: ``torch._higher_order_ops.while_loop``
   (becomes an ONNX ``Loop``; in eager mode it is a plain Python loop);
@@ -60,24 +64,32 @@ class AnnealedLangevinSampler(nn.Module):
         timesteps: torch.Tensor,
         step_sizes: torch.Tensor,
         num_annealed_steps: torch.Tensor,
+        num_langevin_steps: torch.Tensor,
+        sigma_last_squared: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One Langevin step at global index ``k`` (position ``i``, annealed step ``t``); all counters int64 []."""
-        position = i.reshape(1)
+        """Iteration ``k`` (position ``i``, annealed step ``t``; int64 []): one Langevin step, or at
+        ``k == num_langevin_steps`` (only reached with ``final_denoise``) the denoising step.
+
+        The score network is called once per iteration, so it appears once in an exported graph.
+        """
+        position = torch.minimum(i, torch.full_like(i, timesteps.shape[0] - 1)).reshape(1)
         level = torch.index_select(timesteps, 0, position).expand(x.shape[0])
         alpha = torch.index_select(step_sizes, 0, position).reshape(())
         score = self.score_model(x, level)
-        x = self.step(x, score, alpha, seed, k)
+        next_x = self.step(x, score, alpha, seed, k)
+        if self.final_denoise:
+            next_x = torch.where(k == num_langevin_steps, denoise_update(x, score, sigma_last_squared), next_x)
         t = t + 1
         wrapped = t == num_annealed_steps
         i = torch.where(wrapped, i + 1, i)
         t = torch.where(wrapped, torch.zeros_like(t), t)
-        return k + 1, i, t, x
+        return k + 1, i, t, next_x
 
-    def denoise(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """NCSNv2's final step ``x + sigma_last**2 * s(x, level_last)`` (no noise)."""
-        last = torch.index_select(timesteps, 0, (timesteps.shape[0] - 1) * torch.ones(1, dtype=torch.int64))
+    def sigma_last_squared(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """``train_sigmas[timesteps[-1]] ** 2`` (float32 []), the denoising step's factor."""
+        last = torch.index_select(timesteps, 0, torch.full((1,), timesteps.shape[0] - 1, dtype=torch.int64))
         sigma = torch.index_select(self.train_sigmas, 0, last).reshape(())
-        return denoise_update(x, self.score_model(x, last.expand(x.shape[0])), sigma * sigma)
+        return sigma * sigma
 
     @torch.jit.unused
     def _while_loop(
@@ -91,14 +103,16 @@ class AnnealedLangevinSampler(nn.Module):
         from torch._higher_order_ops.while_loop import while_loop
 
         num_annealed_steps = num_annealed_steps.reshape(())
-        total = timesteps.shape[0] * num_annealed_steps
+        num_langevin_steps = timesteps.shape[0] * num_annealed_steps
+        total = num_langevin_steps + 1 if self.final_denoise else num_langevin_steps
+        sigma_last_squared = self.sigma_last_squared(timesteps) if self.final_denoise else torch.zeros(())
         zero = torch.zeros((), dtype=torch.int64)
 
         def cond_fn(k, i, t, x):
             return k < total
 
         def body_fn(k, i, t, x):
-            return self.body(k, i, t, x, seed, timesteps, step_sizes, num_annealed_steps)
+            return self.body(k, i, t, x, seed, timesteps, step_sizes, num_annealed_steps, num_langevin_steps, sigma_last_squared)
 
         _, _, _, x = while_loop(cond_fn, body_fn, (zero, zero.clone(), zero.clone(), sample))
         return x
@@ -111,17 +125,17 @@ class AnnealedLangevinSampler(nn.Module):
         step_sizes: torch.Tensor,
         num_annealed_steps: torch.Tensor,
     ) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            num_annealed_steps = num_annealed_steps.reshape(())
-            total = timesteps.shape[0] * int(num_annealed_steps)
-            k = torch.zeros((), dtype=torch.int64)
-            i = torch.zeros((), dtype=torch.int64)
-            t = torch.zeros((), dtype=torch.int64)
-            x = sample
-            for _ in range(total):
-                k, i, t, x = self.body(k, i, t, x, seed, timesteps, step_sizes, num_annealed_steps)
-        else:
-            x = self._while_loop(sample, seed, timesteps, step_sizes, num_annealed_steps)
-        if self.final_denoise:
-            x = self.denoise(x, timesteps)
+        if not torch.jit.is_scripting():
+            return self._while_loop(sample, seed, timesteps, step_sizes, num_annealed_steps)
+        num_annealed_steps = num_annealed_steps.reshape(())
+        num_langevin_steps = timesteps.shape[0] * num_annealed_steps
+        total = int(num_langevin_steps) + 1 if self.final_denoise else int(num_langevin_steps)
+        sigma_last_squared = self.sigma_last_squared(timesteps) if self.final_denoise else torch.zeros(())
+        k = torch.zeros((), dtype=torch.int64)
+        i = torch.zeros((), dtype=torch.int64)
+        t = torch.zeros((), dtype=torch.int64)
+        x = sample
+        for _ in range(total):
+            k, i, t, x = self.body(k, i, t, x, seed, timesteps, step_sizes, num_annealed_steps, num_langevin_steps,
+                                   sigma_last_squared)
         return x

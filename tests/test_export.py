@@ -166,6 +166,18 @@ def test_conv_export_with_final_denoise_validates(conv_export):
     assert manifest["torchscript"]["network"] == "script"
 
 
+def test_conv_sampler_holds_the_network_once_inside_the_loop_with_its_weights(conv_export):
+    output, _ = conv_export
+    model = onnx.load(str(output / "sampler.onnx"))
+    loop = next(node for node in model.graph.node if node.op_type == "Loop")
+    body = loop.attribute[0].g
+    assert [node.op_type for node in model.graph.node].count("Conv") == 0  # final denoise runs inside the loop
+    assert [node.op_type for node in body.node].count("Conv") == 3
+    body_weights = {initializer.name for initializer in body.initializer}
+    outer_weights = {initializer.name for initializer in model.graph.initializer}
+    assert any("conv_in" in name for name in body_weights) and not any("conv" in name for name in outer_weights)
+
+
 def test_torchscript_runs_in_a_process_without_our_package(conv_export, tmp_path):
     output, _ = conv_export
     spec = tiny_conv_spec()

