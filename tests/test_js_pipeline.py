@@ -136,3 +136,30 @@ def test_node_cli_bad_input_messages(exports, tmp_path, case, extra, code, messa
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "at " not in proc.stderr.splitlines()[0]  # a message, not a stack trace
+
+
+def test_web_server_headers_and_confinement(exports):
+    """examples/web/serve.mjs: COOP/COEP on every response, the export under /export/, nothing outside its roots."""
+    script = """
+import { serve } from './examples/web/serve.mjs';
+const server = await serve({ exportDir: process.argv[1], port: 0 });
+const base = `http://127.0.0.1:${server.address().port}`;
+const out = {};
+const paths = ['/', '/export/manifest.json', '/ort/ort.wasm.min.mjs', '/runtime/js/index.js',
+               '/export/%2e%2e/%2e%2e/etc/passwd', '/runtime/js/%2e%2e/%2e%2e/pyproject.toml', '/nowhere'];
+for (const path of paths) {
+  const response = await fetch(base + path);
+  const header = (name) => response.headers.get(name);
+  const policies = [header('cross-origin-opener-policy'), header('cross-origin-embedder-policy')];
+  out[path] = [response.status, ...policies, header('content-type')];
+}
+server.close();
+console.log(JSON.stringify(out));
+"""
+    proc = hosts.run_node(["--input-type=module", "-e", script, str(exports["tiny-conv"])])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for path, (status, coop, coep, _) in result.items():
+        assert (coop, coep) == ("same-origin", "require-corp"), path
+        assert status == (404 if ("%2e" in path or path == "/nowhere") else 200), (path, status)
+    assert result["/ort/ort.wasm.min.mjs"][3].startswith("text/javascript")
