@@ -180,6 +180,11 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
+    if hasattr(ort, "preload_dlls") and DEVICE == "cuda":
+        try:  # CUDA / cuDNN from the nvidia-* pip packages torch uses (gpu_check.sh also sets LD_LIBRARY_PATH)
+            ort.preload_dlls()
+        except Exception as error:
+            print(f"onnxruntime.preload_dlls() failed: {error}", flush=True)
     torch.backends.cudnn.allow_tf32 = False  # same arithmetic as onnxruntime (use_tf32=0) for the equality check
     torch.backends.cuda.matmul.allow_tf32 = False
     results: dict[str, Any] = {

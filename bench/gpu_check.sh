@@ -5,10 +5,11 @@
 # The device image has torch (CUDA 13) and the CPU-only onnxruntime, no onnxruntime-gpu, and nothing can be
 # fetched there. onnxruntime-gpu 1.31.1 (PyPI, built for CUDA 13 like the image's torch: it needs
 # libcublas(Lt).so.13, libcudart.so.13, libcurand.so.10 and cuDNN 9, all in the image's nvidia-* packages)
-# is a 256 MB wheel, over the 64 MiB a call can carry, so it travels slimmed, zstd-compressed and split.
+# is a 256 MB wheel, over the 64 MiB a call can carry, so it travels slimmed, xz-compressed (~190 MB: the CUDA
+# provider library alone is 284 MB, 177 MB as xz -6) and split into 55 MiB parts (Python's lzma both ends).
 #
 #   1. here (no GPU):      bash bench/gpu_check.sh prepare
-#        writes bench/gpu_exports/ (small-conv + toy-gmm exports) and .whl/ort-gpu/part-* (each < 60 MiB),
+#        writes bench/gpu_exports/ (small-conv + toy-gmm exports) and .whl/ort-gpu/part-* (55 MiB each; ~5 min of xz),
 #        adds both to .git/info/exclude and prints the device calls to make.
 #   2. device, one call per part except the last, back to back (the machine is given back after 30 s idle):
 #        run(command="bash bench/gpu_check.sh stage", carry=[".whl/ort-gpu/part-aa"], timeout_s=120)
@@ -38,7 +39,9 @@ prepare() {
     rm -rf "$work"/site/onnxruntime/capi/libonnxruntime.so.* "$work"/site/onnxruntime/capi/libonnxruntime_providers_tensorrt.so \
         "$work"/site/onnxruntime/transformers "$work"/site/onnxruntime/quantization "$work"/site/onnxruntime/tools
     rm -rf "$PARTS" && mkdir -p "$PARTS"
-    tar -C "$work/site" -cf - . | zstd -19 -T0 -q -c | split -b 55M - "$PARTS/part-"
+    "$py" -c "import sys, tarfile; tarfile.open(sys.argv[1], 'w:xz', preset=6).add(sys.argv[2], arcname='.')" \
+        "$work/ort.tar.xz" "$work/site"
+    split -b 55M "$work/ort.tar.xz" "$PARTS/part-"
     rm -rf "$work"
     ls -la "$PARTS"
     local parts=("$PARTS"/part-*) last
@@ -71,7 +74,8 @@ EOF
 run() {
     stage
     rm -rf /tmp/site && mkdir -p /tmp/site
-    cat "$STAGE"/part-* | zstd -d -q -c | tar -C /tmp/site -xf -
+    cat "$STAGE"/part-* > /tmp/ort.tar.xz
+    python3 -c "import tarfile; tarfile.open('/tmp/ort.tar.xz').extractall('/tmp/site', filter='data')"
     export PYTHONPATH=/tmp/site:$PWD/runtime:$PWD:$PWD/bench PYTHONUNBUFFERED=1
     LD_LIBRARY_PATH="$(cuda_library_path):${LD_LIBRARY_PATH:-}"
     export LD_LIBRARY_PATH
