@@ -11,7 +11,7 @@ Tables:
 1. modes: fused / stepwise (step.onnx + IO binding) / stepwise (score.onnx + numpy scheduler) / torch eager loop,
    and the bare costs: N*T score.onnx calls and N*T step.onnx calls through ``session.run``. Each cell is the
    best of ``--repeats`` runs of one full sample batch, sessions already open, 1 intra-op thread everywhere.
-2. import time (median of 5 fresh processes) and peak RSS (VmHWM of a process that samples 16 images):
+2. import time (median of 7 fresh processes) and peak RSS (VmHWM of a process that samples 16 images):
    ncsn-sample vs torch processes (TorchScript ``sampler.pt``, and torch eager with our package) on the same model.
 Targets (issue 4): import < 0.3 s, RSS <= 0.25x torch's, stepwise <= 1.10x bare score calls. Results go to
 ``bench/results/runtime_cpu.json``.
@@ -207,6 +207,8 @@ def _python(code: str, env: dict[str, str] | None = None) -> str:
 
 
 IMPORTS = {
+    "numpy (floor)": "import numpy",
+    "numpy + onnxruntime (floor)": "import numpy, onnxruntime",
     "ncsn_runtime (scheduler + noise)": "import ncsn_runtime",
     "ncsn-sample (cli + pipeline + onnxruntime)": "import ncsn_runtime.cli, ncsn_runtime.pipeline",
     "torch": "import torch",
@@ -214,13 +216,16 @@ IMPORTS = {
 }
 
 
-def import_table(runs: int = 5) -> list[dict[str, Any]]:
+def import_table(runs: int = 7) -> list[dict[str, Any]]:
     rows = []
     for label, statement in IMPORTS.items():
-        code = f"import time\nstart = time.perf_counter()\n{statement}\nprint(time.perf_counter() - start)"
-        times = [float(_python(code)) for _ in range(runs)]
-        rows.append({"what": label, "median_s": statistics.median(times), "min_s": min(times)})
-        print(f"  import {label}: median {rows[-1]['median_s']:.3f} s", flush=True)
+        code = (f"import time\nstart, cpu = time.perf_counter(), time.process_time()\n{statement}\n"
+                "print(time.perf_counter() - start, time.process_time() - cpu)")
+        samples = [tuple(map(float, _python(code).split())) for _ in range(runs)]
+        wall, cpu = [s[0] for s in samples], [s[1] for s in samples]
+        rows.append({"what": label, "median_s": statistics.median(wall), "min_s": min(wall),
+                     "cpu_median_s": statistics.median(cpu)})
+        print(f"  import {label}: median {rows[-1]['median_s']:.3f} s wall, {rows[-1]['cpu_median_s']:.3f} s CPU", flush=True)
     return rows
 
 
@@ -282,9 +287,10 @@ def print_tables(results: dict[str, Any]) -> None:
               f"{r['stepwise_score_numpy_s']:9.3f} {r['bare_score_calls_s']:10.3f} {r['bare_step_calls_s']:9.3f} "
               f"{r['torch_eager_s']:8.3f} {r['stepwise_over_bare_score']:8.2f} {r['stepwise_over_bare_step']:8.2f} "
               f"{r['fused_over_bare_score']:8.2f} {r['faster_mode']}")
-    print("\nimport time (median of 5 fresh processes)")
+    print("\nimport time (7 fresh processes: median wall, min wall, median CPU time of the importing process)")
     for r in results["imports"]:
-        print(f"  {r['what']:45s} {r['median_s']:.3f} s")
+        cpu = r.get("cpu_median_s", float("nan"))
+        print(f"  {r['what']:45s} {r['median_s']:.3f} s (min {r['min_s']:.3f} s, CPU {cpu:.3f} s)")
     print("\npeak RSS of a process sampling 16 small-conv images")
     torch_rss = min(r["peak_rss_mib"] for r in results["rss"] if r["torch_loaded"])
     for r in results["rss"]:
@@ -299,6 +305,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "runtime_cpu.json")
     parser.add_argument("--exports-only", action="store_true", help="only write the exports into --workdir (for the GPU check)")
+    parser.add_argument("--skip-modes", action="store_true", help="only the import and RSS tables (modes kept from --json)")
     args = parser.parse_args()
     if args.exports_only:
         print("\n".join(f"{name}: {path}" for name, path in prepare_exports(args.workdir).items()))
@@ -310,8 +317,11 @@ def main() -> None:
     exports = prepare_exports(args.workdir)
     results: dict[str, Any] = {"machine": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
                                            "cpus": os.cpu_count(), "threads": 1}}
-    print("mode timings", flush=True)
-    results["modes"] = mode_table(exports, args.workdir, batches, repeats)
+    if args.skip_modes and args.json.is_file():
+        results["modes"] = json.loads(args.json.read_text())["modes"]
+    else:
+        print("mode timings", flush=True)
+        results["modes"] = mode_table(exports, args.workdir, batches, repeats)
     print("import times", flush=True)
     results["imports"] = import_table()
     print("peak RSS", flush=True)

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .providers import PROVIDER_CHOICES
-
 OUTPUT_SUFFIXES = (".png", ".npy")
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
 
 
 def build_parser() -> argparse.ArgumentParser:
