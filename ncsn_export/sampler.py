@@ -10,11 +10,12 @@ With ``final_denoise`` the loop runs one more iteration, ``k = N * T``, whose up
 ``x + sigma_last**2 * score`` instead of a Langevin step; the score network thus appears once in an
 exported graph, inside the loop body, and its weights can live in the body (see the ONNX exporter).
 
-Two forms of the same loop:
+Two forms of the same loop, over the same ``body``:
 
-* eager / ``torch.export`` / ``torch.onnx.export(dynamo=True)``: ``torch._higher_order_ops.while_loop``
-  (becomes an ONNX ``Loop``; in eager mode it is a plain Python loop);
-* ``torch.jit.script``: a TorchScript ``while`` loop over the same body.
+* under ``torch.export`` / ``torch.onnx.export(dynamo=True)``: ``torch._higher_order_ops.while_loop``
+  (becomes an ONNX ``Loop``);
+* eager and ``torch.jit.script``: a plain ``for`` loop over the same body (``while_loop``'s own
+  eager path would ``torch.compile`` the body first, which takes tens of seconds for a RefineNet).
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ class AnnealedLangevinSampler(nn.Module):
         step_sizes: torch.Tensor,
         num_annealed_steps: torch.Tensor,
     ) -> torch.Tensor:
-        if not torch.jit.is_scripting():
+        if not torch.jit.is_scripting() and torch.compiler.is_compiling():  # torch.export / torch.onnx.export(dynamo=True)
             return self._while_loop(sample, seed, timesteps, step_sizes, num_annealed_steps)
+        # eager (a plain Python loop: while_loop's eager path would torch.compile the body) and TorchScript
         num_annealed_steps = num_annealed_steps.reshape(())
         num_langevin_steps = timesteps.shape[0] * num_annealed_steps
         total = int(num_langevin_steps) + 1 if self.final_denoise else int(num_langevin_steps)

@@ -60,8 +60,17 @@ def export_pt2(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], pa
             program = torch.export.export(sampler.eval(), args, dynamic_shapes=shapes, strict=False)
     except Exception as error:
         raise tracing_error(Path(path).name, error) from error
+    _drop_stack_traces(program)
     torch.export.save(program, str(path))
     return {"file": Path(path).name}
+
+
+def _drop_stack_traces(program: torch.export.ExportedProgram) -> None:
+    """Remove each node's Python stack trace: they are 98% of a RefineNet sampler.pt2 (115 of 117 MB)."""
+    for module in program.graph_module.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for node in module.graph.nodes:
+                node.meta.pop("stack_trace", None)
 
 
 def load_pt2(path: str | Path) -> nn.Module:
