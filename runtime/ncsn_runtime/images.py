@@ -119,7 +119,7 @@ def save_scatter_png(points: np.ndarray, path: str | os.PathLike, bounds: Sequen
         zero_x, zero_y = float(pixel(0.0, False)), float(pixel(0.0, True))
         draw.line([margin, zero_y, size - margin, zero_y], fill=(200, 200, 200))
         draw.line([zero_x, margin, zero_x, size - margin], fill=(200, 200, 200))
-    draw.text((margin, size - margin + 6), f"[{low:g}, {high:g}]^2, {len(points)} samples", fill=(80, 80, 80))
+    draw.text((margin, size - margin + 6), f"[{low:.3g}, {high:.3g}]^2, {len(points)} samples", fill=(80, 80, 80))
     for x, y in zip(pixel(points[:, 0], False), pixel(points[:, 1], True), strict=True):
         draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(31, 119, 180))
     return _atomic_save(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
