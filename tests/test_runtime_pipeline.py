@@ -189,9 +189,8 @@ def test_missing_and_corrupt_export_dirs(conv_dir: Path, tmp_path: Path):
         NCSNPipeline.from_pretrained(flipped, provider="cpu")
     truncated = _copy(conv_dir, tmp_path / "truncated")
     (truncated / "sampler.onnx").write_bytes((truncated / "sampler.onnx").read_bytes()[:1000])
-    pipe = NCSNPipeline.from_pretrained(truncated, provider="cpu")  # sampler.onnx is only opened when needed
     with pytest.raises(ExportDirectoryError, match=r"sampler\.onnx is 1000 bytes.*truncated"):
-        pipe(batch_size=1, seed=0, mode="fused", progress=False)
+        NCSNPipeline.from_pretrained(truncated, provider="cpu")  # every graph is checked up front
     missing = _copy(conv_dir, tmp_path / "missing")
     (missing / "scheduler" / "scheduler_config.json").unlink()
     with pytest.raises(ExportDirectoryError, match=r"scheduler_config\.json is listed .* but missing"):

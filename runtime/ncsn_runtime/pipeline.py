@@ -118,6 +118,7 @@ class NCSNPipeline:
         stepwise_graph: str = "auto",
         cuda_graph: bool = True,
         intra_op_threads: int | None = None,
+        graph_paths: dict[str, Path] | None = None,
     ) -> None:
         if stepwise_graph not in STEPWISE_GRAPHS:
             raise ValueError(f"`stepwise_graph` must be one of {STEPWISE_GRAPHS}, got {stepwise_graph!r}")
@@ -131,6 +132,7 @@ class NCSNPipeline:
         self.cuda_graph_error: str | None = None
         self.last_run: RunInfo | None = None
         self._sessions = dict(sessions)
+        self._graph_paths = dict(graph_paths or {})  # graphs whose sha256 was already checked
         self._steppers: dict[tuple[str, int], Any] = {}
         model = manifest["model"]
         self.sample_shape = _shape(model.get("sample_shape"))
@@ -165,19 +167,20 @@ class NCSNPipeline:
             cuda_graph: capture the stepwise step as a CUDA graph on CUDA (falls back, logged, if it cannot).
             intra_op_threads: onnxruntime threads per operator (``None``: its default).
 
-        Every file is checked against the manifest's sha256 before it is loaded.
+        Every graph (and its external-data files) and the scheduler config are checked against the
+        manifest's sha256 here; sessions open on first use (only a CUDA probe opens one now).
         """
         root = Path(export_dir)
         manifest = load_manifest(root)
         config_file = manifest.get("scheduler_config", "scheduler/scheduler_config.json")
         scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(verified_path(root, manifest, config_file))
-        graphs = [name for name in ("score", "step", "sampler") if name in manifest["graphs"]]
+        graphs = {name: _graph_file(root, manifest, name) for name in ("score", "step", "sampler") if name in manifest["graphs"]}
         if not graphs:
             raise ExportDirectoryError(f"{root / 'manifest.json'} lists none of the graphs score, step, sampler")
-        probe = graphs[0]
-        device, session = resolve_device(provider, _graph_file(root, manifest, probe), device_id)
-        return cls(root, manifest, scheduler, device, {probe: session}, stepwise_graph=stepwise_graph,
-                   cuda_graph=cuda_graph, intra_op_threads=intra_op_threads)
+        probe = next(iter(graphs))
+        device, session = resolve_device(provider, graphs[probe], device_id)
+        return cls(root, manifest, scheduler, device, {probe: session} if session is not None else {},
+                   stepwise_graph=stepwise_graph, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads, graph_paths=graphs)
 
     @property
     def provider(self) -> str:
@@ -192,9 +195,15 @@ class NCSNPipeline:
         if name not in self._sessions:
             if not self.has_graph(name):
                 raise ExportDirectoryError(f"{self.export_dir} has no {name} graph (graphs: {sorted(self.manifest['graphs'])})")
-            path = _graph_file(self.export_dir, self.manifest, name)
+            path = self.graph_path(name)
             self._sessions[name] = open_session(path, self.device, intra_op_threads=self.intra_op_threads)
         return self._sessions[name]
+
+    def graph_path(self, name: str) -> Path:
+        """Path of graph ``name`` after its sha256 check (done once per pipeline)."""
+        if name not in self._graph_paths:
+            self._graph_paths[name] = _graph_file(self.export_dir, self.manifest, name)
+        return self._graph_paths[name]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(export_dir={str(self.export_dir)!r}, provider={self.provider!r}, "
@@ -245,7 +254,7 @@ class NCSNPipeline:
         return stepper
 
     def _cuda_graph_stepper(self, shape: tuple[int, ...]) -> CudaGraphStepper | None:
-        path = _graph_file(self.export_dir, self.manifest, "step")
+        path = self.graph_path("step")
         try:
             session = open_session(path, self.device, cuda_graph=True, free_dimensions=self._batch_dimensions(shape[0]),
                                    intra_op_threads=self.intra_op_threads)

@@ -122,9 +122,10 @@ def open_session(
 
 
 def resolve_device(provider: str, probe_path: str | os.PathLike, device_id: int = 0) -> tuple[Device, Any]:
-    """Choose the device for ``provider`` by opening ``probe_path``; returns ``(device, session)``.
+    """Choose the device for ``provider``; returns ``(device, session or None)``.
 
-    The returned session is the probe itself, opened on the chosen device, so callers can keep it.
+    Whenever CUDA is in question, ``probe_path`` is opened on CUDA and the session's own provider list
+    decides; that session is returned so callers can keep it. A CPU choice opens nothing (``None``).
     """
     choice = normalize_provider(provider)
     if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
@@ -132,7 +133,7 @@ def resolve_device(provider: str, probe_path: str | os.PathLike, device_id: int 
     cpu = Device("cpu")
     if choice == "cpu":
         logger.info("provider: %s (requested)", CPU_PROVIDER)
-        return cpu, open_session(probe_path, cpu)
+        return cpu, None
     listed = list(available_providers())
     cuda = Device("cuda", device_id)
     if choice == "cuda":
@@ -146,11 +147,11 @@ def resolve_device(provider: str, probe_path: str | os.PathLike, device_id: int 
         return cuda, session
     if CUDA_PROVIDER not in listed:
         logger.info("provider: %s (auto: onnxruntime offers no %s)", CPU_PROVIDER, CUDA_PROVIDER)
-        return cpu, open_session(probe_path, cpu)
+        return cpu, None
     try:
         session = open_session(probe_path, cuda)
     except Exception as error:  # any failure to get CUDA means "not usable here" for auto
         logger.warning("provider: %s (auto: %s is listed but unusable: %s)", CPU_PROVIDER, CUDA_PROVIDER, error)
-        return cpu, open_session(probe_path, cpu)
+        return cpu, None
     logger.info("provider: %s device %d (auto)", CUDA_PROVIDER, device_id)
     return cuda, session
