@@ -42,6 +42,7 @@ from ncsn_export.training.sampling import annealed_langevin, save_image_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = 500
+CLASSIFIER_CACHE = Path.home() / ".cache" / "ncsn-export" / "mnist_classifier.safetensors"
 
 
 class DigitClassifier(nn.Module):
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", default=None, help="PNG grid of the first 64 samples of the first setting")
-    parser.add_argument("--classifier-cache", default=str(RESULTS / "mnist_classifier.safetensors"))
+    parser.add_argument("--classifier-cache", default=str(CLASSIFIER_CACHE), help="the trained classifier is cached here")
     parser.add_argument("--json", default=str(RESULTS / "eval_mnist.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
