@@ -21,6 +21,8 @@ Run (a few seconds per model on 2 cores)::
 
     .venv/bin/python bench/bench_export.py                      # both models, 10x20 steps, batch 8
     .venv/bin/python bench/bench_export.py --models conv --levels 10 --steps 20 --batch 8 --repeats 5
+    ncsn-export --output /tmp/mnist && .venv/bin/python bench/bench_export.py --models --export-dir /tmp/mnist \
+        --levels 5 --steps 4 --batch 8                          # the default RefineNet, from its export directory
 
 Results are printed and saved to ``bench/results/bench_export-<timestamp>.json``.
 """
@@ -41,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from ncsn_runtime.config import load_scheduler_config
+from ncsn_runtime.manifest import load_manifest
 from ncsn_runtime.noise import initial_sample, langevin_counter, seeds_for_batch
 from ncsn_runtime.schedule import geometric_sigmas
 from torch import nn
@@ -55,7 +59,9 @@ from ncsn_export.exporters.onnx_export import (
     export_score_onnx,
     export_step_onnx,
 )
+from ncsn_export.exporters.validate import validation_inputs
 from ncsn_export.models.gmm import toy_gmm_spec
+from ncsn_export.models.registry import load_model
 from ncsn_export.sampler import AnnealedLangevinSampler
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -202,6 +208,60 @@ def bench_model(name: str, model: nn.Module, shape: tuple[int, ...], args: argpa
             "export_seconds": export_seconds, "timings": rows, "ratios": ratios}
 
 
+def bench_export_dir(directory: Path, args: argparse.Namespace) -> dict:
+    """Time an existing export directory (e.g. the default RefineNet): fused vs per-step vs N*T score calls vs eager."""
+    manifest = load_manifest(directory)
+    model_info = manifest["model"]
+    shape = tuple(model_info["sample_shape"])
+    config = load_scheduler_config(directory / manifest["scheduler_config"])
+    feed = validation_inputs(config, shape, model_info["init_range"], args.batch, args.levels, args.steps)
+    num_steps, final_denoise = args.steps, bool(model_info["final_denoise"])
+    fused, score, step = (session(directory / name) for name in ("sampler.onnx", "score.onnx", "step.onnx"))
+    calls = [np.full(args.batch, level, dtype=np.int64) for level in feed["timesteps"] for _ in range(num_steps)]
+    calls += [calls[-1]] if final_denoise else []  # the denoising step is one more network call
+
+    def score_calls() -> None:
+        for timestep in calls:
+            score.run(None, {"sample": feed["sample"], "timestep": timestep})
+
+    def per_step() -> None:
+        x = feed["sample"]
+        for position, (level, alpha) in enumerate(zip(feed["timesteps"], feed["step_sizes"], strict=True)):
+            for t in range(num_steps):
+                counter = np.asarray(langevin_counter(position, t, num_steps))
+                x = step.run(None, {"sample": x, "seed": feed["seed"], "timestep": np.asarray(level),
+                                    "step_size": np.asarray(alpha), "counter": counter})[0]
+
+    configurations: dict[str, Callable[[], object]] = {
+        "fused sampler.onnx (1 thread)": lambda: fused.run(None, feed),
+        "N*T score.onnx calls (1 thread)": score_calls,
+        "per-step step.onnx loop (1 thread)": per_step,
+    }
+    try:
+        spec = load_model(model_info["name"])
+        train_sigmas = torch.from_numpy(geometric_sigmas(config["sigma_max"], config["sigma_min"], config["num_train_timesteps"]))
+        sampler = AnnealedLangevinSampler(spec.model, train_sigmas, final_denoise).eval()
+        torch_args = [torch.from_numpy(np.array(feed[name])) for name in SAMPLER_INPUTS]
+        torch.set_num_threads(1)
+
+        def eager() -> None:
+            with torch.no_grad():
+                sampler(*torch_args)
+
+        configurations["torch eager sampler (1 thread)"] = eager
+    except Exception as error:  # a model we cannot rebuild here: skip the eager row
+        print(f"(no torch eager row for {model_info['name']!r}: {error})")
+    rows = timed_round_robin(configurations, args.repeats)
+    fused_ms = rows["fused sampler.onnx (1 thread)"]["median_ms"]
+    ratios = {"fused / N*T score calls": fused_ms / rows["N*T score.onnx calls (1 thread)"]["median_ms"],
+              "fused / per-step": fused_ms / rows["per-step step.onnx loop (1 thread)"]["median_ms"]}
+    if "torch eager sampler (1 thread)" in rows:
+        ratios["fused / torch eager"] = fused_ms / rows["torch eager sampler (1 thread)"]["median_ms"]
+    return {"model": f"{model_info['name']} ({directory})", "sample_shape": list(shape), "levels": len(feed["timesteps"]),
+            "steps": num_steps, "batch": args.batch, "export_seconds": manifest.get("export_seconds", {}), "timings": rows,
+            "ratios": ratios}
+
+
 def print_result(result: dict) -> None:
     print(f"\n{result['model']}: sample {result['sample_shape']}, batch {result['batch']}, "
           f"{result['levels']}x{result['steps']} steps; export s: {result['export_seconds']}")
@@ -214,7 +274,9 @@ def print_result(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["toy", "conv"], choices=["toy", "conv"])
+    parser.add_argument("--models", nargs="*", default=["toy", "conv"], choices=["toy", "conv"])
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="also time an existing export directory (e.g. `ncsn-export --output DIR` of the default model)")
     parser.add_argument("--levels", type=int, default=10, help="N noise levels (default 10)")
     parser.add_argument("--steps", type=int, default=20, help="T steps per level (default 20)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
@@ -227,6 +289,9 @@ def main() -> None:
             model, shape = models[name]
             results.append(bench_model(name, model, shape, args, Path(workdir)))
             print_result(results[-1])
+    if args.export_dir is not None:
+        results.append(bench_export_dir(args.export_dir, args))
+        print_result(results[-1])
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     payload = {"command": "bench/bench_export.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
