@@ -31,15 +31,15 @@ def test_toy_export_to_npy_and_scatter_png(toy_dir: Path, tmp_path: Path, capsys
     assert main([str(toy_dir), "--num-samples", "7", "--seed", "5", "--steps", "3", "--output", str(npy), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {npy}: 7 raw samples" in printed and "seeds 5..11" in printed
-    assert "provider CPUExecutionProvider, mode stepwise (step.onnx + IO binding)" in printed and "time:" in printed
+    assert "provider CPUExecutionProvider, mode fused (sampler.onnx (fused Loop))" in printed and "time:" in printed
     samples = np.load(npy)
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
-    expected = pipe(batch_size=7, seed=5, num_inference_steps=3, mode="stepwise", output_type="raw", progress=False).images
+    expected = pipe(batch_size=7, seed=5, num_inference_steps=3, mode="fused", output_type="raw", progress=False).images
     assert samples.shape == (7, 2) and samples.dtype == np.float32
     np.testing.assert_array_equal(samples, expected)
 
     chunked = tmp_path / "chunked.npy"
-    assert main([str(toy_dir), "-n", "7", "-s", "5", "--steps", "3", "--batch-size", "3", "--mode", "fused",
+    assert main([str(toy_dir), "-n", "7", "-s", "5", "--steps", "3", "--batch-size", "3", "--mode", "stepwise",
                  "-o", str(chunked), "--no-progress"]) == 0
     np.testing.assert_allclose(np.load(chunked), samples, atol=1e-4)  # sample n uses seed S + n whatever the batch
 

@@ -172,12 +172,14 @@ def test_pipeline_reuses_one_stepper_per_batch_size(toy_dir: Path):
 
 def test_auto_mode_rule(toy_dir: Path):
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
-    assert pipe.choose_mode("auto") == "stepwise"  # step.onnx exported: the bound step (measured faster on CPU)
+    assert pipe.choose_mode("auto") == "fused"  # CPU: a measured tie, so the one fused call
+    assert pipe.choose_mode("auto", callback=lambda *a: None) == "stepwise"
     pipe.device = Device("cuda")  # rule only; nothing runs
     assert pipe.choose_mode("auto") == "stepwise"  # CUDA: the CUDA-graph step
     pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items() if k != "step"}}
-    assert pipe.choose_mode("auto") == "fused"  # no step.onnx: one fused call beats score.onnx + numpy
-    assert pipe.choose_mode("auto", callback=lambda *a: None) == "stepwise"
+    assert pipe.choose_mode("auto") == "fused"  # CUDA without step.onnx: fused
+    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items() if k != "sampler"}}
+    assert pipe.choose_mode("auto") == "stepwise"  # only score.onnx left
 
 
 # -- real CUDA (skipped without a GPU) -----------------------------------------------------------------

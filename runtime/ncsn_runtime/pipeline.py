@@ -7,12 +7,11 @@ Two modes give the same samples for the same seeds (<= 1e-4):
   (device-resident buffers; on CUDA also captured as a CUDA graph) or ``score.onnx`` plus the numpy
   scheduler. Per-step callbacks, a progress bar and NaN/inf location by level and step.
 
-``mode="auto"`` picks stepwise through ``step.onnx`` whenever the export has it, on every provider, and
-fused only when it has no ``step.onnx``. Measured on CPU (``bench/bench_runtime.py``, onnxruntime 1.32, one
-thread): for a conv net the bound stepwise loop took 0.83x-0.91x the fused ``Loop``'s time at batch
-1/16/64, and on the 2-D toy the two tied (0.99x-1.25x, within noise); onnxruntime pays a per-iteration cost
-for the ``Loop`` body that the bound step does not. On CUDA the stepwise step is also the one path that
-can run as a CUDA graph (onnxruntime cannot capture a ``Loop``). A per-step callback always means stepwise.
+``mode="auto"``: stepwise on CUDA when ``step.onnx`` exists (the one path that can run as a CUDA graph;
+onnxruntime cannot capture a ``Loop``) and fused everywhere else when ``sampler.onnx`` exists. On CPU the
+two measured as a tie (``bench/bench_runtime.py``, onnxruntime 1.32, one thread: stepwise took 0.94x-1.06x
+the fused time for a conv net and the 2-D toy at batch 1/16/64), so the single fused call, which is
+also what the Node, browser and C hosts run, is the default. A per-step callback always means stepwise.
 """
 
 from __future__ import annotations
@@ -225,7 +224,7 @@ class NCSNPipeline:
             if not can_step:
                 raise ExportDirectoryError(f"mode='stepwise' needs step.onnx or score.onnx, which {self.export_dir} lacks")
             return "stepwise"
-        if callback is not None or not can_fuse or self.has_graph("step"):
+        if callback is not None or not can_fuse or (self.device.is_cuda and self.has_graph("step")):
             if not can_step:
                 raise ExportDirectoryError(f"{self.export_dir} has neither step.onnx nor score.onnx for stepwise sampling")
             return "stepwise"
