@@ -11,7 +11,7 @@ Two modes give the same samples for the same seeds (<= 1e-4):
 onnxruntime cannot capture a ``Loop``) and fused everywhere else when ``sampler.onnx`` exists. On CPU the
 two measured as a tie (``bench/bench_runtime.py``, onnxruntime 1.32, one thread: stepwise took 0.94x-1.06x
 the fused time for a conv net and the 2-D toy at batch 1/16/64), so the single fused call, which is
-also what the Node, browser and C hosts run, is the default. A per-step callback always means stepwise.
+also a graph the Node, browser and C hosts can run, is the default. A per-step callback always means stepwise.
 """
 
 from __future__ import annotations

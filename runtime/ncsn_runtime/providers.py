@@ -115,7 +115,7 @@ def open_session(
     if device.is_cuda and CUDA_PROVIDER not in session.get_providers():
         raise ProviderError(
             f"onnxruntime lists {CUDA_PROVIDER} but the session for {os.fspath(path)} got only "
-            f"{session.get_providers()}: no CUDA device answered or the CUDA 12 / cuDNN 9 libraries that "
+            f"{session.get_providers()}: no CUDA device answered or the CUDA / cuDNN libraries that "
             "onnxruntime-gpu needs are missing (check `nvidia-smi` and onnxruntime's log above)"
         )
     return session
