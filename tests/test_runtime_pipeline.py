@@ -197,6 +197,17 @@ def test_missing_and_corrupt_export_dirs(conv_dir: Path, tmp_path: Path):
         NCSNPipeline.from_pretrained(missing)
 
 
+def test_unloadable_graph_with_matching_hash_is_an_export_error(conv_dir: Path, tmp_path: Path):
+    broken = _copy(conv_dir, tmp_path / "broken")
+    (broken / "sampler.onnx").write_bytes(b"not a protobuf at all")
+    manifest = load_manifest(broken)
+    manifest["files"]["sampler.onnx"] = file_entry(broken / "sampler.onnx")
+    write_manifest(broken, manifest)
+    pipe = NCSNPipeline.from_pretrained(broken, provider="cpu")
+    with pytest.raises(ExportDirectoryError, match=r"onnxruntime cannot load .*sampler\.onnx"):
+        pipe(batch_size=1, seed=0, mode="fused", progress=False)
+
+
 def _with_scheduler(src: Path, dst: Path, **overrides) -> Path:
     """Copy of an export with changed scheduler config (manifest hashes updated)."""
     _copy(src, dst)

@@ -28,7 +28,7 @@ import numpy as np
 from .inpaint import KnownRegionProjection, prepare_image_and_mask
 from .manifest import ExportDirectoryError, load_manifest, verified_path
 from .noise import MAX_SEED, initial_sample, seeds_for_batch
-from .providers import Device, open_session, resolve_device
+from .providers import Device, ProviderError, open_session, resolve_device
 from .schedule import check_count, denoise_update
 from .scheduler import AnnealedLangevinDynamicsScheduler
 from .steppers import (
@@ -195,7 +195,13 @@ class NCSNPipeline:
             if not self.has_graph(name):
                 raise ExportDirectoryError(f"{self.export_dir} has no {name} graph (graphs: {sorted(self.manifest['graphs'])})")
             path = self.graph_path(name)
-            self._sessions[name] = open_session(path, self.device, intra_op_threads=self.intra_op_threads)
+            try:
+                self._sessions[name] = open_session(path, self.device, intra_op_threads=self.intra_op_threads)
+            except ProviderError:
+                raise
+            except Exception as error:  # onnxruntime's own Fail / InvalidGraph / InvalidProtobuf
+                raise ExportDirectoryError(f"onnxruntime cannot load {path} (its sha256 matches the manifest, so the "
+                                           f"export itself is broken or needs a newer onnxruntime): {error}") from error
         return self._sessions[name]
 
     def graph_path(self, name: str) -> Path:
