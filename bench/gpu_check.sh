@@ -29,6 +29,7 @@ prepare() {
     local py=.venv/bin/python work
     grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     grep -qxF '/bench/gpu_exports/' .git/info/exclude || echo '/bench/gpu_exports/' >> .git/info/exclude
+    rm -rf bench/gpu_exports  # always export with the exporter of this checkout
     "$py" bench/bench_runtime.py --workdir bench/gpu_exports --exports-only
     work=$(mktemp -d)
     "$py" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
