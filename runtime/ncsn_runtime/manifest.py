@@ -4,16 +4,27 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
 
     {
       "format": "ncsn-export", "format_version": 1,
-      "model": {"name": str, "sample_shape": [C, H, W] or [D], "dtype": "float32",
-                "is_image": bool, "final_denoise": bool},
+      "model": {"name": str, "description": str, "sample_shape": [C, H, W] or [D], "dtype": "float32",
+                "compute_dtype": "float32" | "float16", "is_image": bool, "init_range": [lo, hi],
+                "data_range": [lo, hi], "final_denoise": bool},
       "scheduler_config": "scheduler/scheduler_config.json",
       "opset": int,
-      "graphs": {"score" | "step" | "sampler": {"file": "score.onnx",
+      "graphs": {"score" | "step" | "sampler": {"file": "score.onnx", "nodes": int,
                  "inputs": [{"name", "dtype", "shape"}], "outputs": [...]}},
+      "torchscript": {"file": "sampler.pt", "network": "script" | "trace"},
+      "torch_export": {"file": "sampler.pt2"},
+      "noise": {"lean_shift": bool},
+      "export_seconds": {"<file>": float},
       "files": {"<relative path>": {"sha256": hex, "bytes": int}},
-      "validation": [{"artifact", "reference", "max_abs_diff", "tolerance", "seconds", "passed"}],
-      "versions": {"torch", "onnx", "onnxruntime", "ncsn_export"}
+      "validation": [{"artifact", "reference", "max_abs_diff", "tolerance", "scale", "seconds", "bytes", "passed"}],
+      "validation_schedule": {"batch_size", "timesteps", "num_annealed_steps", "seeds", "tolerance",
+                              "relative_tolerance", "validated"},
+      "versions": {"torch", "onnx", "onnxruntime", "onnxscript", "ncsn_export", "python"}
     }
+
+A validation row passes when ``max_abs_diff <= tolerance * scale`` (``scale`` is 1 for fp32 samples,
+``max(1, max|reference|)`` for scores and for fp16 exports). Keys other than those checked by
+:func:`load_manifest` are informative; readers must ignore keys they do not know.
 """
 
 from __future__ import annotations
