@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from ncsn_runtime.manifest import MANIFEST_NAME
@@ -10,8 +12,9 @@ from torch import nn
 
 from ncsn_export.exporters import ExportError, api, export_model
 from ncsn_export.exporters.directory import atomic_directory
-from ncsn_export.exporters.onnx_export import lean_shift_table, uses_right_shift
+from ncsn_export.exporters.onnx_export import export_score_onnx, lean_shift_table, uses_right_shift
 from ncsn_export.exporters.torchscript_export import script_or_trace
+from ncsn_export.exporters.validate import ort_session
 from ncsn_export.models.registry import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -131,11 +134,19 @@ def test_failed_validation_exits_with_the_table_and_leaves_no_directory(tmp_path
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
-def test_lean_shift_is_skipped_for_a_network_that_shifts():
+def test_lean_shift_is_skipped_for_a_network_that_shifts(tmp_path):
     x, t = torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64)
     assert uses_right_shift(ShiftingScore(), (x, t))
     assert not uses_right_shift(TinyConvScore(), (torch.zeros(2, 1, 8, 8), t))
     assert torch.ops.aten.bitwise_right_shift.Tensor_Scalar in lean_shift_table()
+    info = export_score_onnx(ShiftingScore(), (2,), tmp_path / "score.onnx", 18, lean_shift=True)
+    assert info["lean_shift"] is False  # re-exported with the exporter's exact signed lowering
+    graph = onnx.load(str(tmp_path / "score.onnx")).graph
+    assert "BitShift" in [node.op_type for node in graph.node] and "Div" not in [node.op_type for node in graph.node]
+    session = ort_session(tmp_path / "score.onnx")
+    levels = np.array([-5, 7], dtype=np.int64)  # a negative level: the signed shift must floor (-5 >> 1 == -3)
+    result = session.run(None, {"sample": np.ones((2, 2), dtype=np.float32), "timestep": levels})[0]
+    np.testing.assert_array_equal(result[:, 0], [-3.0, 3.0])
 
 
 def test_an_unscriptable_network_is_traced_for_torchscript():

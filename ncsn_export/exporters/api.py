@@ -31,7 +31,6 @@ from .onnx_export import (
     export_sampler_onnx,
     export_score_onnx,
     export_step_onnx,
-    uses_right_shift,
 )
 from .torchscript_export import export_pt2, export_torchscript
 from .validate import FP16_TOLERANCE, FP32_TOLERANCE, ValidationResult, format_table, validate_export, validation_inputs
@@ -152,8 +151,6 @@ def export_model(
     network = HalfPrecisionScore(_clone(spec.model)).eval() if fp16 else spec.model
     sampler = AnnealedLangevinSampler(network, train_sigmas, denoise).eval()
     shape = tuple(spec.sample_shape)
-    example = example_inputs(shape)
-    lean = lean_shift and not uses_right_shift(network, (example["sample"], torch.zeros(2, dtype=torch.int64)))
 
     say(f"exporting {spec.name!r} (sample shape {list(shape)}, opset {opset}, {'fp16' if fp16 else 'fp32'}, "
         f"final_denoise={denoise}) to {output_dir}")
@@ -168,11 +165,15 @@ def export_model(
 
     with atomic_directory(output_dir, force) as staging:
         save_scheduler_config(staging / "scheduler", config)
+        score = timed("score.onnx", lambda: export_score_onnx(network, shape, staging / "score.onnx", opset, lean_shift))
+        lean = score.pop("lean_shift")  # False when the network shifts right itself
         graphs = {
-            "score": timed("score.onnx", lambda: export_score_onnx(network, shape, staging / "score.onnx", opset, lean)),
+            "score": score,
             "step": timed("step.onnx", lambda: export_step_onnx(network, shape, staging / "step.onnx", opset, lean)),
             "sampler": timed("sampler.onnx", lambda: export_sampler_onnx(sampler, shape, staging / "sampler.onnx", opset, lean)),
         }
+        for graph in graphs.values():
+            graph.pop("shifts_right", None)
         torchscript = timed("sampler.pt",
                             lambda: export_torchscript(network, train_sigmas, denoise, shape, staging / "sampler.pt"))
         torch_export = timed("sampler.pt2", lambda: export_pt2(sampler, shape, staging / "sampler.pt2"))

@@ -91,14 +91,13 @@ def lean_shift_table() -> dict:
 
 
 def uses_right_shift(model: nn.Module, args: tuple[torch.Tensor, ...]) -> bool:
-    """Whether ``model``'s traced graph shifts right itself (then the lean lowering is not used)."""
+    """Whether ``model``'s traced graph shifts right itself (then the lean lowering must not be used)."""
     try:
         with quiet_exporter():
             program = torch.export.export(model, args, strict=False)
     except Exception:  # untraceable: export_onnx reports it with the op; no lowering decision needed
         return False
-    names = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    return any("right_shift" in name or "rshift" in name for name in names)
+    return _shifts_right(program)
 
 
 @contextlib.contextmanager
@@ -162,6 +161,7 @@ def export_onnx(
             )
     except Exception as error:  # the exporter raises many types; all mean "could not trace"
         raise tracing_error(path.name, error) from error
+    shifts_right = _shifts_right(program.exported_program)
     proto = program.model_proto
     emitted = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
     if emitted != opset:
@@ -180,7 +180,20 @@ def export_onnx(
         "inputs": [_value_info(value) for value in model.graph.input],
         "outputs": [_value_info(value) for value in model.graph.output],
         "nodes": _count_nodes(model.graph),
+        "shifts_right": shifts_right,
     }
+
+
+def _shifts_right(program: torch.export.ExportedProgram | None) -> bool:
+    """Whether a traced program contains a right shift (in any subgraph)."""
+    if program is None:
+        return False
+    for module in program.graph_module.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for node in module.graph.nodes:
+                if node.op == "call_function" and ("right_shift" in str(node.target) or "rshift" in str(node.target)):
+                    return True
+    return False
 
 
 def _value_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -271,11 +284,18 @@ def example_inputs(sample_shape: Sequence[int], batch_size: int = 2, num_levels:
 
 
 def export_score_onnx(model: nn.Module, sample_shape: Sequence[int], path: str | Path, opset: int, lean_shift: bool) -> dict:
-    """``score.onnx``: sample f32[B, ...], timestep i64[B] -> score f32[B, ...]."""
+    """``score.onnx``: sample f32[B, ...], timestep i64[B] -> score f32[B, ...].
+
+    The returned ``"lean_shift"`` says whether the lean shift lowering is safe for this network (it has no
+    right shift of its own); if the network shifts, the graph is exported again with the default lowering.
+    """
     inputs = example_inputs(sample_shape)
     args = (inputs["sample"], torch.zeros(inputs["sample"].shape[0], dtype=torch.int64))
     shapes = batch_shapes(SCORE_INPUTS, batched=SCORE_INPUTS)
-    return export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset, lean_shift)
+    info = export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset, lean_shift)
+    if lean_shift and info["shifts_right"]:
+        info = export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset, lean_shift=False)
+    return {**info, "lean_shift": lean_shift and not info.pop("shifts_right")}
 
 
 def export_step_onnx(model: nn.Module, sample_shape: Sequence[int], path: str | Path, opset: int, lean_shift: bool) -> dict:
