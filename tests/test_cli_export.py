@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 
 from ncsn_export.cli import build_parser, main
@@ -58,14 +59,14 @@ def test_existing_output_needs_force(tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("ncsn-export", path=str(Path(sys.executable).parent)) is None,
                     reason="the ncsn-export console script is not installed in this environment (pip install -e .)")
-def test_console_script_exports_a_user_model_with_force(tmp_path):
+def test_console_script_exports_a_user_model_in_fp16_with_force(tmp_path):
     output = tmp_path / "export"
     output.mkdir()
     (output / "manifest.json").write_text("{}")  # an earlier export: --force may replace it
     script = shutil.which("ncsn-export", path=str(Path(sys.executable).parent))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [script, "--model", "test_export_nets:tiny_conv_spec", "--output", str(output), "--force", "--opset", "20",
+        [script, "--model", "test_export_nets:tiny_conv_spec", "--output", str(output), "--force", "--opset", "20", "--fp16",
          "--batch-size", "2", "--num-inference-steps", "2", "--num-annealed-steps", "3", "--no-final-denoise", "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )
@@ -76,3 +77,12 @@ def test_console_script_exports_a_user_model_with_force(tmp_path):
     assert manifest["validation_schedule"]["timesteps"] == [0, 5] and manifest["validation_schedule"]["num_annealed_steps"] == 3
     assert {row["artifact"] for row in manifest["validation"] if row["passed"]} == {
         "sampler.onnx", "step.onnx", "score.onnx", "sampler.pt", "sampler.pt2"}
+    # fp16: the network computes in half precision behind float32 I/O, validated with the relative bound
+    assert manifest["model"]["compute_dtype"] == "float16" and manifest["model"]["dtype"] == "float32"
+    assert manifest["validation_schedule"]["relative_tolerance"] is True
+    fused = next(row for row in manifest["validation"] if row["artifact"] == "sampler.onnx")
+    assert 0 < fused["max_abs_diff"] <= 5e-2 * fused["scale"]
+    model = onnx.load(str(output / "sampler.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    body = next(node for node in model.graph.node if node.op_type == "Loop").attribute[0].g
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in body.initializer)  # half weights in the loop
