@@ -49,6 +49,7 @@ def browser_runs(tmp_path_factory) -> tuple[Path, Path, dict]:
             {"name": "stepwise", "seed": SEED, "count": BATCH, "mode": "stepwise"},
             {"name": "fused", "seed": SEED, "count": BATCH, "mode": "fused"},
             {"name": "bad-seed", "seed": "12x", "count": 2, "mode": "fused"},
+            {"name": "no-samples", "seed": "1", "count": 0, "mode": "fused"},
         ],
     }
     proc = hosts.run_node(["tests/js/browser.mjs", json.dumps(spec)], timeout=240)
@@ -81,8 +82,11 @@ def test_browser_screenshot_shows_the_grid(browser_runs):
     assert pixels.std() > 10  # not a blank page
 
 
-def test_browser_rejects_a_bad_seed(browser_runs):
+def test_browser_rejects_bad_seed_and_count(browser_runs):
     _, _, runs = browser_runs
     run = runs["bad-seed"]
     assert run["state"] == "error"
     assert "`seed` must be a decimal integer string" in run["error"]
+    run = runs["no-samples"]
+    assert run["state"] == "error"
+    assert "`numSamples` must be in [1, inf], got 0" in run["error"]

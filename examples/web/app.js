@@ -1,5 +1,5 @@
 // Browser example: load an ncsn-export directory served from the same origin and generate with onnxruntime-web (wasm).
-// Query parameters: ?export=/export/ (export URL), &seed=S&count=N&mode=stepwise|fused&steps=n&autorun=1.
+// Query parameters: ?export=/export/ (export URL), &seed=S&count=N&mode=stepwise|fused&steps=n&threads=K&autorun=1.
 // State for automation: window.__ncsn = {state: 'loading'|'ready'|'running'|'done'|'error', result?, error?}.
 
 import * as ort from '/ort/ort.wasm.min.mjs';
@@ -15,7 +15,9 @@ const modelInfo = /** @type {HTMLElement} */ (document.getElementById('model'));
 const state = (window.__ncsn = { state: 'loading' });
 
 ort.env.wasm.wasmPaths = '/ort/';
-ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+// wasm threads need cross-origin isolation (COOP/COEP, see serve.mjs); ?threads=N overrides the default
+ort.env.wasm.numThreads = params.has('threads') ? Number(params.get('threads'))
+  : self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 
 /** @param {string} text @param {boolean} [error] */
 function say(text, error = false) {

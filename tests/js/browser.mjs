@@ -1,6 +1,6 @@
 // Drive examples/web in Debian's Chromium (playwright-core, no downloaded browser) and save what it generated.
 // usage: node tests/js/browser.mjs SPEC_JSON
-//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode", "steps"?}], "executablePath"?, "timeoutMs"?}
+//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode", "steps"?, "threads"?}], "executablePath"?, "timeoutMs"?}
 // For each run: opens the page with ?autorun=1, waits for window.__ncsn.state to be done/error, saves
 // outDir/NAME.png (screenshot) and outDir/NAME.npy (samples); prints a JSON list of run summaries on stdout.
 
@@ -42,9 +42,14 @@ try {
     page.on('pageerror', (error) => console.push(`pageerror: ${error.message}`));
     const query = new URLSearchParams({ seed: String(run.seed), count: String(run.count), mode: run.mode, autorun: '1' });
     if (run.steps) query.set('steps', String(run.steps));
+    if (run.threads) query.set('threads', String(run.threads));
     await page.goto(`http://127.0.0.1:${port}/?${query}`);
-    await page.waitForFunction(() => ['done', 'error'].includes(window.__ncsn?.state), null, { timeout: spec.timeoutMs ?? 120000 });
+    const timeout = spec.timeoutMs ?? 120000;
+    const finished = await page
+      .waitForFunction(() => ['done', 'error'].includes(window.__ncsn?.state), null, { timeout })
+      .then(() => true, () => false);
     const state = await page.evaluate(() => ({ ...window.__ncsn, isolated: self.crossOriginIsolated }));
+    if (!finished) Object.assign(state, { state: 'timeout', error: `no result within ${timeout} ms (state ${state.state})` });
     await page.screenshot({ path: path.join(spec.outDir, `${run.name}.png`), fullPage: true });
     const summary = { name: run.name, state: state.state, error: state.error, levels: state.levels, isolated: state.isolated, console };
     if (state.result) {
