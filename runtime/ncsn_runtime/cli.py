@@ -27,11 +27,21 @@ OUTPUT_SUFFIXES = (".png", ".npy")
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
 
 
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where the help already says it or the default is None."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncsn-sample",
         description="Sample from an ncsn-export directory with onnxruntime (no torch needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="directory written by ncsn-export")
     parser.add_argument("--num-samples", "-n", type=int, default=16, help="number of samples N")
