@@ -157,5 +157,11 @@ def test_cli_trains_on_a_folder_and_writes_a_run_directory(tmp_path, capsys):
     resume[resume.index("--iterations") + 1] = "3"
     assert cli.main(resume) == 0
     assert json.loads((out / "model.json").read_text())["training"]["iterations"] == 3
+    from ncsn_export.models.registry import load_model
+
+    spec = load_model(str(out))  # a run directory loads as a model for ncsn-export --model RUN_DIR
+    assert spec.name == "run" and spec.sample_shape == (3, 8, 8) and spec.scheduler_config["num_train_timesteps"] == 3
+    with torch.no_grad():
+        assert spec.model(torch.rand(2, 3, 8, 8), torch.tensor([0, 2])).shape == (2, 3, 8, 8)
     assert cli.main(["--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err

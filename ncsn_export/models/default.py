@@ -53,6 +53,21 @@ def load_refinenet(weights: str | Path, record_path: str | Path) -> tuple[CondRe
     return model.eval(), record
 
 
+def load_training_run(directory: str | Path, name: str | None = None) -> ModelSpec:
+    """A ``ncsn-train`` run directory (``ema.safetensors`` + ``model.json``) as a :class:`ModelSpec`."""
+    root = Path(directory)
+    model, record = load_refinenet(root / "ema.safetensors", root / "model.json")
+    return ModelSpec(
+        name=name or root.resolve().name,
+        model=model,
+        scheduler_config=dict(record["scheduler_config"]),
+        sample_shape=tuple(model.sample_shape),
+        final_denoise=bool(record.get("sampling", {}).get("final_denoise", True)),
+        description=f"NCSN RefineNet (ngf={model.config['ngf']}) from the ncsn-train run {root}",
+        extra={"record": record},
+    )
+
+
 def mnist_spec(weights_dir: str | Path | None = None) -> ModelSpec:
     """The default model: NCSN RefineNet on 28x28 MNIST digits, data and init range [0, 1]."""
     root = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)

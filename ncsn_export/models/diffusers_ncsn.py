@@ -11,6 +11,9 @@ The UNet is a diffusers ``UNet2DModel`` called with the integer noise-level inde
 output is the score (diffusers-ncsn does not divide by sigma). ``ncsn.unet.UNet2DModelForNCSN`` is used
 when the ``diffusers-ncsn`` package is installed, plain ``diffusers.UNet2DModel`` otherwise (the extra
 config keys and the unused ``sigmas`` buffer are then ignored).
+
+A directory written by ``ncsn-train`` (``model.json`` + ``ema.safetensors``, no ``model_index.json``) is handed
+to :func:`ncsn_export.models.default.load_training_run`, so ``ncsn-export --model RUN_DIR`` exports a trained run.
 """
 
 from __future__ import annotations
@@ -82,6 +85,10 @@ def load_diffusers_ncsn(directory: str | Path, name: str | None = None) -> Model
         ImportError: diffusers is not installed.
     """
     root = Path(directory)
+    if not (root / "model_index.json").exists() and (root / "model.json").is_file() and (root / "ema.safetensors").is_file():
+        from .default import load_training_run  # an ncsn-train run directory, not a diffusers-ncsn checkpoint
+
+        return load_training_run(root, name)
     index = _read_json(root / "model_index.json")
     for key in ("unet", "scheduler"):
         if key not in index:
