@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip the validation against torch")
     parser.add_argument("--force", action="store_true", help="replace OUTPUT if it is an earlier export directory")
     parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="validation batch size (default: 2)")
-    parser.add_argument("--num-inference-steps", type=int, default=3, metavar="N",
-                        help="validation schedule: number of noise levels (default: 3)")
+    parser.add_argument("--num-inference-steps", type=int, default=None, metavar="N",
+                        help="validation schedule: number of noise levels (default: 3, or all if fewer are trained)")
     parser.add_argument("--num-annealed-steps", type=int, default=5, metavar="T",
                         help="validation schedule: Langevin steps per level (default: 5)")
     parser.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None,

@@ -99,7 +99,7 @@ def export_model(
     validate: bool = True,
     force: bool = False,
     batch_size: int = 2,
-    num_inference_steps: int = 3,
+    num_inference_steps: int | None = None,
     num_annealed_steps: int = 5,
     final_denoise: bool | None = None,
     tolerance: float | None = None,
@@ -117,7 +117,7 @@ def export_model(
         validate: compare every artifact with torch eager; on failure nothing is written.
         force: replace an existing export directory.
         batch_size, num_inference_steps, num_annealed_steps: the validation schedule (levels are spread
-            over the trained range; clipped to it).
+            over the trained range; ``num_inference_steps=None`` means min(3, trained levels)).
         final_denoise: NCSNv2 final denoising step in the samplers; None takes the model's default.
         tolerance: max abs difference allowed; default 1e-4 (fp32), or 5e-2 relative to the output's
             magnitude for fp16 (see :mod:`.validate`).
@@ -142,6 +142,8 @@ def export_model(
             raise ExportError(str(error)) from error
     config = dict(spec.scheduler_config)
     num_levels = int(config["num_train_timesteps"])
+    if num_inference_steps is None:
+        num_inference_steps = min(3, num_levels)
     num_inference_steps = check_count("num_inference_steps", num_inference_steps, 1, num_levels)
     check_network(spec, min(batch_size, 2))
     denoise = spec.final_denoise if final_denoise is None else bool(final_denoise)
