@@ -11,13 +11,7 @@ import torch
 from ncsn_export.models.default import MNIST_RECORD, MNIST_WEIGHTS, WEIGHTS_DIR, mnist_spec
 from ncsn_export.models.registry import load_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ import torch
 
 from ncsn_export.models.refinenet import ConditionalInstanceNorm2dPlus, CondRefineNetDilated, count_parameters
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks are dominated by per-op overhead: one thread is several times faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

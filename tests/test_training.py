@@ -15,14 +15,7 @@ from ncsn_export.training.data import BatchSampler, dequantize, load_image_folde
 from ncsn_export.training.loss import annealed_dsm_loss
 from ncsn_export.training.trainer import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks are dominated by per-op overhead: one thread is several times faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SCHEDULER = AnnealedLangevinDynamicsScheduler(num_train_timesteps=5, num_annealed_steps=2, sigma_min=0.05, sigma_max=1.0,

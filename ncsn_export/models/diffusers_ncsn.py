@@ -18,13 +18,12 @@ to :func:`ncsn_export.models.default.load_training_run`, so ``ncsn-export --mode
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from ncsn_runtime.config import load_scheduler_config
+from ncsn_runtime.config import load_scheduler_config, read_json_object
 from torch import nn
 
 from .registry import ModelSpec
@@ -44,15 +43,10 @@ class DiffusersUNetScore(nn.Module):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"diffusers-ncsn checkpoint: missing {path}")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return payload
+        return read_json_object(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"diffusers-ncsn checkpoint: missing {path}") from None
 
 
 def _unet_class(class_name: str | None) -> type:

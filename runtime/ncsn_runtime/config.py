@@ -66,15 +66,24 @@ def resolve_config_file(pretrained_path: str | os.PathLike, subfolder: str | Non
     raise FileNotFoundError(f"no {SCHEDULER_CONFIG_NAME} in {root} or {root / 'scheduler'}")
 
 
-def load_scheduler_config(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> dict[str, Any]:
-    """Read and check a scheduler config; returns the five constructor parameters."""
-    path = resolve_config_file(pretrained_path, subfolder)
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON file that must hold an object; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {path}")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(payload, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def load_scheduler_config(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> dict[str, Any]:
+    """Read and check a scheduler config; returns the five constructor parameters."""
+    path = resolve_config_file(pretrained_path, subfolder)
+    payload = read_json_object(path)
     class_name = payload.get("_class_name", SCHEDULER_CLASS_NAME)
     if class_name != SCHEDULER_CLASS_NAME:
         raise ValueError(f"{path} configures `{class_name}`, expected `{SCHEDULER_CLASS_NAME}`")
