@@ -46,7 +46,7 @@ import torch
 from ncsn_runtime.config import load_scheduler_config
 from ncsn_runtime.manifest import load_manifest
 from ncsn_runtime.noise import initial_sample, langevin_counter, seeds_for_batch
-from ncsn_runtime.schedule import geometric_sigmas
+from ncsn_runtime.schedule import geometric_sigmas, spanning_timesteps
 from torch import nn
 
 from ncsn_export.exporters.onnx_export import (
@@ -147,7 +147,7 @@ def bench_model(name: str, model: nn.Module, shape: tuple[int, ...], args: argpa
         export_seconds[key] = round(time.perf_counter() - start, 2)
 
     seeds = seeds_for_batch(0, batch)
-    levels = np.round(np.linspace(0, 9, num_levels)).astype(np.int64)
+    levels = spanning_timesteps(num_levels, 10)
     alphas = np.full(num_levels, 1e-4, dtype=np.float32)
     feed = {"sample": initial_sample(seeds, shape), "seed": seeds, "timesteps": levels, "step_sizes": alphas,
             "num_annealed_steps": np.array(num_steps, dtype=np.int64)}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ncsn_runtime.images import save_grid_png, to_numpy_images
 from ncsn_runtime.schedule import denoise_update
 from torch import nn
 
@@ -46,27 +47,10 @@ def annealed_langevin(
 
 
 def save_image_grid(images: np.ndarray | torch.Tensor, path: str | Path, data_range: tuple[float, float] = (0.0, 1.0)) -> Path:
-    """Write float images [B, C, H, W] (C = 1 or 3, values in ``data_range``) as one square-ish PNG grid."""
-    from PIL import Image
+    """Write float images [B, C, H, W] (values in ``data_range``) as one square-ish PNG grid, atomically.
 
+    The runtime's writer (:func:`ncsn_runtime.images.save_grid_png`) does the work, so training grids and
+    ``ncsn-sample`` grids look the same.
+    """
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if array.ndim != 4 or array.shape[1] not in (1, 3):
-        raise ValueError(f"`images` must be [B, 1 or 3, H, W], got shape {array.shape}")
-    low, high = data_range
-    pixels = np.clip((array - low) / (high - low), 0.0, 1.0)
-    pixels = (pixels * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
-    count, height, width, channels = pixels.shape
-    cols = int(np.ceil(np.sqrt(count)))
-    rows = int(np.ceil(count / cols))
-    pad = 2
-    grid = np.zeros((rows * (height + pad) + pad, cols * (width + pad) + pad, channels), dtype=np.uint8)
-    for k in range(count):
-        r, c = divmod(k, cols)
-        top, left = pad + r * (height + pad), pad + c * (width + pad)
-        grid[top : top + height, left : left + width] = pixels[k]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(grid[..., 0] if channels == 1 else grid).save(tmp)
-    tmp.replace(path)
-    return path
+    return save_grid_png(to_numpy_images(array, data_range), path)
