@@ -17,9 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .noise import counter_normal
-
-INPAINT_STREAM = 2
+from .noise import INPAINT_STREAM, counter_normal
 
 
 def prepare_image_and_mask(

@@ -14,7 +14,8 @@ Definition (the contract every host implements):
 * Gaussian: Box-Muller on the word pairs (0, 1) and (2, 3) of a block, computed in float64 and
   rounded to float32: ``r = sqrt(-2 ln u_a)``, ``z_a = r cos(2 pi u_b)``, ``z_b = r sin(2 pi u_b)``.
 * Streams: :data:`LANGEVIN_STREAM` for the Langevin ``z``, :data:`INIT_STREAM` for the uniform
-  initial sample. The Langevin counter of annealed step ``t`` at schedule position ``i`` is
+  initial sample, :data:`INPAINT_STREAM` for inpainting's noisy known region. The Langevin counter
+  of annealed step ``t`` at schedule position ``i`` is
   :func:`langevin_counter` ``= i * num_annealed_steps + t``.
 """
 
@@ -34,6 +35,7 @@ PHILOX_ROUNDS = 10
 
 LANGEVIN_STREAM = 0
 INIT_STREAM = 1
+INPAINT_STREAM = 2  # z_i of the known region's target image + sigma_i * z_i (counter = schedule position i)
 
 MAX_SEED = 2**63 - 1
 MAX_COUNTER = 2**63 - 1
