@@ -39,7 +39,7 @@ SCORE_OUTPUTS = ("score",)
 STEP_INPUTS = ("sample", "seed", "timestep", "step_size", "counter")
 STEP_OUTPUTS = ("next_sample",)
 SAMPLER_INPUTS = ("sample", "seed", "timesteps", "step_sizes", "num_annealed_steps")
-SAMPLER_OUTPUTS = ("final_sample",)  # ONNX forbids an output named like an input (DESIGN.md)
+SAMPLER_OUTPUTS = ("final_sample",)  # ONNX forbids an output named like an input (docs/design.md)
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64"}
 

@@ -6,7 +6,7 @@ export const FORMAT_NAME = 'ncsn-export';
 export const FORMAT_VERSION = 1;
 export const DEFAULT_SCHEDULER_CONFIG = 'scheduler/scheduler_config.json';
 
-/** Graph I/O names of the contract (DESIGN.md). */
+/** Graph I/O names of the contract (docs/design.md). */
 export const GRAPH_CONTRACT = {
   score: { inputs: ['sample', 'timestep'], outputs: ['score'] },
   step: { inputs: ['sample', 'seed', 'timestep', 'step_size', 'counter'], outputs: ['next_sample'] },

@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import write_json_atomic
+from .contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
-FORMAT_NAME = "ncsn-export"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "ExportDirectoryError", "load_manifest", "verified_path"]
 
 
 class ExportDirectoryError(ValueError):
