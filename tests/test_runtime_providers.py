@@ -144,7 +144,7 @@ def test_bound_stepper_matches_session_run_and_keeps_its_buffers(toy_dir: Path):
 def test_graph_stepper_logic_on_a_static_shape_session(toy_dir: Path):
     """The CUDA-graph stepper's session has the batch fixed; on CPU its run options are inert, the logic is the same."""
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
-    dims = pipe._batch_dimensions(3)
+    dims = pipe._batch_dimensions("step", 3)
     assert dims == {"batch": 3}
     session = open_session(toy_dir / "step.onnx", Device("cpu"), free_dimensions=dims)
     stepper = CudaGraphStepper(session, Device("cpu"), (3, 2))

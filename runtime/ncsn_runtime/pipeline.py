@@ -1,17 +1,22 @@
 """``NCSNPipeline``: sample from an export directory with onnxruntime (numpy in, numpy / PIL out; no torch).
 
-Two modes give the same samples for the same seeds (<= 1e-4):
+Every graph of the contract (:data:`~ncsn_runtime.contract.GRAPHS`) can drive sampling, on any provider,
+and all give the same samples for the same seeds (<= 1e-4); pick one with ``graph=``:
 
-* ``fused``: ``sampler.onnx`` runs the whole annealed loop in one call (an ONNX ``Loop``).
-* ``stepwise``: Python drives one Langevin step at a time, either ``step.onnx`` through IO binding
-  (device-resident buffers; on CUDA also captured as a CUDA graph) or ``score.onnx`` plus the numpy
-  scheduler. Per-step callbacks, a progress bar and NaN/inf location by level and step.
+* fused (one call runs the whole annealed loop, an ONNX ``Loop``): ``sampler`` (in-graph counter noise
+  with bitwise ops, for CPU hosts) and ``gpu_sampler`` (the same noise from ops with CUDA kernels);
+* stepwise (Python drives one Langevin step at a time; per-step callbacks, a progress bar and NaN/inf
+  location by level and step): ``step`` (network + update + in-graph noise, IO binding), ``gpu_step``
+  (network + update with the noise z an input: the counter noise is drawn on the host, ahead of the
+  device; no control flow and no bitwise ops, so on CUDA it is captured as a CUDA graph) and ``score``
+  (``score.onnx`` + the numpy scheduler).
 
-``mode="auto"``: stepwise on CUDA when ``step.onnx`` exists (the one path that can run as a CUDA graph;
-onnxruntime cannot capture a ``Loop``) and fused everywhere else when ``sampler.onnx`` exists. On CPU the
-two measured as a tie (``bench/bench_runtime.py``, onnxruntime 1.32, one thread: stepwise took 0.94x-1.06x
-the fused time for a conv net and the 2-D toy at batch 1/16/64), so the single fused call, which is
-also a graph the Node, browser and C hosts can run, is the default. A per-step callback always means stepwise.
+``mode`` is the shorthand: ``"fused"`` = ``sampler`` and ``"stepwise"`` = ``step`` (on CUDA ``gpu_step``
+when exported, the graph whose nodes all have CUDA kernels). ``mode="auto"``: on CUDA ``gpu_step`` (CUDA
+graph) when exported, else ``step``; everywhere else fused ``sampler``. On CPU stepwise and fused measured
+as a tie (``bench/bench_runtime.py``, onnxruntime 1.32, one thread: 0.94x-1.06x for a conv net and the
+2-D toy at batch 1/16/64), so the single fused call, which is also a graph the Node, browser and C hosts
+can run, is the default. A per-step callback always means stepwise.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .contract import GRAPH_NAMES, GRAPHS
 from .inpaint import KnownRegionProjection, prepare_image_and_mask
 from .manifest import ExportDirectoryError, load_manifest, verified_path
 from .noise import MAX_SEED, initial_sample, seeds_for_batch
@@ -34,6 +40,8 @@ from .scheduler import AnnealedLangevinDynamicsScheduler
 from .steppers import (
     BoundStepper,
     CudaGraphStepper,
+    GpuStepCudaGraphStepper,
+    GpuStepStepper,
     NonFiniteSampleError,
     ScoreStepper,
     bad_samples,
@@ -45,8 +53,10 @@ logger = logging.getLogger("ncsn_runtime")
 
 MODES = ("auto", "fused", "stepwise")
 OUTPUT_TYPES = ("pil", "np", "raw")
-STEPWISE_GRAPHS = ("auto", "step", "score")
-SAMPLER_INPUTS = ("sample", "seed", "timesteps", "step_sizes", "num_annealed_steps")
+FUSED_GRAPHS = ("sampler", "gpu_sampler")
+STEP_GRAPHS = ("step", "gpu_step", "score")
+STEPWISE_GRAPHS = ("auto", *STEP_GRAPHS)  # choices of from_pretrained(stepwise_graph=...)
+SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
 Callback = Callable[["NCSNPipeline", int, int, dict[str, Any]], "dict[str, Any] | None"]
 
@@ -79,6 +89,7 @@ class RunInfo:
     num_inference_steps: int
     num_annealed_steps: int
     seconds: float
+    graph: str = ""  # contract key of the graph that ran (score, step, sampler, gpu_step, gpu_sampler)
 
 
 def _progress(total: int, enabled: bool, description: str) -> Any:
@@ -128,7 +139,8 @@ class NCSNPipeline:
         self.stepwise_graph = stepwise_graph
         self.cuda_graph = bool(cuda_graph)
         self.intra_op_threads = intra_op_threads
-        self.cuda_graph_error: str | None = None
+        self.cuda_graph_error: str | None = None  # the last CUDA-graph capture failure (logged once per graph)
+        self._cuda_graph_failed: set[str] = set()
         self.last_run: RunInfo | None = None
         self._sessions = dict(sessions)
         self._graph_paths = dict(graph_paths or {})  # graphs whose sha256 was already checked
@@ -161,9 +173,11 @@ class NCSNPipeline:
             provider: ``"auto"`` (CUDA when usable, else CPU; logged), ``"cpu"`` or ``"cuda"`` (an error
                 when CUDA is not usable).
             device_id: CUDA device ordinal.
-            stepwise_graph: which graph stepwise mode drives: ``"step"`` (``step.onnx``, IO binding),
-                ``"score"`` (``score.onnx`` + numpy scheduler) or ``"auto"`` (step when exported).
-            cuda_graph: capture the stepwise step as a CUDA graph on CUDA (falls back, logged, if it cannot).
+            stepwise_graph: which graph ``mode="stepwise"`` drives: ``"step"`` (``step.onnx``, IO binding),
+                ``"gpu_step"`` (host noise + IO binding), ``"score"`` (``score.onnx`` + numpy scheduler) or
+                ``"auto"`` (see the module docstring). ``graph=`` of a call overrides it.
+            cuda_graph: capture the stepwise step (``gpu_step`` / ``step``) as a CUDA graph on CUDA (falls back
+                to IO binding without it, logged once, if onnxruntime cannot capture it).
             intra_op_threads: onnxruntime threads per operator (``None``: its default).
 
         Every graph (and its external-data files) and the scheduler config are checked against the
@@ -173,9 +187,9 @@ class NCSNPipeline:
         manifest = load_manifest(root)
         config_file = manifest.get("scheduler_config", "scheduler/scheduler_config.json")
         scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(verified_path(root, manifest, config_file))
-        graphs = {name: _graph_file(root, manifest, name) for name in ("score", "step", "sampler") if name in manifest["graphs"]}
+        graphs = {name: _graph_file(root, manifest, name) for name in GRAPH_NAMES if name in manifest["graphs"]}
         if not graphs:
-            raise ExportDirectoryError(f"{root / 'manifest.json'} lists none of the graphs score, step, sampler")
+            raise ExportDirectoryError(f"{root / 'manifest.json'} lists none of the graphs {', '.join(GRAPH_NAMES)}")
         probe = next(iter(graphs))
         device, session = resolve_device(provider, graphs[probe], device_id)
         return cls(root, manifest, scheduler, device, {probe: session} if session is not None else {},
@@ -190,7 +204,7 @@ class NCSNPipeline:
         return name in self.manifest["graphs"]
 
     def session(self, name: str) -> Any:
-        """The onnxruntime session of graph ``name`` (``score``, ``step`` or ``sampler``), opened once."""
+        """The onnxruntime session of graph ``name`` (a contract key, e.g. ``sampler``), opened once."""
         if name not in self._sessions:
             if not self.has_graph(name):
                 raise ExportDirectoryError(f"{self.export_dir} has no {name} graph (graphs: {sorted(self.manifest['graphs'])})")
@@ -219,65 +233,107 @@ class NCSNPipeline:
         """Resolve ``mode`` to ``"fused"`` or ``"stepwise"`` (see the module docstring for the auto rule)."""
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
-        can_fuse, can_step = self.has_graph("sampler"), self.has_graph("step") or self.has_graph("score")
+        can_fuse = any(self.has_graph(name) for name in FUSED_GRAPHS)
+        can_step = any(self.has_graph(name) for name in STEP_GRAPHS)
         if mode == "fused":
             if not can_fuse:
-                raise ExportDirectoryError(f"mode='fused' needs sampler.onnx, which {self.export_dir} does not have")
+                raise ExportDirectoryError(f"mode='fused' needs sampler.onnx or gpu_sampler.onnx, which {self.export_dir} lacks")
             if callback is not None:
                 raise ValueError("`callback_on_step_end` needs mode='stepwise' (the fused graph runs every step in one call)")
             return "fused"
         if mode == "stepwise":
             if not can_step:
-                raise ExportDirectoryError(f"mode='stepwise' needs step.onnx or score.onnx, which {self.export_dir} lacks")
+                raise ExportDirectoryError(f"mode='stepwise' needs step.onnx, gpu_step.onnx or score.onnx, which "
+                                           f"{self.export_dir} lacks")
             return "stepwise"
-        if callback is not None or not can_fuse or (self.device.is_cuda and self.has_graph("step")):
+        cuda_step = self.device.is_cuda and (self.has_graph("gpu_step") or self.has_graph("step"))
+        if callback is not None or not can_fuse or cuda_step:
             if not can_step:
-                raise ExportDirectoryError(f"{self.export_dir} has neither step.onnx nor score.onnx for stepwise sampling")
+                raise ExportDirectoryError(f"{self.export_dir} has none of step.onnx, gpu_step.onnx, score.onnx for "
+                                           "stepwise sampling")
             return "stepwise"
         return "fused"
 
-    def _stepwise_kind(self) -> str:
-        if self.stepwise_graph == "score" or (self.stepwise_graph == "auto" and not self.has_graph("step")):
-            return "score"
-        return "step"
+    def choose_graph(self, mode: str = "auto", graph: str | None = None, callback: Callback | None = None) -> str:
+        """The contract key of the graph a call runs: ``graph`` itself (checked against ``mode``) or chosen from ``mode``.
 
-    def stepper(self, batch_size: int) -> Any:
-        """The stepwise engine for ``batch_size`` (created once per batch size and reused)."""
-        kind = self._stepwise_kind()
-        key = (kind, batch_size if kind == "step" else 0)
+        ``graph`` and a ``mode`` other than ``"auto"`` must agree: ``sampler`` / ``gpu_sampler`` are fused,
+        ``step`` / ``gpu_step`` / ``score`` stepwise (a ``ValueError`` says so otherwise).
+        """
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+        if graph is None:
+            if self.choose_mode(mode, callback) == "fused":
+                return "sampler" if self.has_graph("sampler") else "gpu_sampler"
+            return self._stepwise_graph()
+        if graph not in GRAPH_NAMES:
+            raise ValueError(f"`graph` must be one of {', '.join(GRAPH_NAMES)}, got {graph!r}")
+        if not self.has_graph(graph):
+            raise ExportDirectoryError(f"graph={graph!r} needs {GRAPHS[graph].file}, which {self.export_dir} does not have "
+                                       f"(graphs: {sorted(self.manifest['graphs'])})")
+        kind = "fused" if graph in FUSED_GRAPHS else "stepwise"
+        if mode != "auto" and mode != kind:
+            raise ValueError(f"mode={mode!r} conflicts with graph={graph!r}, a {kind} graph: pass graph alone (mode is only "
+                             "a shorthand: fused = sampler, stepwise = step)")
+        if callback is not None and kind == "fused":
+            raise ValueError(f"`callback_on_step_end` needs a stepwise graph (step, gpu_step, score); {graph} runs every step "
+                             "in one call")
+        return graph
+
+    def _stepwise_graph(self) -> str:
+        """The stepwise graph for mode 'stepwise' / 'auto' (``stepwise_graph`` option, else the rule in the module docstring)."""
+        if self.stepwise_graph != "auto":
+            if not self.has_graph(self.stepwise_graph):
+                raise ExportDirectoryError(f"stepwise_graph={self.stepwise_graph!r} needs {GRAPHS[self.stepwise_graph].file}, "
+                                           f"which {self.export_dir} does not have")
+            return self.stepwise_graph
+        order = ("gpu_step", "step") if self.device.is_cuda else ("step", "gpu_step")
+        return next((name for name in order if self.has_graph(name)), "score")
+
+    def stepper(self, batch_size: int, graph: str | None = None) -> Any:
+        """The stepwise engine of ``graph`` (``step``, ``gpu_step`` or ``score``; ``None``: the stepwise default)
+        for ``batch_size``, created once per graph and batch size and reused."""
+        graph = graph or self._stepwise_graph()
+        if graph not in STEP_GRAPHS:
+            raise ValueError(f"stepper graph must be one of {STEP_GRAPHS}, got {graph!r}")
+        key = (graph, batch_size if graph != "score" else 0)
         if key in self._steppers:
             return self._steppers[key]
-        if kind == "score":
+        if graph == "score":
             stepper = ScoreStepper(self.session("score"), self.scheduler)
         else:
             shape = (batch_size, *self.sample_shape)
-            use_graph = self.device.is_cuda and self.cuda_graph and self.cuda_graph_error is None  # failed once: don't retry
-            stepper = self._cuda_graph_stepper(shape) if use_graph else None
+            # a graph whose capture failed once is not retried
+            use_graph = self.device.is_cuda and self.cuda_graph and graph not in self._cuda_graph_failed
+            stepper = self._cuda_graph_stepper(graph, shape) if use_graph else None
             if stepper is None:
-                stepper = BoundStepper(self.session("step"), self.device, shape)
+                plain = GpuStepStepper if graph == "gpu_step" else BoundStepper
+                stepper = plain(self.session(graph), self.device, shape)
         self._steppers[key] = stepper
         return stepper
 
-    def _cuda_graph_stepper(self, shape: tuple[int, ...]) -> CudaGraphStepper | None:
-        path = self.graph_path("step")
+    def _cuda_graph_stepper(self, graph: str, shape: tuple[int, ...]) -> Any:
+        path = self.graph_path(graph)
+        captured = GpuStepCudaGraphStepper if graph == "gpu_step" else CudaGraphStepper
         try:
-            session = open_session(path, self.device, cuda_graph=True, free_dimensions=self._batch_dimensions(shape[0]),
+            session = open_session(path, self.device, cuda_graph=True, free_dimensions=self._batch_dimensions(graph, shape[0]),
                                    intra_op_threads=self.intra_op_threads)
-            return CudaGraphStepper(session, self.device, shape)
+            return captured(session, self.device, shape)
         except Exception as error:  # onnxruntime raises plain RuntimeErrors / its own Fail
             self.cuda_graph_error = f"{type(error).__name__}: {error}"
-            logger.warning("CUDA graph capture of step.onnx failed (%s); stepping with IO binding without it", error)
+            self._cuda_graph_failed.add(graph)
+            logger.warning("CUDA graph capture of %s failed (%s); stepping with IO binding without it", path.name, error)
             return None
 
-    def _batch_dimensions(self, batch_size: int) -> dict[str, int]:
-        """Symbolic batch-dimension names of step.onnx's inputs -> ``batch_size`` (static shapes for the CUDA graph)."""
-        inputs = self.manifest["graphs"]["step"].get("inputs")
+    def _batch_dimensions(self, graph: str, batch_size: int) -> dict[str, int]:
+        """Symbolic batch-dimension names of ``graph``'s inputs -> ``batch_size`` (static shapes for the CUDA graph)."""
+        inputs = self.manifest["graphs"][graph].get("inputs")
         if not inputs:
-            inputs = [{"name": item.name, "shape": item.shape} for item in self.session("step").get_inputs()]
+            inputs = [{"name": item.name, "shape": item.shape} for item in self.session(graph).get_inputs()]
         names = {}
         for item in inputs:
             shape = item.get("shape") or []
-            if item.get("name") in ("sample", "seed") and shape and isinstance(shape[0], str):
+            if item.get("name") in ("sample", "seed", "noise") and shape and isinstance(shape[0], str):
                 names[shape[0]] = batch_size
         return names
 
@@ -293,6 +349,7 @@ class NCSNPipeline:
         return_dict: bool = True,
         callback_on_step_end: Callback | None = None,
         progress: bool = True,
+        graph: str | None = None,
     ) -> NCSNPipelineOutput | tuple[Any]:
         """Draw ``batch_size`` samples.
 
@@ -310,23 +367,27 @@ class NCSNPipeline:
                 step (stepwise); ``kwargs`` holds ``sample`` (float32 [B, ...]), ``position``,
                 ``annealed_step`` and ``sigma``; a returned ``{"sample": x}`` replaces the sample.
             progress: show a tqdm progress bar.
+            graph: the graph to run, a contract key: ``"sampler"``, ``"gpu_sampler"`` (fused), ``"step"``,
+                ``"gpu_step"``, ``"score"`` (stepwise); ``None``: chosen from ``mode``. Every graph gives the
+                same samples for the same seeds.
         """
         batch_size = check_count("batch_size", batch_size, 1)
         seeds = self._seeds(seed, generator, batch_size)
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
-        chosen = self.choose_mode(mode, callback_on_step_end)
+        chosen = self.choose_graph(mode, graph, callback_on_step_end)
         _check_output_type(output_type)
         x = initial_sample(seeds, self.sample_shape, *self.init_range)
         start = time.perf_counter()
-        if chosen == "fused":
-            samples, engine = self._run_fused(x, seeds, timesteps, step_sizes, progress), "sampler.onnx (fused Loop)"
+        if chosen in FUSED_GRAPHS:
+            samples = self._run_fused(x, seeds, timesteps, step_sizes, progress, chosen)
+            engine = f"{GRAPHS[chosen].file} (fused Loop)"
         else:
             after_step = None
             if callback_on_step_end is not None:
                 after_step = self._callback_hook(callback_on_step_end, timesteps, sigmas)
-            samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress, after_step=after_step)
-        self.last_run = RunInfo(chosen, engine, self.provider, batch_size, len(timesteps), self.scheduler.num_annealed_steps,
-                                time.perf_counter() - start)
+            samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress, after_step=after_step, graph=chosen)
+        self.last_run = RunInfo("fused" if chosen in FUSED_GRAPHS else "stepwise", engine, self.provider, batch_size,
+                                len(timesteps), self.scheduler.num_annealed_steps, time.perf_counter() - start, chosen)
         images = self._postprocess(samples, output_type)
         return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
 
@@ -358,7 +419,7 @@ class NCSNPipeline:
         seeds = self._seeds(seed, generator, len(image))
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
         _check_output_type(output_type)
-        self.choose_mode("stepwise")
+        graph = self.choose_graph("stepwise")
         projection = KnownRegionProjection(image, mask, seeds, sigmas)
         user_hook = None if callback_on_step_end is None else self._callback_hook(callback_on_step_end, timesteps, sigmas)
 
@@ -372,10 +433,10 @@ class NCSNPipeline:
         start = time.perf_counter()
         x = initial_sample(seeds, self.sample_shape, *self.init_range)
         samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress,
-                                             before_level=projection.before_level, after_step=after_step)
+                                             before_level=projection.before_level, after_step=after_step, graph=graph)
         samples = samples * projection.keep + image * mask
         self.last_run = RunInfo("stepwise (inpaint)", engine, self.provider, len(image), len(timesteps),
-                                self.scheduler.num_annealed_steps, time.perf_counter() - start)
+                                self.scheduler.num_annealed_steps, time.perf_counter() - start, graph)
         images = self._postprocess(samples.astype(np.float32), output_type)
         return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
 
@@ -413,9 +474,9 @@ class NCSNPipeline:
         return hook
 
     def _run_fused(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray,
-                   progress: bool) -> np.ndarray:
-        session = self.session("sampler")
-        output = check_graph_io(session, "sampler.onnx", SAMPLER_INPUTS)
+                   progress: bool, graph: str = "sampler") -> np.ndarray:
+        session = self.session(graph)
+        output = check_graph_io(session, GRAPHS[graph].file, GRAPHS[graph].input_names)
         steps = self.scheduler.num_annealed_steps
         bar = _progress(1, progress, f"ncsn fused ({len(timesteps)} levels x {steps} steps in one graph)")
         feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
@@ -433,10 +494,12 @@ class NCSNPipeline:
         return samples
 
     def _run_stepwise(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray, progress: bool,
-                      before_level: Any = None, after_step: Any = None) -> tuple[np.ndarray, str]:
-        if self.final_denoise and not self.has_graph("score"):
-            raise ExportDirectoryError(f"this export applies a final denoising step, which needs score.onnx ({self.export_dir})")
-        stepper = self.stepper(len(x))
+                      before_level: Any = None, after_step: Any = None, graph: str | None = None) -> tuple[np.ndarray, str]:
+        graph = graph or self._stepwise_graph()
+        if self.final_denoise and graph != "gpu_step" and not self.has_graph("score"):
+            raise ExportDirectoryError(f"this export applies a final denoising step, which {graph}.onnx needs score.onnx "
+                                       f"or gpu_step.onnx for ({self.export_dir})")
+        stepper = self.stepper(len(x), graph)
         stepper.reset(x, seeds)
         steps = self.scheduler.num_annealed_steps
         bar = _progress(len(timesteps) * steps, progress, "ncsn stepwise")
@@ -445,10 +508,23 @@ class NCSNPipeline:
                           on_step=lambda _: bar.update(1))
         finally:
             bar.close()
+        if self.final_denoise and isinstance(stepper, GpuStepStepper):
+            return self._denoise_on_stepper(stepper, int(timesteps[-1])), stepper.kind
         samples = stepper.read()
         if self.final_denoise:
             samples = self._denoise(samples, int(timesteps[-1]))
         return samples, stepper.kind
+
+    def _denoise_on_stepper(self, stepper: GpuStepStepper, last_level: int) -> np.ndarray:
+        """The final denoising step through gpu_step: step_size = 2 * sigma_last**2, z = 0 (the contract's definition)."""
+        sigma = float(self.scheduler.train_sigmas[last_level])
+        stepper.denoise(last_level, float(np.float32(2.0 * sigma * sigma)))
+        samples = stepper.read()
+        bad = bad_samples(samples)
+        if bad:
+            raise NonFiniteSampleError(f"NaN/inf appeared in the final denoising step (level {last_level}) in samples {bad[:10]}",
+                                       level=last_level, samples=bad)
+        return samples
 
     def _denoise(self, samples: np.ndarray, last_level: int) -> np.ndarray:
         """NCSNv2's ``x + sigma_last**2 * s(x, level_last)`` with sigma of the trained level (as the fused graph)."""

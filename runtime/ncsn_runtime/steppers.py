@@ -13,6 +13,12 @@ Three steppers share one small interface (``reset`` / ``step`` / ``read`` / ``wr
   the batch dimension fixed, so onnxruntime captures each direction of the ping-pong once as a CUDA
   graph (``gpu_graph_id`` 1 and 2) and replays it for every later step. The buffers are therefore
   allocated once per batch size and never re-bound; a stepper is reused across calls.
+* :class:`GpuStepStepper`: ``gpu_step.onnx`` (score network + update, the noise ``z`` an input) through
+  IO binding. The contract's counter noise is drawn on the host (:func:`~ncsn_runtime.noise.counter_normal`)
+  and copied into a pre-bound noise buffer; the next step's noise is drawn on a background thread while
+  onnxruntime runs the current step. The graph has no control flow and no bitwise ops, so on CUDA every
+  node has a kernel and :class:`GpuStepCudaGraphStepper` can capture it as a CUDA graph. The final
+  denoising step is the same graph with ``step_size = 2 * sigma_last**2`` and ``z = 0``.
 
 :func:`langevin_loop` runs the annealed schedule on a stepper, with the NaN/inf check that reports
 the level and step where a non-finite value first appeared.
@@ -22,19 +28,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from .contract import GRAPHS
 from .manifest import ExportDirectoryError
 from .noise import counter_normal, langevin_counter
 from .providers import Device
 
 logger = logging.getLogger("ncsn_runtime")
 
-STEP_INPUTS = ("sample", "seed", "timestep", "step_size", "counter")
-SCORE_INPUTS = ("sample", "timestep")
+STEP_INPUTS = GRAPHS["step"].input_names
+GPU_STEP_INPUTS = GRAPHS["gpu_step"].input_names
+SCORE_INPUTS = GRAPHS["score"].input_names
 
 
 class NonFiniteSampleError(FloatingPointError):
@@ -119,23 +128,30 @@ class BoundStepper:
     """
 
     kind = "step.onnx + IO binding"
+    graph = "step"
 
     def __init__(self, session: Any, device: Device, sample_shape: Sequence[int],
                  run_options: tuple[Any, Any] | None = None) -> None:
         self.session = session
         self.device = device
         self.shape = tuple(int(size) for size in sample_shape)
-        self.output_name = check_graph_io(session, "step.onnx", STEP_INPUTS)
+        spec = GRAPHS[self.graph]
+        self.output_name = check_graph_io(session, spec.file, spec.input_names)
         self.run_options = run_options or (None, None)
         self._buffers = [self._empty(self.shape, np.float32), self._empty(self.shape, np.float32)]
-        self._seed = self._empty((self.shape[0],), np.int64)
         self._level = self._value(np.zeros((), dtype=np.int64))
         self._step_size = self._value(np.zeros((), dtype=np.float32))
-        self._counter = self._value(np.zeros((), dtype=np.int64))
+        self._inputs = {"timestep": self._level, "step_size": self._step_size, **self._graph_inputs()}
         self._last_level: int | None = None
         self._last_step_size: float | None = None
         self._bindings = [self._bind(0, 1), self._bind(1, 0)]
         self._current = 0
+
+    def _graph_inputs(self) -> dict[str, ort.OrtValue]:
+        """The graph's own pre-bound inputs besides sample, timestep and step_size."""
+        self._seed = self._empty((self.shape[0],), np.int64)
+        self._counter = self._value(np.zeros((), dtype=np.int64))
+        return {"seed": self._seed, "counter": self._counter}
 
     # -- buffers ------------------------------------------------------------------------------------
     def _value(self, array: np.ndarray) -> ort.OrtValue:
@@ -147,10 +163,8 @@ class BoundStepper:
     def _bind(self, source: int, target: int) -> Any:
         binding = self.session.io_binding()
         binding.bind_ortvalue_input("sample", self._buffers[source])
-        binding.bind_ortvalue_input("seed", self._seed)
-        binding.bind_ortvalue_input("timestep", self._level)
-        binding.bind_ortvalue_input("step_size", self._step_size)
-        binding.bind_ortvalue_input("counter", self._counter)
+        for name, value in self._inputs.items():
+            binding.bind_ortvalue_input(name, value)
         binding.bind_ortvalue_output(self.output_name, self._buffers[target])
         return binding
 
@@ -169,13 +183,16 @@ class BoundStepper:
 
     def step(self, level: int, step_size: float, counter: int) -> None:
         """x <- step(x, seed, level, step_size, counter), all on the device."""
+        self._counter.update_inplace(np.array(counter, dtype=np.int64))
+        self._run(level, step_size)
+
+    def _run(self, level: int, step_size: float) -> None:
         if level != self._last_level:
             self._level.update_inplace(np.array(level, dtype=np.int64))
             self._last_level = level
         if step_size != self._last_step_size:
             self._step_size.update_inplace(np.array(step_size, dtype=np.float32))
             self._last_step_size = step_size
-        self._counter.update_inplace(np.array(counter, dtype=np.int64))
         self.session.run_with_iobinding(self._bindings[self._current], self.run_options[self._current])
         self._current ^= 1
 
@@ -190,29 +207,109 @@ class BoundStepper:
         self._buffers[self._current].update_inplace(sample)
 
 
-class CudaGraphStepper(BoundStepper):
-    """:class:`BoundStepper` whose two ping-pong directions are captured as CUDA graphs 1 and 2.
+def cuda_graph_run_options() -> tuple[Any, Any]:
+    """Run options selecting CUDA graph ids 1 and 2 (0 is reserved by onnxruntime, -1 disables capture)."""
+    options = []
+    for graph_id in ("1", "2"):
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry("gpu_graph_id", graph_id)
+        options.append(run_options)
+    return options[0], options[1]
+
+
+class _CudaGraphCapture:
+    """Mixin: the two ping-pong directions of a bound stepper captured as CUDA graphs 1 and 2.
 
     ``session`` must be opened with ``enable_cuda_graph`` and the batch dimension fixed to
     ``sample_shape[0]``. The constructor warms up and captures both graphs (with zero inputs); it
     raises whatever onnxruntime raises when the graph cannot be captured (e.g. a node placed on CPU),
-    so callers can fall back to :class:`BoundStepper`.
+    so callers can fall back to the plain IO-binding stepper.
     """
 
-    kind = "step.onnx + IO binding + CUDA graph"
     WARMUP_RUNS = 3  # per graph id: onnxruntime runs normally first, then captures, then replays
 
     def __init__(self, session: Any, device: Device, sample_shape: Sequence[int]) -> None:
-        options = []
-        for graph_id in ("1", "2"):  # 0 is reserved by onnxruntime, -1 disables capture
-            run_options = ort.RunOptions()
-            run_options.add_run_config_entry("gpu_graph_id", graph_id)
-            options.append(run_options)
-        super().__init__(session, device, sample_shape, run_options=(options[0], options[1]))
+        super().__init__(session, device, sample_shape, run_options=cuda_graph_run_options())
         self.reset(np.zeros(self.shape, dtype=np.float32), np.zeros(self.shape[0], dtype=np.int64))
         for _ in range(2 * self.WARMUP_RUNS):
             self.step(0, 0.0, 0)
         self._current = 0
+
+
+class CudaGraphStepper(_CudaGraphCapture, BoundStepper):
+    """:class:`BoundStepper` (``step.onnx``) captured as CUDA graphs (see :class:`_CudaGraphCapture`)."""
+
+    kind = "step.onnx + IO binding + CUDA graph"
+
+
+class GpuStepStepper(BoundStepper):
+    """``gpu_step.onnx`` through IO binding; host-drawn counter noise written into a pre-bound buffer.
+
+    Args:
+        session: onnxruntime session of ``gpu_step.onnx`` on ``device``.
+        device: where the buffers live (``cpu`` or ``cuda``).
+        sample_shape: full shape [B, ...] of the sample and noise buffers.
+        run_options: per ping-pong direction, or ``None``.
+        prefetch: draw the next step's noise (counter + 1) on a background thread while the current
+            step runs (the counter of consecutive Langevin steps always grows by one, across levels too).
+    """
+
+    kind = "gpu_step.onnx + IO binding"
+    graph = "gpu_step"
+
+    def __init__(self, session: Any, device: Device, sample_shape: Sequence[int],
+                 run_options: tuple[Any, Any] | None = None, prefetch: bool = True) -> None:
+        self._seeds = np.zeros(int(sample_shape[0]), dtype=np.int64)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ncsn-noise") if prefetch else None
+        self._pending: tuple[int, Future] | None = None
+        super().__init__(session, device, sample_shape, run_options)
+
+    def _graph_inputs(self) -> dict[str, ort.OrtValue]:
+        self._noise = self._empty(self.shape, np.float32)
+        return {"noise": self._noise}
+
+    def _draw(self, counter: int) -> np.ndarray:
+        return counter_normal(self._seeds, counter, self.shape[1:])
+
+    def noise(self, counter: int) -> np.ndarray:
+        """The contract noise z at ``counter`` for the current seeds, float32 [B, ...] (prefetched if asked for)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == counter:
+            return pending[1].result()
+        return self._draw(counter)
+
+    def reset(self, sample: np.ndarray, seeds: np.ndarray) -> None:
+        """Load the initial x (float32 [B, ...]) and the per-sample seeds (int64 [B]; used on the host)."""
+        seeds = np.ascontiguousarray(seeds, dtype=np.int64)
+        if seeds.shape != (self.shape[0],):
+            raise ValueError(f"`seeds` must have shape ({self.shape[0]},), got {seeds.shape}")
+        if self._pending is not None:
+            self._pending[1].cancel()
+            self._pending = None
+        self._seeds = seeds.copy()
+        self.write(sample)
+
+    def step(self, level: int, step_size: float, counter: int) -> None:
+        """x <- gpu_step(x, z(counter), level, step_size); z for ``counter + 1`` is drawn meanwhile."""
+        self._noise.update_inplace(self.noise(counter))
+        if self._pool is not None:
+            self._pending = (counter + 1, self._pool.submit(self._draw, counter + 1))
+        self._run(level, step_size)
+
+    def denoise(self, level: int, step_size: float) -> None:
+        """The final denoising step: the Langevin update with ``step_size = 2 * sigma_last**2`` and z = 0."""
+        self._noise.update_inplace(np.zeros(self.shape, dtype=np.float32))
+        self._run(level, step_size)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class GpuStepCudaGraphStepper(_CudaGraphCapture, GpuStepStepper):
+    """:class:`GpuStepStepper` captured as CUDA graphs (see :class:`_CudaGraphCapture`)."""
+
+    kind = "gpu_step.onnx + IO binding + CUDA graph"
 
 
 def langevin_loop(
