@@ -22,15 +22,15 @@ from torch import nn
 
 from ..models.registry import ModelSpec, load_model
 from ..sampler import AnnealedLangevinSampler
+from .compose import compose_graphs
 from .directory import atomic_directory, check_output_dir
 from .errors import ExportError
 from .onnx_export import (
     DEFAULT_OPSET,
     check_opset,
     example_inputs,
-    export_sampler_onnx,
     export_score_onnx,
-    export_step_onnx,
+    save_graph,
 )
 from .torchscript_export import export_pt2, export_torchscript
 from .validate import FP16_TOLERANCE, FP32_TOLERANCE, ValidationResult, format_table, validate_export, validation_inputs
@@ -169,11 +169,14 @@ def export_model(
         save_scheduler_config(staging / "scheduler", config)
         score = timed("score.onnx", lambda: export_score_onnx(network, shape, staging / "score.onnx", opset, lean_shift))
         lean = score.pop("lean_shift")  # False when the network shifts right itself
-        graphs = {
-            "score": score,
-            "step": timed("step.onnx", lambda: export_step_onnx(network, shape, staging / "step.onnx", opset, lean)),
-            "sampler": timed("sampler.onnx", lambda: export_sampler_onnx(sampler, shape, staging / "sampler.onnx", opset, lean)),
-        }
+        graphs = {"score": score}
+
+        def composed() -> dict[str, Any]:
+            models = compose_graphs(onnx.load(str(staging / "score.onnx")), shape, train_sigmas.numpy(), denoise,
+                                    keys=("step", "sampler"), opset=opset)
+            return {key: save_graph(model, staging / f"{key}.onnx") for key, model in models.items()}
+
+        graphs.update(timed("step.onnx + sampler.onnx (composed)", composed))
         for graph in graphs.values():
             graph.pop("shifts_right", None)
         torchscript = timed("sampler.pt",

@@ -184,6 +184,18 @@ def export_onnx(
     }
 
 
+def save_graph(model: onnx.ModelProto, path: str | Path) -> dict[str, Any]:
+    """Write a composed graph to ``path``; returns ``{"file", "inputs", "outputs", "nodes"}`` for the manifest."""
+    path = Path(path)
+    onnx.save(model, str(path))
+    return {
+        "file": path.name,
+        "inputs": [_value_info(value) for value in model.graph.input],
+        "outputs": [_value_info(value) for value in model.graph.output],
+        "nodes": _count_nodes(model.graph),
+    }
+
+
 def _shifts_right(program: torch.export.ExportedProgram | None) -> bool:
     """Whether a traced program contains a right shift (in any subgraph)."""
     if program is None:
