@@ -127,3 +127,32 @@ def node_cli(export_dir: Path, output: Path, seed: int | str, num_samples: int, 
     proc = run_node(args)
     assert proc.returncode == 0, f"node {' '.join(args)} failed:\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def with_all_graphs(export_dir: Path) -> Path:
+    """``export_dir`` with gpu_step.onnx / gpu_sampler.onnx added (composed from its score.onnx) if the exporter
+    did not write them; the manifest's graphs and files tables are updated to match."""
+    import onnx
+    from ncsn_runtime.contract import GRAPHS
+    from ncsn_runtime.manifest import file_entry
+    from ncsn_runtime.scheduler import AnnealedLangevinDynamicsScheduler
+
+    from ncsn_export.exporters.compose import compose_graphs
+
+    manifest_path = export_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    missing = [key for key in ("gpu_step", "gpu_sampler") if key not in manifest["graphs"]]
+    if not missing:
+        return export_dir
+    model = manifest["model"]
+    scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(export_dir / "scheduler" / "scheduler_config.json")
+    graphs = compose_graphs(onnx.load(str(export_dir / "score.onnx")), model["sample_shape"],
+                            np.asarray(scheduler.train_sigmas, np.float32), bool(model.get("final_denoise", False)), keys=missing)
+    for key in missing:
+        spec = GRAPHS[key]
+        onnx.save(graphs[key], str(export_dir / spec.file))
+        manifest["graphs"][key] = {"file": spec.file, "inputs": spec.concrete_inputs(model["sample_shape"]),
+                                   "outputs": spec.concrete_outputs(model["sample_shape"])}
+        manifest["files"][spec.file] = file_entry(export_dir / spec.file)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return export_dir

@@ -25,6 +25,7 @@ import numpy as np
 
 OUTPUT_SUFFIXES = (".png", ".npy")
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
+GRAPH_CHOICES = ("sampler", "gpu_sampler", "step", "gpu_step", "score")  # ncsn_runtime.contract.GRAPH_NAMES (a test checks)
 
 
 
@@ -47,7 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-samples", "-n", type=int, default=16, help="number of samples N")
     parser.add_argument("--seed", "-s", type=int, default=0, help="sample n uses seed S + n")
     parser.add_argument("--steps", type=int, default=None, help="noise levels to anneal through (default: all trained levels)")
-    parser.add_argument("--mode", choices=("auto", "fused", "stepwise"), default="auto", help="fused graph or Python loop")
+    parser.add_argument("--mode", choices=("auto", "fused", "stepwise"), default="auto",
+                        help="shorthand for --graph: fused = sampler (the whole loop in one graph), stepwise = step (a "
+                             "Python loop of steps; gpu_step on CUDA); auto = gpu_step with a CUDA graph on CUDA, "
+                             "sampler elsewhere")
+    parser.add_argument("--graph", choices=GRAPH_CHOICES, default=None,
+                        help="the graph to run, on any provider (all give the same samples for the same seeds): "
+                             "sampler / gpu_sampler (fused loop; gpu_sampler's noise has no bitwise ops), step / gpu_step "
+                             "(one Langevin step per call; gpu_step takes the noise as an input, drawn on the host), "
+                             "score (score network + numpy update). Overrides --mode; a --mode other than auto must "
+                             "agree with it (fused: sampler, gpu_sampler; stepwise: step, gpu_step, score)")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider")
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device ordinal")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per run (default: all N at once)")
@@ -74,14 +84,14 @@ def _check_args(args: argparse.Namespace) -> Path:
 
 
 def sample_all(pipe, num_samples: int, seed: int, steps: int | None, mode: str, batch_size: int | None,
-               progress: bool) -> np.ndarray:
+               progress: bool, graph: str | None = None) -> np.ndarray:
     """Raw samples float32 [N, *sample_shape]; sample n uses seed ``seed + n`` whatever the batch size."""
     batch = batch_size or num_samples
     chunks = []
     for offset in range(0, num_samples, batch):
         count = min(batch, num_samples - offset)
         output = pipe(batch_size=count, num_inference_steps=steps, seed=seed + offset, mode=mode, output_type="raw",
-                      progress=progress)
+                      progress=progress, graph=graph)
         chunks.append(output.images)
     return np.concatenate(chunks)
 
@@ -116,8 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         output = _check_args(args)
         pipe = NCSNPipeline.from_pretrained(args.export_dir, provider=args.provider, device_id=args.device_id)
+        pipe.choose_graph(args.mode, args.graph)  # a --mode / --graph conflict fails before any work
         loaded = time.perf_counter()
-        samples = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size, not args.no_progress)
+        samples = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size, not args.no_progress,
+                             args.graph)
         sampled = time.perf_counter()
         what = write_output(pipe, samples, output, args.nrow)
     except NonFiniteSampleError as error:
@@ -128,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     run = pipe.last_run
     print(f"wrote {output}: {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
-    print(f"provider {pipe.provider}, mode {run.mode} ({run.engine}), {run.num_inference_steps} levels x "
+    print(f"provider {pipe.provider}, graph {run.graph} ({run.engine}), mode {run.mode}, {run.num_inference_steps} levels x "
           f"{run.num_annealed_steps} steps")
     print(f"time: {sampled - loaded:.3f} s sampling, {time.perf_counter() - start:.3f} s total (load {loaded - start:.3f} s)")
     return 0
