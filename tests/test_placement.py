@@ -105,7 +105,7 @@ def test_gpu_graphs_have_a_cuda_kernel_for_every_node(composed):
         assert report["cuda"] == [], f"{name} {key}.onnx gained ops without a CUDA kernel: {report['cuda']}"
         assert report["cpu"] == []
     # the audit does see the CPU-only noise of the bitwise graphs, so an empty list above means something
-    assert "BitwiseAnd(int64)" in unsupported_ops(graphs["step"])["cuda"]
+    assert any(label.startswith("BitwiseAnd(") for label in unsupported_ops(graphs["step"])["cuda"])
 
 
 def test_gpu_step_has_no_control_flow_bitwise_or_float64(composed):
