@@ -163,3 +163,29 @@ console.log(JSON.stringify(out));
         assert (coop, coep) == ("same-origin", "require-corp"), path
         assert status == (404 if ("%2e" in path or path == "/nowhere") else 200), (path, status)
     assert result["/ort/ort.wasm.min.mjs"][3].startswith("text/javascript")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("graph", ["step", "gpu_step", "gpu_sampler"])
+def test_node_cli_graph_matches_python_runtime(exports, tmp_path, name, graph):
+    """node cli.mjs --graph: step.onnx (in-graph noise), gpu_step.onnx (JS counter noise as an input) and gpu_sampler.onnx
+    give the Python runtime's samples (its fused sampler.onnx) for the same seeds."""
+    seed, batch = CASES[name]
+    export = hosts.with_all_graphs(exports[name])
+    output = tmp_path / f"{name}-{graph}.npy"
+    proc = hosts.run_node(["runtime/js/cli.mjs", str(export), "--seed", str(seed), "--num-samples", str(batch),
+                           "--graph", graph, "--output", str(output), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["graph"] == graph
+    samples = np.load(output)
+    reference = hosts.python_samples(export, seed, batch, "fused")
+    difference = float(np.abs(samples - reference).max())
+    assert difference <= hosts.TOLERANCE, f"{name} {graph}: max abs diff {difference:.3g} vs Python"
+
+
+def test_node_cli_graph_conflicts_with_mode(exports, tmp_path):
+    proc = hosts.run_node(["runtime/js/cli.mjs", str(exports["toy-gmm"]), "--graph", "gpu_step", "--mode", "fused",
+                           "--output", str(tmp_path / "x.npy")])
+    assert proc.returncode == 2
+    assert "--mode fused conflicts with --graph gpu_step" in proc.stderr

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { makeGrid } from './grid.js';
 import { MAX_SEED, toUint64 } from './noise.js';
 import { encodePng, loadPipeline, saveNpy, writeFileAtomic } from './node.js';
+import { GRAPH_KEYS } from './pipeline.js';
 
 const USAGE = `usage: node runtime/js/cli.mjs EXPORT_DIR --output FILE [options]
 
@@ -17,7 +18,10 @@ options:
   -o, --output FILE      .npy (raw float32 samples [N, ...sample_shape]) or .png (image grid; image models only)
   -s, --seed S           decimal integer in [0, 2**63 - 1 - N]; sample b uses seed S + b (default 0)
   -n, --num-samples N    batch size (default 16)
-  --mode M               fused (sampler.onnx, default) or stepwise (score.onnx + JS scheduler)
+  --mode M               fused (sampler.onnx, default) or stepwise (score.onnx + JS scheduler); shorthand for --graph
+  --graph G              sampler | gpu_sampler (fused loop) | step | gpu_step (one graph call per step; gpu_step takes
+                         the JS counter noise as an input) | score; same samples for the same seeds. Overrides --mode;
+                         an explicit --mode must agree (fused: sampler, gpu_sampler; stepwise: step, gpu_step, score)
   --steps n              noise levels to anneal through (default: all trained levels)
   --sampling-eps E       Langevin step-size scale (default: scheduler_config.json's)
   --threads K            onnxruntime intra-op threads (default: onnxruntime's choice)
@@ -43,7 +47,8 @@ function parse(argv) {
       output: { type: 'string', short: 'o' },
       seed: { type: 'string', short: 's', default: '0' },
       'num-samples': { type: 'string', short: 'n', default: '16' },
-      mode: { type: 'string', default: 'fused' },
+      mode: { type: 'string' },
+      graph: { type: 'string' },
       steps: { type: 'string' },
       'sampling-eps': { type: 'string' },
       threads: { type: 'string' },
@@ -56,7 +61,17 @@ function parse(argv) {
   if (!values.output) throw new UsageError('--output FILE is required (.npy or .png)');
   const extension = path.extname(values.output).toLowerCase();
   if (extension !== '.npy' && extension !== '.png') throw new UsageError(`--output must end in .npy or .png, got ${JSON.stringify(values.output)}`);
-  if (!['fused', 'stepwise'].includes(values.mode)) throw new UsageError(`--mode must be fused or stepwise, got ${JSON.stringify(values.mode)}`);
+  if (values.mode !== undefined && !['fused', 'stepwise'].includes(values.mode)) {
+    throw new UsageError(`--mode must be fused or stepwise, got ${JSON.stringify(values.mode)}`);
+  }
+  if (values.graph !== undefined && !GRAPH_KEYS.includes(values.graph)) {
+    throw new UsageError(`--graph must be one of ${GRAPH_KEYS.join(', ')}, got ${JSON.stringify(values.graph)}`);
+  }
+  const fusedGraph = ['sampler', 'gpu_sampler'].includes(values.graph);
+  if (values.graph !== undefined && values.mode !== undefined && (values.mode === 'fused') !== fusedGraph) {
+    throw new UsageError(`--mode ${values.mode} conflicts with --graph ${values.graph} (a ${fusedGraph ? 'fused' : 'stepwise'} graph): pass --graph alone`);
+  }
+  const graph = values.graph ?? (values.mode === 'stepwise' ? 'score' : 'sampler');
   const numSamples = parseInteger('num-samples', values['num-samples'], 1);
   let seed;
   try {
@@ -75,7 +90,8 @@ function parse(argv) {
     extension,
     seed,
     numSamples,
-    mode: values.mode,
+    mode: fusedGraph || (values.graph === undefined && values.mode !== 'stepwise') ? 'fused' : 'stepwise',
+    graph,
     numInferenceSteps: parseInteger('steps', values.steps, 1),
     samplingEps,
     threads: parseInteger('threads', values.threads, 1),
@@ -97,7 +113,9 @@ async function main(argv) {
   }
   const sessionOptions = args.threads ? { intraOpNumThreads: args.threads } : {};
   const loadStart = performance.now();
-  const pipeline = await loadPipeline(args.exportDir, { mode: args.mode, sessionOptions });
+  // the step graph needs score.onnx for the final denoising step, if the export applies one
+  const graphs = args.graph === 'step' ? ['step', 'score'] : [args.graph];
+  const pipeline = await loadPipeline(args.exportDir, { graphs, sessionOptions });
   if (args.extension === '.png' && !pipeline.model.is_image) {
     throw new UsageError(`model ${pipeline.model.name} has non-image samples of shape [${pipeline.sampleShape}]: write .npy instead of .png`);
   }
@@ -116,9 +134,9 @@ async function main(argv) {
     await writeFileAtomic(args.output, encodePng(makeGrid(result.samples, result.shape, pipeline.model.data_range ?? [0, 1])));
   }
   await pipeline.release();
-  const summary = { output: args.output, shape: result.shape, mode: args.mode, seconds, load_seconds: loadSeconds, levels: result.timesteps.length };
+  const summary = { output: args.output, shape: result.shape, mode: args.mode, graph: result.graph, seconds, load_seconds: loadSeconds, levels: result.timesteps.length };
   if (args.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-  else process.stdout.write(`wrote ${args.output}: [${result.shape}] float32, ${args.mode}, ${result.timesteps.length} levels, ${seconds.toFixed(3)} s\n`);
+  else process.stdout.write(`wrote ${args.output}: [${result.shape}] float32, ${args.mode} (${result.graph}), ${result.timesteps.length} levels, ${seconds.toFixed(3)} s\n`);
   return 0;
 }
 

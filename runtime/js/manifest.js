@@ -11,6 +11,8 @@ export const GRAPH_CONTRACT = {
   score: { inputs: ['sample', 'timestep'], outputs: ['score'] },
   step: { inputs: ['sample', 'seed', 'timestep', 'step_size', 'counter'], outputs: ['next_sample'] },
   sampler: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps'], outputs: ['final_sample'] },
+  gpu_step: { inputs: ['sample', 'noise', 'timestep', 'step_size'], outputs: ['next_sample'] },
+  gpu_sampler: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps'], outputs: ['final_sample'] },
 };
 
 /**

@@ -33,14 +33,14 @@ export function fsSource(directory) {
 /**
  * Load an export directory with onnxruntime-node (CPU).
  * @param {string} directory
- * @param {{mode?: 'fused' | 'stepwise' | 'both', sessionOptions?: object, ort?: any}} [options]
+ * @param {{mode?: 'fused' | 'stepwise' | 'both', graphs?: import('./pipeline.js').GraphKey[], sessionOptions?: object, ort?: any}} [options]
  * @returns {Promise<NCSNPipeline>}
  */
-export async function loadPipeline(directory, { mode = 'fused', sessionOptions = {}, ort } = {}) {
+export async function loadPipeline(directory, { mode = 'fused', graphs, sessionOptions = {}, ort } = {}) {
   const info = await stat(directory).catch(() => null);
   if (!info?.isDirectory()) throw new ExportDirectoryError(`export directory not found: ${path.resolve(directory)}`);
   const runtime = ort ?? (await import('onnxruntime-node'));
-  return NCSNPipeline.load(fsSource(directory), { ort: runtime, mode, sessionOptions });
+  return NCSNPipeline.load(fsSource(directory), { ort: runtime, mode, graphs, sessionOptions });
 }
 
 /**

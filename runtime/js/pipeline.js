@@ -1,8 +1,12 @@
 // NCSNPipeline: run an ncsn-export directory with onnxruntime (onnxruntime-node or onnxruntime-web, passed in).
 //
-//   fused:    sampler.onnx runs the whole annealed loop in one call (initial sample and schedule computed here);
-//   stepwise: score.onnx once per Langevin step, the JS scheduler and counter noise in between.
-// Both give the Python runtime's samples for the same seeds (same initial sample, schedule and noise counters).
+// Every graph of the contract can drive sampling (`graph` option; `mode` is the shorthand):
+//   sampler / gpu_sampler (fused, mode 'fused' = sampler): the whole annealed loop in one call;
+//   score (mode 'stepwise'): score.onnx once per Langevin step, the JS scheduler and counter noise in between;
+//   step:     step.onnx once per Langevin step (network + update + counter noise in the graph);
+//   gpu_step: gpu_step.onnx once per Langevin step with the JS counter noise as its `noise` input (drawn while
+//             the previous step runs); no control flow, bitwise ops or float64: the graph for the WebGPU EP.
+// All give the Python runtime's samples for the same seeds (same initial sample, schedule and noise counters).
 
 import { ExportDirectoryError, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
@@ -13,6 +17,7 @@ import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './sched
 /** @typedef {import('./manifest.js').Manifest} Manifest */
 /** @typedef {import('./noise.js').SeedLike} SeedLike */
 /** @typedef {'fused' | 'stepwise'} Mode */
+/** @typedef {'sampler' | 'gpu_sampler' | 'step' | 'gpu_step' | 'score'} GraphKey */
 
 /**
  * @typedef {object} Progress
@@ -30,6 +35,7 @@ import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './sched
  * @property {number} [numInferenceSteps] levels to use (default: every trained level)
  * @property {number} [samplingEps] step-size scale (default: the config's)
  * @property {Mode} [mode] overrides the pipeline's mode
+ * @property {GraphKey} [graph] the graph to run (default: the mode's, fused = sampler, stepwise = score)
  * @property {(progress: Progress) => void | Promise<void>} [onProgress] called after each level (stepwise) or once (fused)
  */
 
@@ -43,6 +49,9 @@ import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './sched
  */
 
 const MODES = ['fused', 'stepwise'];
+export const GRAPH_KEYS = ['sampler', 'gpu_sampler', 'step', 'gpu_step', 'score'];
+const FUSED_GRAPHS = ['sampler', 'gpu_sampler'];
+const MODE_GRAPH = { fused: 'sampler', stepwise: 'score' };
 
 export class NCSNPipeline {
   /**
@@ -72,12 +81,16 @@ export class NCSNPipeline {
    * @param {object} options
    * @param {any} options.ort onnxruntime-node or onnxruntime-web module
    * @param {Mode | 'both'} [options.mode] graphs to load: 'fused' (sampler.onnx), 'stepwise' (score.onnx) or 'both'
+   * @param {GraphKey[]} [options.graphs] load exactly these graphs instead (the first one is the default graph)
    * @param {object} [options.sessionOptions] passed to InferenceSession.create (e.g. executionProviders)
    * @returns {Promise<NCSNPipeline>}
    */
-  static async load(source, { ort, mode = 'fused', sessionOptions = {} }) {
+  static async load(source, { ort, mode = 'fused', graphs, sessionOptions = {} }) {
     if (!ort?.InferenceSession || !ort?.Tensor) throw new TypeError('`ort` must be the onnxruntime-node or onnxruntime-web module');
     if (![...MODES, 'both'].includes(mode)) throw new RangeError(`\`mode\` must be one of fused, stepwise, both; got ${JSON.stringify(mode)}`);
+    if (graphs !== undefined && (!Array.isArray(graphs) || !graphs.length || graphs.some((key) => !GRAPH_KEYS.includes(key)))) {
+      throw new RangeError(`\`graphs\` must be a non-empty list of ${GRAPH_KEYS.join(', ')}; got ${JSON.stringify(graphs)}`);
+    }
     const manifest = await loadManifest(source);
     const configPath = manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG;
     const configBytes = manifest.files[configPath] ? await readVerified(source, manifest, configPath) : await source.readBytes(configPath);
@@ -89,18 +102,20 @@ export class NCSNPipeline {
     }
     const schedulerConfig = parseSchedulerConfig(configPayload, `${source.location}/${configPath}`);
     new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values
-    const wanted = mode === 'both' ? ['sampler', 'score'] : [mode === 'fused' ? 'sampler' : 'score'];
+    const wanted = graphs ?? (mode === 'both' ? ['sampler', 'score'] : [MODE_GRAPH[mode]]);
     /** @type {Record<string, any>} */
     const sessions = {};
     for (const name of wanted) {
-      const file = graphFile(manifest, /** @type {'sampler' | 'score'} */ (name));
+      const file = graphFile(manifest, /** @type {GraphKey} */ (name));
       const bytes = await readVerified(source, manifest, file);
       const options = { ...sessionOptions };
       const dataFile = `${file}.data`;
       if (manifest.files[dataFile]) options.externalData = [{ path: dataFile.split('/').pop(), data: await readVerified(source, manifest, dataFile) }];
       sessions[name] = await ort.InferenceSession.create(bytes, options);
     }
-    return new NCSNPipeline({ ort, manifest, schedulerConfig, sessions, mode: mode === 'both' ? 'fused' : mode, location: source.location });
+    const pipeline = new NCSNPipeline({ ort, manifest, schedulerConfig, sessions, mode: mode === 'both' ? 'fused' : mode, location: source.location });
+    pipeline.graph = graphs?.[0];
+    return pipeline;
   }
 
   /** A fresh scheduler from the export's scheduler_config.json. */
@@ -113,10 +128,16 @@ export class NCSNPipeline {
    * @param {GenerateOptions} [options]
    * @returns {Promise<GenerateResult>}
    */
-  async generate({ seed = 0, numSamples, numInferenceSteps, samplingEps, mode = this.mode, onProgress } = {}) {
-    if (!MODES.includes(mode)) throw new RangeError(`\`mode\` must be fused or stepwise, got ${JSON.stringify(mode)}`);
-    const graph = mode === 'fused' ? 'sampler' : 'score';
-    if (!this.sessions[graph]) throw new Error(`mode ${mode} needs ${graph}.onnx, which this pipeline did not load (load with mode '${mode}' or 'both')`);
+  async generate({ seed = 0, numSamples, numInferenceSteps, samplingEps, mode, graph, onProgress } = {}) {
+    if (mode !== undefined && !MODES.includes(mode)) throw new RangeError(`\`mode\` must be fused or stepwise, got ${JSON.stringify(mode)}`);
+    if (graph !== undefined && !GRAPH_KEYS.includes(graph)) throw new RangeError(`\`graph\` must be one of ${GRAPH_KEYS.join(', ')}, got ${JSON.stringify(graph)}`);
+    graph = graph ?? (mode !== undefined ? MODE_GRAPH[mode] : this.graph ?? MODE_GRAPH[this.mode]);
+    const kind = FUSED_GRAPHS.includes(graph) ? 'fused' : 'stepwise';
+    if (mode !== undefined && mode !== kind) throw new RangeError(`mode ${mode} conflicts with graph ${graph} (a ${kind} graph): pass graph alone`);
+    if (!this.sessions[graph]) throw new Error(`graph ${graph} needs ${graph}.onnx, which this pipeline did not load (load it with graphs: ['${graph}'])`);
+    if (this.model.final_denoise && (graph === 'step' || graph === 'score') && !this.sessions.score) {
+      throw new Error(`this export applies a final denoising step: graph ${graph} also needs score.onnx loaded (or use gpu_step)`);
+    }
     const batch = numSamples ?? (Array.isArray(seed) ? seed.length : 1);
     checkCount('numSamples', batch, 1);
     const seeds = seedsForBatch(seed, batch);
@@ -127,15 +148,18 @@ export class NCSNPipeline {
     const [low, high] = this.model.init_range ?? [0, 1];
     const shape = [batch, ...this.sampleShape];
     const x0 = initialSample(seeds, this.sampleShape, low, high);
-    const samples = mode === 'fused' ? await this._fused(x0, seeds, scheduler, shape, onProgress) : await this._stepwise(x0, seeds, scheduler, shape, onProgress);
-    return { samples, shape, seeds, timesteps: scheduler.timesteps, stepSizes: scheduler.stepSize };
+    let samples;
+    if (kind === 'fused') samples = await this._fused(x0, seeds, scheduler, shape, onProgress, graph);
+    else if (graph === 'score') samples = await this._stepwise(x0, seeds, scheduler, shape, onProgress);
+    else samples = await this._stepGraph(graph, x0, seeds, scheduler, shape, onProgress);
+    return { samples, shape, seeds, timesteps: scheduler.timesteps, stepSizes: scheduler.stepSize, graph };
   }
 
   /**
    * @param {Float32Array} x0 @param {bigint[]} seeds @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
-   * @param {GenerateOptions['onProgress']} onProgress
+   * @param {GenerateOptions['onProgress']} onProgress @param {GraphKey} graph sampler or gpu_sampler
    */
-  async _fused(x0, seeds, scheduler, shape, onProgress) {
+  async _fused(x0, seeds, scheduler, shape, onProgress, graph = 'sampler') {
     const { Tensor } = this.ort;
     const feeds = {
       sample: new Tensor('float32', x0, shape),
@@ -144,7 +168,7 @@ export class NCSNPipeline {
       step_sizes: new Tensor('float32', scheduler.stepSize, [scheduler.stepSize.length]),
       num_annealed_steps: new Tensor('int64', BigInt64Array.of(BigInt(scheduler.numAnnealedSteps)), []),
     };
-    const output = await this.sessions.sampler.run(feeds);
+    const output = await this.sessions[graph].run(feeds);
     const samples = /** @type {Float32Array} */ (output.final_sample.data);
     const last = scheduler.timesteps.length - 1;
     await onProgress?.({ position: last, numLevels: last + 1, level: Number(scheduler.timesteps[last]), sigma: scheduler.sigmas[last], sample: samples });
@@ -172,6 +196,58 @@ export class NCSNPipeline {
       const last = scheduler.timesteps[numLevels - 1];
       const sigma = scheduler.trainSigmas[Number(last)];
       x = denoiseUpdate(x, await this.score(x, last, shape), Math.fround(sigma * sigma));
+    }
+    return x;
+  }
+
+  /**
+   * One graph call per Langevin step: step.onnx (noise drawn in the graph from seed + counter) or gpu_step.onnx
+   * (the JS counter noise fed as `noise`; the next step's noise is drawn while the current step runs).
+   * The final denoising step: step_size = 2 * sigma_last**2 and noise = 0 through gpu_step, score.onnx for step.
+   * @param {GraphKey} graph @param {Float32Array} x @param {bigint[]} seeds
+   * @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
+   * @param {GenerateOptions['onProgress']} onProgress
+   */
+  async _stepGraph(graph, x, seeds, scheduler, shape, onProgress) {
+    const { Tensor } = this.ort;
+    const session = this.sessions[graph];
+    const T = scheduler.numAnnealedSteps;
+    const numLevels = scheduler.timesteps.length;
+    const seedTensor = new Tensor('int64', BigInt64Array.from(seeds), [seeds.length]);
+    const scalar = (type, value) => new Tensor(type, type === 'int64' ? BigInt64Array.of(BigInt(value)) : Float32Array.of(value), []);
+    const noiseAt = (counter) => counterNormal(seeds, counter, this.sampleShape);
+    let noise = graph === 'gpu_step' ? noiseAt(0) : null;
+    const run = async (feeds) => /** @type {Float32Array} */ ((await session.run(feeds)).next_sample.data);
+    for (let position = 0; position < numLevels; position++) {
+      const level = scheduler.timesteps[position];
+      const levelTensor = scalar('int64', level);
+      const stepSize = scalar('float32', scheduler.stepSize[position]);
+      for (let t = 0; t < T; t++) {
+        const counter = langevinCounter(position, t, T);
+        const feeds = { sample: new Tensor('float32', x, shape), timestep: levelTensor, step_size: stepSize };
+        if (graph === 'gpu_step') {
+          feeds.noise = new Tensor('float32', noise, shape);
+          const pending = run(feeds);
+          noise = noiseAt(counter + 1); // langevinCounter grows by one per step, across levels too
+          x = await pending;
+        } else {
+          Object.assign(feeds, { seed: seedTensor, counter: scalar('int64', counter) });
+          x = await run(feeds);
+        }
+      }
+      await onProgress?.({ position, numLevels, level: Number(level), sigma: scheduler.sigmas[position], sample: x });
+    }
+    if (this.model.final_denoise) {
+      const last = scheduler.timesteps[numLevels - 1];
+      const sigma = scheduler.trainSigmas[Number(last)];
+      if (graph === 'gpu_step') {
+        x = await run({
+          sample: new Tensor('float32', x, shape), noise: new Tensor('float32', new Float32Array(x.length), shape),
+          timestep: scalar('int64', last), step_size: scalar('float32', Math.fround(2 * sigma * sigma)),
+        });
+      } else {
+        x = denoiseUpdate(x, await this.score(x, last, shape), Math.fround(sigma * sigma));
+      }
     }
     return x;
   }
