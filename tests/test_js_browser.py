@@ -1,4 +1,10 @@
-"""Browser host: examples/web in Debian's Chromium (playwright-core, wasm backend) gives the Python runtime's samples.
+"""Browser host: examples/web in Debian's Chromium (playwright-core) gives the Python runtime's samples, on the wasm
+backend through every graph and on the WebGPU backend through gpu_step.onnx + the JS counter noise.
+
+WebGPU on this CPU-only machine: headless Chromium 156 with ``--enable-unsafe-webgpu`` gives its SwiftShader (CPU)
+WebGPU adapter (vendor google, architecture swiftshader), and onnxruntime-web's WebGPU EP runs on it. Where a browser
+gives no adapter, the WebGPU test skips with the page's reason; tests/test_placement.py's op audit still checks that
+gpu_step has no op the WebGPU EP lacks (control flow, bitwise ops, float64).
 
 Skipped with a reason when node, the npm packages or /usr/bin/chromium are missing
 (scripts/setup-dev.sh installs chromium with apt when that is quick).
@@ -38,8 +44,9 @@ SEED, BATCH = 3, 4
 
 @pytest.fixture(scope="module")
 def browser_runs(tmp_path_factory) -> tuple[Path, Path, dict]:
-    """One Chromium session: stepwise + fused on the tiny conv export, and a bad seed typed into the seed field."""
-    export = hosts.build_export("tiny-conv")
+    """One Chromium session: stepwise + fused + each step graph on the tiny conv export (wasm), gpu_step on WebGPU,
+    and a bad seed typed into the seed field."""
+    export = hosts.with_all_graphs(hosts.build_export("tiny-conv"))
     out = tmp_path_factory.mktemp("browser")
     spec = {
         "exportDir": str(export),
@@ -48,11 +55,15 @@ def browser_runs(tmp_path_factory) -> tuple[Path, Path, dict]:
         "runs": [
             {"name": "stepwise", "seed": SEED, "count": BATCH, "mode": "stepwise"},
             {"name": "fused", "seed": SEED, "count": BATCH, "mode": "fused"},
+            {"name": "wasm-step", "seed": SEED, "count": BATCH, "graph": "step"},
+            {"name": "wasm-gpu_step", "seed": SEED, "count": BATCH, "graph": "gpu_step"},
+            {"name": "wasm-gpu_sampler", "seed": SEED, "count": BATCH, "graph": "gpu_sampler"},
+            {"name": "webgpu", "seed": SEED, "count": BATCH, "graph": "gpu_step", "ep": "webgpu"},
             {"name": "bad-seed", "seed": "12x", "count": 2, "mode": "fused"},
             {"name": "no-samples", "seed": "1", "count": 0, "mode": "fused"},
         ],
     }
-    proc = hosts.run_node(["tests/js/browser.mjs", json.dumps(spec)], timeout=240)
+    proc = hosts.run_node(["tests/js/browser.mjs", json.dumps(spec)], timeout=360)
     assert proc.returncode == 0, proc.stderr
     return export, out, {run["name"]: run for run in json.loads(proc.stdout)}
 
@@ -90,3 +101,28 @@ def test_browser_rejects_bad_seed_and_count(browser_runs):
     run = runs["no-samples"]
     assert run["state"] == "error"
     assert "`numSamples` must be in [1, inf], got 0" in run["error"]
+
+
+@pytest.mark.parametrize("graph", ["step", "gpu_step", "gpu_sampler"])
+def test_browser_graphs_match_python_runtime(browser_runs, graph):
+    export, out, runs = browser_runs
+    run = runs[f"wasm-{graph}"]
+    assert run["state"] == "done", run
+    assert run["graph"] == graph and run["ep"] == "wasm"
+    reference = hosts.python_samples(export, SEED, BATCH, "fused")
+    difference = float(np.abs(np.load(out / f"wasm-{graph}.npy") - reference).max())
+    assert difference <= hosts.TOLERANCE, f"browser wasm {graph}: max abs diff {difference:.3g} vs Python"
+
+
+def test_browser_webgpu_gpu_step_matches_python_runtime(browser_runs):
+    """gpu_step.onnx on onnxruntime-web's WebGPU EP with the JS counter noise: the Python runtime's samples."""
+    export, out, runs = browser_runs
+    run = runs["webgpu"]
+    if run["state"] == "error" and "no WebGPU adapter" in (run["error"] or ""):
+        pytest.skip(f"Chromium gave no WebGPU adapter: {run['error']}")
+    assert run["state"] == "done", run
+    assert run["ep"] == "webgpu" and run["graph"] == "gpu_step" and run["adapter"], run
+    reference = hosts.python_samples(export, SEED, BATCH, "fused")
+    difference = float(np.abs(np.load(out / "webgpu.npy") - reference).max())
+    assert difference <= hosts.TOLERANCE, f"browser WebGPU gpu_step: max abs diff {difference:.3g} vs Python"
+    assert run["levels"] == list(range(4))

@@ -1,18 +1,24 @@
-// Browser example: load an ncsn-export directory served from the same origin and generate with onnxruntime-web (wasm).
-// Query parameters: ?export=/export/ (export URL), &seed=S&count=N&mode=stepwise|fused&steps=n&threads=K&autorun=1.
-// State for automation: window.__ncsn = {state: 'loading'|'ready'|'running'|'done'|'error', result?, error?}.
+// Browser example: load an ncsn-export directory served from the same origin and generate with onnxruntime-web.
+// Query parameters: ?export=/export/ (export URL), &ep=wasm|webgpu (backend), &seed=S&count=N, &graph=score|step|gpu_step|
+// sampler|gpu_sampler (or the shorthand &mode=stepwise|fused), &steps=n&threads=K&autorun=1.
+// ep=webgpu runs gpu_step.onnx (no Loop, no bitwise ops, no float64) on onnxruntime-web's WebGPU EP, with the JS
+// counter noise as its input; ep=wasm can run every graph.
+// State for automation: window.__ncsn = {state: 'loading'|'ready'|'running'|'done'|'error', ep, adapter?, result?, error?}.
 
-import * as ort from '/ort/ort.wasm.min.mjs';
 import { NCSNPipeline, fetchSource, gridToRGBA, makeGrid } from '/runtime/js/index.js';
 
 const params = new URLSearchParams(location.search);
+const ep = params.get('ep') === 'webgpu' ? 'webgpu' : 'wasm';
+const ort = await import(ep === 'webgpu' ? '/ort/ort.webgpu.min.mjs' : '/ort/ort.wasm.min.mjs');
+const GRAPHS_FOR_EP = { wasm: ['score', 'sampler', 'step', 'gpu_step', 'gpu_sampler'], webgpu: ['gpu_step'] };
+const MODE_GRAPH = { stepwise: 'score', fused: 'sampler' };
 const form = /** @type {HTMLFormElement} */ (document.getElementById('controls'));
 const button = /** @type {HTMLButtonElement} */ (document.getElementById('generate'));
 const progress = /** @type {HTMLProgressElement} */ (document.getElementById('progress'));
 const status = /** @type {HTMLElement} */ (document.getElementById('status'));
 const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById('canvas'));
 const modelInfo = /** @type {HTMLElement} */ (document.getElementById('model'));
-const state = (window.__ncsn = { state: 'loading' });
+const state = (window.__ncsn = { state: 'loading', ep });
 
 ort.env.wasm.wasmPaths = '/ort/';
 // wasm threads need cross-origin isolation (COOP/COEP, see serve.mjs); ?threads=N overrides the default
@@ -52,12 +58,35 @@ function draw(pipe, samples, shape) {
   }
 }
 
+/** The WebGPU adapter the browser gives (null: none), as {vendor, architecture}. */
+async function webgpuAdapter() {
+  const adapter = await navigator.gpu?.requestAdapter();
+  return adapter ? { vendor: adapter.info?.vendor ?? '', architecture: adapter.info?.architecture ?? '' } : null;
+}
+
 async function main() {
   const exportUrl = params.get('export') ?? '/export/';
-  for (const key of ['seed', 'count', 'steps', 'mode']) if (params.has(key)) form.elements[key].value = params.get(key);
+  for (const key of ['seed', 'count', 'steps']) if (params.has(key)) form.elements[key].value = params.get(key);
+  form.elements.ep.value = ep;
+  form.elements.ep.addEventListener('change', () => {
+    const next = new URLSearchParams(location.search);
+    next.set('ep', form.elements.ep.value);
+    next.delete('graph');
+    location.search = next.toString();
+  });
   let pipe;
   try {
-    pipe = await NCSNPipeline.load(fetchSource(exportUrl), { ort, mode: 'both', sessionOptions: { executionProviders: ['wasm'] } });
+    if (ep === 'webgpu') {
+      state.adapter = await webgpuAdapter();
+      if (!state.adapter) throw new Error('this browser gives no WebGPU adapter (navigator.gpu.requestAdapter() returned null); use ep=wasm');
+    }
+    const manifest = await (await fetch(`${exportUrl.replace(/\/?$/, '/')}manifest.json`)).json();
+    const graphs = GRAPHS_FOR_EP[ep].filter((key) => key in (manifest.graphs ?? {}));
+    if (!graphs.length) throw new Error(`the export has none of the graphs the ${ep} backend runs (${GRAPHS_FOR_EP[ep].join(', ')})`);
+    for (const option of [...form.elements.graph.options]) option.disabled = !graphs.includes(option.value);
+    const wanted = params.get('graph') ?? MODE_GRAPH[params.get('mode')] ?? graphs[0];
+    form.elements.graph.value = graphs.includes(wanted) ? wanted : graphs[0];
+    pipe = await NCSNPipeline.load(fetchSource(exportUrl), { ort, graphs, sessionOptions: { executionProviders: [ep] } });
   } catch (error) {
     Object.assign(state, { state: 'error', error: String(error.message ?? error) });
     modelInfo.textContent = '';
@@ -65,8 +94,9 @@ async function main() {
     return;
   }
   const config = pipe.schedulerConfig;
-  modelInfo.textContent = `${pipe.model.name}: samples [${pipe.sampleShape}], ${config.num_train_timesteps} levels × ${config.num_annealed_steps} steps, ` +
-    `wasm threads: ${ort.env.wasm.numThreads}${self.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+  const backend = ep === 'webgpu' ? `WebGPU (adapter ${state.adapter.vendor} ${state.adapter.architecture})`
+    : `wasm threads: ${ort.env.wasm.numThreads}${self.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+  modelInfo.textContent = `${pipe.model.name}: samples [${pipe.sampleShape}], ${config.num_train_timesteps} levels × ${config.num_annealed_steps} steps, ${backend}`;
   state.state = 'ready';
   button.disabled = false;
 
@@ -75,7 +105,7 @@ async function main() {
     const seed = form.elements.seed.value.trim();
     const count = Number(form.elements.count.value);
     const stepsText = form.elements.steps.value.trim();
-    const mode = form.elements.mode.value;
+    const graph = form.elements.graph.value;
     button.disabled = true;
     Object.assign(state, { state: 'running', result: undefined, error: undefined, levels: [] });
     progress.value = 0;
@@ -86,7 +116,7 @@ async function main() {
         seed,
         numSamples: count,
         numInferenceSteps: stepsText ? Number(stepsText) : undefined,
-        mode,
+        graph,
         onProgress: async (p) => {
           state.levels.push(p.position);
           progress.max = p.numLevels;
@@ -98,10 +128,10 @@ async function main() {
       });
       const seconds = (performance.now() - start) / 1000;
       draw(pipe, result.samples, result.shape);
-      say(`done: ${count} samples, seeds ${result.seeds[0]}…${result.seeds[count - 1]}, ${mode}, ${seconds.toFixed(2)} s`);
+      say(`done: ${count} samples, seeds ${result.seeds[0]}…${result.seeds[count - 1]}, ${graph} on ${ep}, ${seconds.toFixed(2)} s`);
       Object.assign(state, {
         state: 'done',
-        result: { samples: Array.from(result.samples), shape: result.shape, seconds, mode, seeds: result.seeds.map(String) },
+        result: { samples: Array.from(result.samples), shape: result.shape, seconds, graph, ep, seeds: result.seeds.map(String) },
       });
     } catch (error) {
       Object.assign(state, { state: 'error', error: String(error.message ?? error) });

@@ -1,6 +1,7 @@
 // Drive examples/web in Debian's Chromium (playwright-core, no downloaded browser) and save what it generated.
 // usage: node tests/js/browser.mjs SPEC_JSON
-//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode", "steps"?, "threads"?}], "executablePath"?, "timeoutMs"?}
+//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode"? | "graph"?, "ep"?, "steps"?, "threads"?}],
+//               "executablePath"?, "timeoutMs"?}
 // For each run: opens the page with ?autorun=1, waits for window.__ncsn.state to be done/error, saves
 // outDir/NAME.png (screenshot) and outDir/NAME.npy (samples); prints a JSON list of run summaries on stdout.
 
@@ -15,7 +16,8 @@ import { encodeNpy } from '../../runtime/js/npy.js';
 export const CHROMIUM_FLAGS = [
   '--headless',
   '--no-sandbox',
-  '--disable-gpu',
+  '--disable-gpu', // no GPU process needed: WebGPU still gets Chromium's SwiftShader (CPU) adapter with the flag below
+  '--enable-unsafe-webgpu',
   '--disable-quic',
   '--disable-background-networking',
   '--disable-component-update',
@@ -40,7 +42,8 @@ try {
     const console = [];
     page.on('console', (message) => console.push(`${message.type()}: ${message.text()}`));
     page.on('pageerror', (error) => console.push(`pageerror: ${error.message}`));
-    const query = new URLSearchParams({ seed: String(run.seed), count: String(run.count), mode: run.mode, autorun: '1' });
+    const query = new URLSearchParams({ seed: String(run.seed), count: String(run.count), autorun: '1' });
+    for (const key of ['mode', 'graph', 'ep']) if (run[key]) query.set(key, run[key]);
     if (run.steps) query.set('steps', String(run.steps));
     if (run.threads) query.set('threads', String(run.threads));
     await page.goto(`http://127.0.0.1:${port}/?${query}`);
@@ -51,11 +54,12 @@ try {
     const state = await page.evaluate(() => ({ ...window.__ncsn, isolated: self.crossOriginIsolated }));
     if (!finished) Object.assign(state, { state: 'timeout', error: `no result within ${timeout} ms (state ${state.state})` });
     await page.screenshot({ path: path.join(spec.outDir, `${run.name}.png`), fullPage: true });
-    const summary = { name: run.name, state: state.state, error: state.error, levels: state.levels, isolated: state.isolated, console };
+    const summary = { name: run.name, state: state.state, error: state.error, levels: state.levels, isolated: state.isolated,
+      ep: state.ep, adapter: state.adapter, console };
     if (state.result) {
-      const { samples, shape, seconds, seeds } = state.result;
+      const { samples, shape, seconds, seeds, graph } = state.result;
       await writeFile(path.join(spec.outDir, `${run.name}.npy`), encodeNpy(Float32Array.from(samples), shape));
-      Object.assign(summary, { shape, seconds, seeds });
+      Object.assign(summary, { shape, seconds, seeds, graph });
     }
     summaries.push(summary);
     await page.close();
