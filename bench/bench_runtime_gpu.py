@@ -9,15 +9,16 @@ onnxruntime-gpu lists CUDA even where no GPU answers), torch with CUDA, and the 
 ``python bench/bench_runtime.py --gpu-exports bench/gpu_exports`` (small-conv 1x28x28 10x5 steps, toy-gmm 10x100).
 
 Prints and saves (``runtime_gpu.json``):
-1. providers and, per graph, how many nodes onnxruntime placed on CUDA vs CPU (from a profiling trace);
-   a CUDA graph needs every node on CUDA;
-2. max abs difference of each CUDA path against onnxruntime CPU (fused) on the same seeds (TF32 off);
-3. seconds per batch for batch 1/16/64: CUDA fused (sampler.onnx Loop), CUDA stepwise with IO binding, CUDA
-   stepwise with IO binding + CUDA graph, score.onnx on CUDA + numpy noise/update, torch eager on CUDA; and the
-   speedup of the best onnxruntime path over torch eager (target >= 1.5x).
-Expect the noise nodes on CPU: onnxruntime's CUDA EP has no BitwiseAnd / BitwiseXor kernels, which the Philox
-noise in step.onnx / sampler.onnx uses; the placement table shows how many, and a CUDA graph then cannot be
-captured (the pipeline falls back to IO binding and records why in ``cuda_graph_error``).
+1. providers and, per graph (score, step, sampler, gpu_step, gpu_sampler), how many nodes onnxruntime placed
+   on CUDA vs CPU (from a profiling trace), next to the exporter's static audit (op/dtype pairs without a CUDA
+   kernel); a CUDA graph needs every node on CUDA;
+2. whether gpu_step was captured as a CUDA graph (else the error), and the max abs difference of every graph
+   on CUDA (and torch eager on CUDA) against onnxruntime CPU sampler.onnx on the same seeds (TF32 off);
+3. seconds per batch for batch 1/16/64: gpu_step with IO binding + CUDA graph, gpu_step with IO binding only,
+   gpu_sampler (fused Loop, arithmetic noise), sampler (fused Loop, bitwise noise on CPU), torch eager on CUDA;
+   and the speedup of CUDA-graph stepping over torch eager (target >= 1.5x).
+Expect step.onnx / sampler.onnx noise nodes on CPU (no CUDA BitwiseAnd / BitwiseXor kernels) and every node of
+gpu_step.onnx / gpu_sampler.onnx on CUDA.
 Every measurement is wrapped: a failing path is reported with its error and the rest still runs.
 """
 
@@ -98,17 +99,32 @@ def attempt(results: dict[str, Any], key: str, function) -> Any:
     return value
 
 
+def static_audit(export: Path) -> dict[str, Any]:
+    """The exporter's op audit (ncsn_export.exporters.placement) per graph: op/dtype pairs without a CUDA kernel."""
+    import onnx
+
+    from ncsn_export.exporters.placement import unsupported_ops
+
+    return {graph: unsupported_ops(onnx.load(str(export / f"{graph}.onnx")))["cuda"] for graph in GRAPH_KEYS
+            if (export / f"{graph}.onnx").exists()}
+
+
+GRAPH_KEYS = ("score", "step", "sampler", "gpu_step", "gpu_sampler")
+
+
 def bench_model(name: str, exports: Path, batches: list[int], repeats: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Placement, correctness and timings of one export on CUDA."""
+    """Placement, CUDA-graph capture, correctness and timings of one export on CUDA."""
     import torch
     from bench_runtime import load_torch_model, torch_eager_sample
     from ncsn_runtime.noise import initial_sample, seeds_for_batch
     from ncsn_runtime.pipeline import NCSNPipeline
+    from ncsn_runtime.steppers import GpuStepCudaGraphStepper
 
     export = exports / name
     print(f"== {name}", flush=True)
     found: dict[str, Any] = {}
-    for graph in ("score", "step", "sampler"):
+    attempt(found, "static_audit_no_cuda_kernel", lambda: static_audit(export))
+    for graph in GRAPH_KEYS:
         attempt(found, f"placement_{graph}", lambda graph=graph: placement(export / f"{graph}.onnx"))
     cpu = NCSNPipeline.from_pretrained(export, provider="cpu")
     try:
@@ -118,13 +134,13 @@ def bench_model(name: str, exports: Path, batches: list[int], repeats: int) -> t
         print(f"  provider='cuda' failed: {error}", flush=True)
         return found, []
     found["open_cuda"] = graph_pipe.provider
+    attempt(found, "auto_graph", lambda: graph_pipe.choose_graph("auto"))
     plain = NCSNPipeline.from_pretrained(export, provider=DEVICE, cuda_graph=False)
-    by_score = NCSNPipeline.from_pretrained(export, provider=DEVICE, stepwise_graph="score")  # noise + update in numpy
     model = load_torch_model(name, exports).to(DEVICE).eval()
     synchronize = torch.cuda.synchronize if DEVICE == "cuda" else None
 
-    def sample(pipe: Any, mode: str, batch: int, seed: int = 0) -> np.ndarray:
-        return pipe(batch_size=batch, seed=seed, mode=mode, output_type="raw", progress=False).images
+    def sample(pipe: Any, graph: str, batch: int, seed: int = 0) -> np.ndarray:
+        return pipe(batch_size=batch, seed=seed, graph=graph, output_type="raw", progress=False).images
 
     steps = cpu.scheduler.num_annealed_steps
     cpu.scheduler.set_timesteps(cpu.scheduler.num_train_timesteps)
@@ -135,26 +151,30 @@ def bench_model(name: str, exports: Path, batches: list[int], repeats: int) -> t
         x0 = initial_sample(seeds, cpu.sample_shape, *cpu.init_range)
         return torch_eager_sample(model, x0, seeds, timesteps, step_sizes, steps, device=DEVICE)
 
-    reference = sample(cpu, "fused", 16, seed=3)
+    reference = sample(cpu, "sampler", 16, seed=3)
     checks = {
-        "fused": lambda: sample(plain, "fused", 16, seed=3),
-        "stepwise_iobinding": lambda: sample(plain, "stepwise", 16, seed=3),
-        "stepwise_cuda_graph": lambda: sample(graph_pipe, "stepwise", 16, seed=3),
-        "stepwise_score_numpy": lambda: sample(by_score, "stepwise", 16, seed=3),
+        "gpu_step_cuda_graph": lambda: sample(graph_pipe, "gpu_step", 16, seed=3),
+        "gpu_step_iobinding": lambda: sample(plain, "gpu_step", 16, seed=3),
+        "gpu_sampler": lambda: sample(plain, "gpu_sampler", 16, seed=3),
+        "sampler": lambda: sample(plain, "sampler", 16, seed=3),
+        "step_iobinding": lambda: sample(plain, "step", 16, seed=3),
+        "score_numpy": lambda: sample(plain, "score", 16, seed=3),
         "torch_eager_cuda": lambda: torch_run(16, seed=3).cpu().numpy(),
     }
     for label, function in checks.items():
         attempt(found, f"maxdiff_{label}_vs_cpu", lambda function=function: float(np.abs(function() - reference).max()))
-    found["stepwise_engine_with_graph"] = graph_pipe.stepper(16).kind
+    stepper = attempt(found, "gpu_step_engine", lambda: graph_pipe.stepper(16, "gpu_step").kind)
+    found["cuda_graph_captured"] = stepper == GpuStepCudaGraphStepper.kind
     found["cuda_graph_error"] = graph_pipe.cuda_graph_error
+    print(f"  CUDA graph captured: {found['cuda_graph_captured']} ({stepper}); error: {graph_pipe.cuda_graph_error}", flush=True)
     rows = []
     for batch in batches:
         row: dict[str, Any] = {"model": name, "batch": batch, "steps": len(timesteps) * steps}
         paths = {
-            "fused_s": lambda batch=batch: sample(plain, "fused", batch),
-            "stepwise_iobinding_s": lambda batch=batch: sample(plain, "stepwise", batch),
-            "stepwise_cuda_graph_s": lambda batch=batch: sample(graph_pipe, "stepwise", batch),
-            "stepwise_score_numpy_s": lambda batch=batch: sample(by_score, "stepwise", batch),
+            "gpu_step_cuda_graph_s": lambda batch=batch: sample(graph_pipe, "gpu_step", batch),
+            "gpu_step_iobinding_s": lambda batch=batch: sample(plain, "gpu_step", batch),
+            "gpu_sampler_s": lambda batch=batch: sample(plain, "gpu_sampler", batch),
+            "sampler_s": lambda batch=batch: sample(plain, "sampler", batch),
             "torch_eager_s": lambda batch=batch: torch_run(batch),
         }
         for key, function in paths.items():
@@ -163,10 +183,8 @@ def bench_model(name: str, exports: Path, batches: list[int], repeats: int) -> t
                 return timed(function, repeats, synchronize if key.startswith("torch") else None)
 
             attempt(row, key, measure)
-        onnx_keys = ("fused_s", "stepwise_iobinding_s", "stepwise_cuda_graph_s", "stepwise_score_numpy_s")
-        onnx_times = [row[key] for key in onnx_keys if isinstance(row[key], float)]
-        if onnx_times and isinstance(row["torch_eager_s"], float):
-            row["best_cuda_over_torch_speedup"] = row["torch_eager_s"] / min(onnx_times)
+        if isinstance(row["gpu_step_cuda_graph_s"], float) and isinstance(row["torch_eager_s"], float):
+            row["cuda_graph_over_torch_speedup"] = row["torch_eager_s"] / row["gpu_step_cuda_graph_s"]
         print("  " + json.dumps(row), flush=True)
         rows.append(row)
     return found, rows
@@ -205,13 +223,20 @@ def main() -> None:
         results[name], model_rows = bench_model(name, args.exports, batches, args.repeats)
         rows.extend(model_rows)
     results["timings"] = rows
-    print("\nmodel        B  steps   fused_s  iobind_s cudagraph  score+np   torch_s  best CUDA path / torch eager (speedup)")
+    print("\nseconds per batch (best of --repeats); speedup = torch eager / gpu_step CUDA graph (target >= 1.5x)")
+    print("model        B  steps  cudagraph    iobind gpu_smplr   sampler   torch_s  speedup")
     for r in rows:
-        cells = [r.get(k) for k in ("fused_s", "stepwise_iobinding_s", "stepwise_cuda_graph_s", "stepwise_score_numpy_s",
+        cells = [r.get(k) for k in ("gpu_step_cuda_graph_s", "gpu_step_iobinding_s", "gpu_sampler_s", "sampler_s",
                                     "torch_eager_s")]
         text = " ".join(f"{c:9.4f}" if isinstance(c, float) else "   failed" for c in cells)
-        speedup = r.get("best_cuda_over_torch_speedup", float("nan"))
+        speedup = r.get("cuda_graph_over_torch_speedup", float("nan"))
         print(f"{r['model']:10s} {r['batch']:3d} {r['steps']:6d} {text}  {speedup:.2f}x")
+    for name in ("small-conv", "toy-gmm"):
+        found = results[name]
+        diffs = {k[len("maxdiff_"):-len("_vs_cpu")]: v for k, v in found.items() if k.startswith("maxdiff_")}
+        print(f"{name}: CUDA graph captured {found.get('cuda_graph_captured')}; max |device - CPU sampler| {diffs}")
+        for graph in GRAPH_KEYS:
+            print(f"  placement {graph}: {found.get(f'placement_{graph}')}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runtime_gpu.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"saved {args.out / 'runtime_gpu.json'}")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Issue 4's GPU check: the runtime on the CUDA execution provider (fused vs stepwise + IO binding vs
-# stepwise + CUDA graph vs torch eager on CUDA, batch 1/16/64), for a session that is lent an H200.
+# The GPU check (issues 4 and 10): the runtime on the CUDA execution provider, for a session that is lent an H200:
+# node placement per graph (profiling) next to the exporter's op audit, whether gpu_step.onnx was captured as a
+# CUDA graph, max diff of every graph against CPU, and seconds per batch at B 1/16/64 for gpu_step CUDA graph /
+# gpu_step IO binding / gpu_sampler / sampler / torch eager CUDA (target: CUDA-graph stepping >= 1.5x torch eager).
 #
 # The device image has torch (CUDA 13) and the CPU-only onnxruntime, no onnxruntime-gpu, and nothing can be
 # fetched there. onnxruntime-gpu 1.31.1 (PyPI, built for CUDA 13 like the image's torch: it needs
@@ -9,7 +11,8 @@
 # provider library alone is 284 MB, 177 MB as xz -6) and split into 55 MiB parts (Python's lzma both ends).
 #
 #   1. here (no GPU):      bash bench/gpu_check.sh prepare
-#        writes bench/gpu_exports/ (small-conv + toy-gmm exports) and .whl/ort-gpu/part-* (55 MiB each; ~5 min of xz),
+#        writes bench/gpu_exports/ (small-conv + toy-gmm exports with all five graphs) and .whl/ort-gpu/part-*
+#        (55 MiB each; ~5 min of xz),
 #        adds both to .git/info/exclude and prints the device calls to make.
 #   2. device, one call per part except the last, back to back (the machine is given back after 30 s idle):
 #        run(command="bash bench/gpu_check.sh stage", carry=[".whl/ort-gpu/part-aa"], timeout_s=120)
@@ -18,19 +21,22 @@
 #        assembles /tmp/site/onnxruntime, checks CUDA really answers, runs bench/bench_runtime_gpu.py;
 #        $OUT/runtime_gpu.json and $OUT/gpu_check.log come back.
 #   A warm machine keeps /tmp between calls; if it was given back in between, start again at step 2.
-#   Check the script itself without a GPU: bash bench/gpu_check.sh dry-run
+#   Check the script itself without a GPU: bash bench/gpu_check.sh dry-run   (every path on CPU, B 1/4, 1 repeat)
+#   Device time: one stage call per part (~1 min each incl. start) + the run (~5 min: 2 models x 3 batches x 5 paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PARTS=.whl/ort-gpu
+PYTHON=${PYTHON:-.venv/bin/python}
 STAGE=/tmp/ort-gpu-parts
 ORT_VERSION=1.31.1
 
 prepare() {
-    local py=.venv/bin/python work
+    local py=$PYTHON work
     grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     grep -qxF '/bench/gpu_exports/' .git/info/exclude || echo '/bench/gpu_exports/' >> .git/info/exclude
     rm -rf bench/gpu_exports  # always export with the exporter of this checkout
     "$py" bench/bench_runtime.py --workdir bench/gpu_exports --exports-only
+    add_gpu_graphs "$py"
     work=$(mktemp -d)
     "$py" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$work" "onnxruntime-gpu==$ORT_VERSION"
@@ -53,6 +59,15 @@ prepare() {
         echo "  run(command=\"bash bench/gpu_check.sh stage\", carry=[\"$part\"], timeout_s=120)"
     done
     echo "  run(command=\"bash bench/gpu_check.sh run\", carry=[\"$last\", \"bench/gpu_exports\"], timeout_s=540)"
+}
+
+add_gpu_graphs() {
+    # gpu_step.onnx / gpu_sampler.onnx composed from each export's score.onnx when the exporter did not write them
+    PYTHONPATH=$PWD:$PWD/runtime:$PWD/tests "$1" -c "
+from pathlib import Path
+from host_exports import with_all_graphs
+for name in ('small-conv', 'toy-gmm'):
+    print(name, sorted(p.name for p in with_all_graphs(Path('bench/gpu_exports') / name).glob('*.onnx')))"
 }
 
 stage() {
@@ -87,8 +102,9 @@ run() {
 }
 
 dry_run() {
-    [[ -d bench/gpu_exports/small-conv ]] || .venv/bin/python bench/bench_runtime.py --workdir bench/gpu_exports --exports-only
-    PYTHONPATH=$PWD/runtime:$PWD:$PWD/bench .venv/bin/python bench/bench_runtime_gpu.py --exports bench/gpu_exports \
+    [[ -d bench/gpu_exports/small-conv ]] || "$PYTHON" bench/bench_runtime.py --workdir bench/gpu_exports --exports-only
+    add_gpu_graphs "$PYTHON"
+    PYTHONPATH=$PWD/runtime:$PWD:$PWD/bench "$PYTHON" bench/bench_runtime_gpu.py --exports bench/gpu_exports \
         --out "${OUT:-/tmp/ncsn-gpu-dry-run}" --dry-run-on-cpu --batches 1,4 --repeats 1
 }
 
