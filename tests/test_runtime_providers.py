@@ -12,7 +12,7 @@ import pytest
 from host_exports import build_export
 from ncsn_runtime import NCSNPipeline, providers
 from ncsn_runtime.providers import CPU_PROVIDER, CUDA_PROVIDER, Device, ProviderError, normalize_provider, open_session
-from ncsn_runtime.steppers import BoundStepper, CudaGraphStepper
+from ncsn_runtime.steppers import BoundStepper, CudaGraphStepper, GpuStepCudaGraphStepper
 
 
 class _FakeSession:
@@ -176,9 +176,11 @@ def test_auto_mode_rule(toy_dir: Path):
     assert pipe.choose_mode("auto", callback=lambda *a: None) == "stepwise"
     pipe.device = Device("cuda")  # rule only; nothing runs
     assert pipe.choose_mode("auto") == "stepwise"  # CUDA: the CUDA-graph step
-    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items() if k != "step"}}
-    assert pipe.choose_mode("auto") == "fused"  # CUDA without step.onnx: fused
-    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items() if k != "sampler"}}
+    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items()
+                                                 if k not in ("step", "gpu_step")}}
+    assert pipe.choose_mode("auto") == "fused"  # CUDA without step.onnx / gpu_step.onnx: fused
+    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items()
+                                                 if k not in ("sampler", "gpu_sampler")}}
     assert pipe.choose_mode("auto") == "stepwise"  # only score.onnx left
 
 
@@ -201,9 +203,10 @@ def test_cuda_fused_stepwise_and_cuda_graph_agree_with_cpu(toy_dir: Path):
     cuda = NCSNPipeline.from_pretrained(toy_dir, provider="cuda")
     reference = cpu(batch_size=16, seed=3, num_inference_steps=3, mode="fused", output_type="raw", progress=False).images
     fused = cuda(batch_size=16, seed=3, num_inference_steps=3, mode="fused", output_type="raw", progress=False).images
-    stepwise = cuda(batch_size=16, seed=3, num_inference_steps=3, mode="stepwise", output_type="raw", progress=False).images
-    assert cuda.last_run.engine == CudaGraphStepper.kind, cuda.cuda_graph_error
-    again = cuda(batch_size=16, seed=3, num_inference_steps=3, mode="stepwise", output_type="raw", progress=False).images
+    # gpu_step (every node on CUDA) is captured; step.onnx's bitwise noise nodes run on CPU, so it cannot be
+    stepwise = cuda(batch_size=16, seed=3, num_inference_steps=3, graph="gpu_step", output_type="raw", progress=False).images
+    assert cuda.last_run.engine == GpuStepCudaGraphStepper.kind, cuda.cuda_graph_error
+    again = cuda(batch_size=16, seed=3, num_inference_steps=3, graph="gpu_step", output_type="raw", progress=False).images
     for samples in (fused, stepwise, again):
         assert np.abs(samples - reference).max() <= 1e-4
 
@@ -233,7 +236,7 @@ def test_cuda_graph_path_is_taken_and_matches(toy_dir: Path, monkeypatch):
     expected = reference(batch_size=3, seed=2, num_inference_steps=2, mode="stepwise", output_type="raw", progress=False).images
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
     requests = _pretend_cuda(pipe, monkeypatch, fail=False)
-    samples = pipe(batch_size=3, seed=2, num_inference_steps=2, mode="auto", output_type="raw", progress=False).images
+    samples = pipe(batch_size=3, seed=2, num_inference_steps=2, graph="step", output_type="raw", progress=False).images
     assert pipe.last_run.engine == CudaGraphStepper.kind
     assert requests == [("step.onnx", True, {"batch": 3})]  # a static-shape session, one per batch size
     np.testing.assert_array_equal(samples, expected)
@@ -243,10 +246,10 @@ def test_cuda_graph_failure_falls_back_to_io_binding_once(toy_dir: Path, monkeyp
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
     requests = _pretend_cuda(pipe, monkeypatch, fail=True)
     with caplog.at_level(logging.WARNING, logger="ncsn_runtime"):
-        first = pipe(batch_size=2, seed=0, num_inference_steps=2, mode="stepwise", output_type="raw", progress=False).images
+        first = pipe(batch_size=2, seed=0, num_inference_steps=2, graph="step", output_type="raw", progress=False).images
     assert pipe.last_run.engine == BoundStepper.kind and "graph capture" in pipe.cuda_graph_error
     assert "CUDA graph capture of step.onnx failed" in caplog.text
-    pipe(batch_size=4, seed=0, num_inference_steps=2, mode="stepwise", output_type="raw", progress=False)
+    pipe(batch_size=4, seed=0, num_inference_steps=2, graph="step", output_type="raw", progress=False)
     assert [r for r in requests if r[1]] == [("step.onnx", True, {"batch": 2})]  # not retried for batch 4
     cpu = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
     np.testing.assert_array_equal(first, cpu(batch_size=2, seed=0, num_inference_steps=2, mode="stepwise", output_type="raw",
