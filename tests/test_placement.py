@@ -113,3 +113,16 @@ def test_gpu_step_has_no_control_flow_bitwise_or_float64(composed):
     report = unsupported_ops(graphs["gpu_step"])
     assert not [label for label in report["webgpu"] if label.startswith(("Loop", "If", "Bitwise")) or "double" in label], \
         f"{name} gpu_step.onnx: {report['webgpu']}"
+
+
+def test_cli_prints_the_table_of_an_export(capsys):
+    from host_exports import build_export
+
+    from ncsn_export.exporters.placement import main
+
+    assert main([str(build_export("toy-gmm"))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    step = next(line for line in lines if line.startswith("step "))
+    assert "BitwiseAnd(" in step and "BitwiseXor(" in step
+    score = next(line for line in lines if line.startswith("score "))
+    assert score.split()[1:3] == ["-", "-"]

@@ -180,3 +180,30 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             current = f"{current} {word}" if current else word
     return [*lines, current]
+
+
+def audit_export(export_dir: str | Path) -> dict[str, dict[str, list[str]]]:
+    """``{graph_key: unsupported_ops(graph)}`` for every ``*.onnx`` graph of the contract in an export directory."""
+    from ncsn_runtime.contract import GRAPHS
+
+    root = Path(export_dir)
+    return {key: unsupported_ops(onnx.load(str(root / spec.file)))
+            for key, spec in GRAPHS.items() if (root / spec.file).is_file()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ncsn_export.exporters.placement EXPORT_DIR``: print the placement table of an export directory."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ncsn_export.exporters.placement", description=main.__doc__)
+    parser.add_argument("export_dir", help="directory written by ncsn-export")
+    args = parser.parse_args(argv)
+    report = audit_export(args.export_dir)
+    if not report:
+        parser.error(f"no graph of the contract in {args.export_dir}")
+    print(format_placement(report))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
