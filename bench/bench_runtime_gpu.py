@@ -234,7 +234,10 @@ def main() -> None:
     for name in ("small-conv", "toy-gmm"):
         found = results[name]
         diffs = {k[len("maxdiff_"):-len("_vs_cpu")]: v for k, v in found.items() if k.startswith("maxdiff_")}
-        print(f"{name}: CUDA graph captured {found.get('cuda_graph_captured')}; max |device - CPU sampler| {diffs}")
+        captured = found.get("cuda_graph_captured") if DEVICE == "cuda" else "n/a (dry run on CPU: no capture attempted)"
+        print(f"{name}: CUDA graph captured {captured}; error {found.get('cuda_graph_error')}; "
+              f"max |device - CPU sampler| {diffs}")
+        print(f"  static audit, op/dtype without a CUDA kernel: {found.get('static_audit_no_cuda_kernel')}")
         for graph in GRAPH_KEYS:
             print(f"  placement {graph}: {found.get(f'placement_{graph}')}")
     args.out.mkdir(parents=True, exist_ok=True)
