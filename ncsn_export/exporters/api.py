@@ -173,7 +173,7 @@ def export_model(
 
         def composed() -> dict[str, Any]:
             models = compose_graphs(onnx.load(str(staging / "score.onnx")), shape, train_sigmas.numpy(), denoise,
-                                    keys=("step", "sampler"), opset=opset)
+                                    keys=("score", "step", "sampler"), opset=opset)
             return {key: save_graph(model, staging / f"{key}.onnx") for key, model in models.items()}
 
         graphs.update(timed("step.onnx + sampler.onnx (composed)", composed))

@@ -29,6 +29,7 @@ import onnx
 from ncsn_runtime.contract import BATCH, GRAPH_NAMES, GRAPHS, GraphSpec
 from onnx import TensorProto, helper
 
+from .graph_passes import rewrite_elu
 from .onnx_builder import GraphBuilder, tensor_info
 from .onnx_noise import counter_normal
 
@@ -43,6 +44,7 @@ def compose_graphs(
     final_denoise: bool,
     keys: Sequence[str] = GRAPH_NAMES,
     opset: int = 18,
+    fast_elu: bool = True,
 ) -> dict[str, onnx.ModelProto]:
     """The graphs ``keys`` (contract keys) composed from ``score`` (the traced ``score.onnx`` model).
 
@@ -53,6 +55,8 @@ def compose_graphs(
         final_denoise: append NCSNv2's denoising step to the samplers.
         keys: which graphs to return; ``"score"`` is ``score`` itself.
         opset: the default-domain opset of ``score`` and of every composed graph.
+        fast_elu: rewrite the network's ``Elu`` nodes first (:func:`.graph_passes.rewrite_elu`, faster on
+            onnxruntime CPU); the returned ``"score"`` is then the rewritten network too.
 
     Returns:
         key -> ``onnx.ModelProto`` (checked with ``onnx.checker.check_model(full_check=True)``).
@@ -73,6 +77,8 @@ def compose_graphs(
     if len(score.graph.input) != 2 or len(score.graph.output) != 1:
         raise ValueError(f"the score graph must have 2 inputs (sample, timestep) and 1 output, got "
                          f"{len(score.graph.input)} and {len(score.graph.output)}")
+    if fast_elu:
+        score, _ = rewrite_elu(score)
     builders: dict[str, Callable[[], onnx.GraphProto]] = {
         "step": lambda: _step_graph(score.graph, shape, GRAPHS["step"], noise_variant="bitwise"),
         "gpu_step": lambda: _step_graph(score.graph, shape, GRAPHS["gpu_step"], noise_variant=None),
