@@ -16,6 +16,8 @@ and at one batch size, one intra-op thread, the model's own schedule (all traine
 * ``Elu kernel`` vs ``rewritten``: one activation tensor of the network's size, alone.
 
 Targets (issue 10): fused <= 1.5x N*T score calls (toy-gmm), <= 1.05x (mnist), fused <= 0.5x torch eager.
+Ratios are of median process CPU times (one thread: the work done, robust on a shared machine);
+wall-time ratios are printed and saved next to them.
 
 Run::
 
@@ -65,17 +67,24 @@ def session(model: onnx.ModelProto | Path, threads: int) -> ort.InferenceSession
 
 
 def timed_round_robin(configurations: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, float]]:
-    """Median/min/spread of ``repeats`` interleaved runs of each configuration, after one warm-up run each."""
+    """Wall and process-CPU time of ``repeats`` interleaved runs of each configuration, after one warm-up run each.
+
+    With one intra-op thread everything runs on the calling thread, so the process CPU time is the work
+    done, and far less sensitive than wall time to other processes on a shared machine.
+    """
     for function in configurations.values():
         function()
-    times: dict[str, list[float]] = {label: [] for label in configurations}
+    wall: dict[str, list[float]] = {label: [] for label in configurations}
+    cpu: dict[str, list[float]] = {label: [] for label in configurations}
     for _ in range(repeats):
         for label, function in configurations.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             function()
-            times[label].append(time.perf_counter() - start)
-    return {label: {"median_ms": 1e3 * statistics.median(values), "min_ms": 1e3 * min(values),
-                    "spread": max(values) / min(values)} for label, values in times.items()}
+            cpu[label].append(time.process_time() - start_cpu)
+            wall[label].append(time.perf_counter() - start)
+    return {label: {"cpu_median_ms": 1e3 * statistics.median(cpu[label]), "cpu_min_ms": 1e3 * min(cpu[label]),
+                    "median_ms": 1e3 * statistics.median(wall[label]), "min_ms": 1e3 * min(wall[label]),
+                    "spread": max(wall[label]) / min(wall[label])} for label in configurations}
 
 
 def elu_models(shape: list[int]) -> tuple[onnx.ModelProto, onnx.ModelProto]:
@@ -151,32 +160,38 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     rows.update(timed_round_robin({"Elu kernel x100": lambda: [elu.run(None, activation) for _ in range(100)],
                                    "rewritten Elu x100": lambda: [rewritten.run(None, activation) for _ in range(100)]},
                                   args.repeats))
-    fused_ms = rows["fused sampler.onnx"]["median_ms"]
-    ratios = {
-        "fused / N*T score calls": fused_ms / rows["N*T score.onnx calls"]["median_ms"],
-        "fused / N*T score calls (traced Elu)": fused_ms / rows["N*T score.onnx calls, traced Elu"]["median_ms"],
-        "fused / torch eager": fused_ms / rows["torch eager sampler"]["median_ms"],
-        "fused traced Elu / fused": rows["fused, traced Elu"]["median_ms"] / fused_ms,
-        "Elu kernel / rewritten": rows["Elu kernel x100"]["median_ms"] / rows["rewritten Elu x100"]["median_ms"],
+    def ratio(numerator: str, denominator: str, key: str = "cpu_median_ms") -> float:
+        return rows[numerator][key] / rows[denominator][key]
+
+    pairs = {
+        "fused / N*T score calls": ("fused sampler.onnx", "N*T score.onnx calls"),
+        "fused / N*T score calls (traced Elu)": ("fused sampler.onnx", "N*T score.onnx calls, traced Elu"),
+        "fused / torch eager": ("fused sampler.onnx", "torch eager sampler"),
+        "fused traced Elu / fused": ("fused, traced Elu", "fused sampler.onnx"),
+        "Elu kernel / rewritten": ("Elu kernel x100", "rewritten Elu x100"),
     }
     if "fused, before (--before-dir)" in rows:
-        ratios["fused before / fused"] = rows["fused, before (--before-dir)"]["median_ms"] / fused_ms
-        ratios["fused before / N*T score calls (traced Elu)"] = (rows["fused, before (--before-dir)"]["median_ms"]
-                                                                / rows["N*T score.onnx calls, traced Elu"]["median_ms"])
+        pairs["fused before / fused"] = ("fused, before (--before-dir)", "fused sampler.onnx")
+        pairs["fused before / N*T score calls (traced Elu)"] = ("fused, before (--before-dir)",
+                                                               "N*T score.onnx calls, traced Elu")
+    ratios = {label: ratio(*pair) for label, pair in pairs.items()}
+    wall_ratios = {label: ratio(*pair, key="median_ms") for label, pair in pairs.items()}
     return {"model": name, "sample_shape": list(shape), "levels": num_levels, "steps": num_steps, "batch": args.batch,
             "final_denoise": spec.final_denoise, "threads": threads, "trace_seconds": round(trace_s, 2),
-            "compose_seconds": round(compose_s, 2), "timings": rows, "ratios": ratios}
+            "compose_seconds": round(compose_s, 2), "timings": rows, "ratios": ratios, "wall_ratios": wall_ratios}
 
 
 def print_result(result: dict) -> None:
     print(f"\n{result['model']}: sample {result['sample_shape']}, batch {result['batch']}, {result['levels']}x{result['steps']} "
           f"steps{' + denoise' if result['final_denoise'] else ''}, {result['threads']} thread(s); "
           f"trace {result['trace_seconds']} s, compose {result['compose_seconds']} s")
-    print(f"  {'configuration':<40} {'median ms':>10} {'min ms':>9} {'max/min':>8}")
+    print(f"  {'configuration':<40} {'cpu median ms':>14} {'cpu min ms':>11} {'wall median ms':>15} {'wall max/min':>13}")
     for label, row in result["timings"].items():
-        print(f"  {label:<40} {row['median_ms']:>10.2f} {row['min_ms']:>9.2f} {row['spread']:>8.2f}")
+        print(f"  {label:<40} {row['cpu_median_ms']:>14.2f} {row['cpu_min_ms']:>11.2f} {row['median_ms']:>15.2f} "
+              f"{row['spread']:>13.2f}")
+    print(f"  {'ratio':<48} {'cpu':>7} {'wall':>7}")
     for label, value in result["ratios"].items():
-        print(f"  {label:<48} {value:>6.2f}x")
+        print(f"  {label:<48} {value:>6.2f}x {result['wall_ratios'][label]:>6.2f}x")
 
 
 def main() -> None:

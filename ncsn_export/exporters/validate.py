@@ -92,7 +92,7 @@ def ort_session(path: str | Path, intra_op_threads: int = 0) -> ort.InferenceSes
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3  # errors only
-    # Spinning intra-op threads fight other processes for cores and make timings swing (bench/bench_export.py).
+    # Spinning intra-op threads fight other processes for cores and make timings swing (bench/bench_loop.py).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
