@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .fileio import read_json_object, write_json_atomic
+
+__all__ = ["FrozenConfig", "load_scheduler_config", "read_json_object", "save_scheduler_config", "write_json_atomic"]
 
 SCHEDULER_CLASS_NAME = "AnnealedLangevinDynamicsScheduler"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
@@ -28,29 +30,6 @@ class FrozenConfig(dict):
     __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _readonly  # type: ignore[assignment]
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def resolve_config_file(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> Path:
     """Find ``scheduler_config.json`` in a directory (or its ``scheduler/`` subfolder) or a file path."""
     root = Path(pretrained_path)
@@ -64,20 +43,6 @@ def resolve_config_file(pretrained_path: str | os.PathLike, subfolder: str | Non
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"no {SCHEDULER_CONFIG_NAME} in {root} or {root / 'scheduler'}")
-
-
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON file that must hold an object; errors name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {path}")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
-    return payload
 
 
 def load_scheduler_config(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> dict[str, Any]:

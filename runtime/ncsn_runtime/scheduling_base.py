@@ -17,6 +17,9 @@ import numpy as np
 
 from .config import FrozenConfig, load_scheduler_config, save_scheduler_config
 from .schedule import (
+    MAX_ANNEALED_STEPS,
+    MAX_TOTAL_STEPS,
+    MAX_TRAIN_TIMESTEPS,
     check_count,
     check_positive_float,
     check_sigma_range,
@@ -53,8 +56,11 @@ class AnnealedLangevinSchedulerBase:
         sigma_max: float,
         sampling_eps: float,
     ) -> None:
-        num_train_timesteps = check_count("num_train_timesteps", num_train_timesteps)
-        num_annealed_steps = check_count("num_annealed_steps", num_annealed_steps)
+        num_train_timesteps = check_count("num_train_timesteps", num_train_timesteps, 1, MAX_TRAIN_TIMESTEPS)
+        num_annealed_steps = check_count("num_annealed_steps", num_annealed_steps, 1, MAX_ANNEALED_STEPS)
+        if num_train_timesteps * num_annealed_steps > MAX_TOTAL_STEPS:
+            raise ValueError(f"`num_train_timesteps` x `num_annealed_steps` = {num_train_timesteps * num_annealed_steps} "
+                             f"exceeds the limit of {MAX_TOTAL_STEPS} Langevin steps per run")
         sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
         sampling_eps = check_positive_float("sampling_eps", sampling_eps)
         self._config = FrozenConfig(
@@ -196,6 +202,22 @@ class AnnealedLangevinSchedulerBase:
     def step_size_of(self, timestep: int) -> np.float32:
         """Step size alpha of level ``timestep`` in the current schedule (float32)."""
         return self._step_size_np[self.positions_of(np.asarray(timestep))]
+
+    def step_size_for_batch(self, timestep: Any, sample_shape: tuple) -> np.ndarray:
+        """Step sizes (float32) for ``step``: a scalar for one level, or [B, 1, ...] for one level per sample.
+
+        A per-sample ``timestep`` must be 1-D with one entry per sample (B = ``sample_shape[0]``); each
+        sample then uses its own level's step size.
+        """
+        levels = np.asarray(timestep)
+        alpha = self._step_size_np[self.positions_of(levels)]
+        if alpha.ndim == 0:
+            return alpha
+        batch = sample_shape[0] if len(sample_shape) else None
+        if alpha.ndim != 1 or batch is None or len(alpha) != batch:
+            raise ValueError(f"`timestep` must be an int or a 1-D array with one level per sample (batch {batch}), "
+                             f"got shape {levels.shape}")
+        return alpha.reshape((-1,) + (1,) * (len(sample_shape) - 1))
 
     def sigma_of(self, timesteps: np.ndarray) -> np.ndarray:
         """Sigmas (float32) of level indices in the current schedule."""
