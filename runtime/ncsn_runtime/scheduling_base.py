@@ -15,11 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import FrozenConfig, load_scheduler_config, save_scheduler_config
+from .config import FrozenConfig, check_scheduler_config, load_scheduler_config, save_scheduler_config
 from .schedule import (
-    MAX_ANNEALED_STEPS,
-    MAX_TOTAL_STEPS,
-    MAX_TRAIN_TIMESTEPS,
     check_count,
     check_positive_float,
     check_sigma_range,
@@ -56,25 +53,14 @@ class AnnealedLangevinSchedulerBase:
         sigma_max: float,
         sampling_eps: float,
     ) -> None:
-        num_train_timesteps = check_count("num_train_timesteps", num_train_timesteps, 1, MAX_TRAIN_TIMESTEPS)
-        num_annealed_steps = check_count("num_annealed_steps", num_annealed_steps, 1, MAX_ANNEALED_STEPS)
-        if num_train_timesteps * num_annealed_steps > MAX_TOTAL_STEPS:
-            raise ValueError(f"`num_train_timesteps` x `num_annealed_steps` = {num_train_timesteps * num_annealed_steps} "
-                             f"exceeds the limit of {MAX_TOTAL_STEPS} Langevin steps per run")
-        sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
-        sampling_eps = check_positive_float("sampling_eps", sampling_eps)
-        self._config = FrozenConfig(
-            num_train_timesteps=num_train_timesteps,
-            num_annealed_steps=num_annealed_steps,
-            sigma_min=sigma_min,
-            sigma_max=sigma_max,
-            sampling_eps=sampling_eps,
-        )
-        self.num_train_timesteps = num_train_timesteps
-        self.num_annealed_steps = num_annealed_steps
+        self._config = FrozenConfig(check_scheduler_config(
+            {"num_train_timesteps": num_train_timesteps, "num_annealed_steps": num_annealed_steps, "sigma_min": sigma_min,
+             "sigma_max": sigma_max, "sampling_eps": sampling_eps}, "the scheduler config"))
+        self.num_train_timesteps = self._config.num_train_timesteps
+        self.num_annealed_steps = self._config.num_annealed_steps
         self.num_inference_steps: int | None = None
-        self.train_sigmas = geometric_sigmas(sigma_max, sigma_min, num_train_timesteps)
-        self._set_schedule(np.arange(num_train_timesteps, dtype=np.int64), self.train_sigmas, sampling_eps)
+        self.train_sigmas = geometric_sigmas(self._config.sigma_max, self._config.sigma_min, self.num_train_timesteps)
+        self._set_schedule(np.arange(self.num_train_timesteps, dtype=np.int64), self.train_sigmas, self._config.sampling_eps)
 
     # -- config -----------------------------------------------------------------------------
     @property
