@@ -4,7 +4,7 @@
 //   stepwise: score.onnx once per Langevin step, the JS scheduler and counter noise in between.
 // Both give the Python runtime's samples for the same seeds (same initial sample, schedule and noise counters).
 
-import { ExportDirectoryError, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
+import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
 import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
@@ -80,7 +80,7 @@ export class NCSNPipeline {
     if (![...MODES, 'both'].includes(mode)) throw new RangeError(`\`mode\` must be one of fused, stepwise, both; got ${JSON.stringify(mode)}`);
     const manifest = await loadManifest(source);
     const configPath = manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG;
-    const configBytes = manifest.files[configPath] ? await readVerified(source, manifest, configPath) : await source.readBytes(configPath);
+    const configBytes = await readVerified(source, manifest, configPath); // listed, inside the directory, sha256 checked
     let configPayload;
     try {
       configPayload = JSON.parse(new TextDecoder().decode(configBytes));
@@ -88,7 +88,11 @@ export class NCSNPipeline {
       throw new ExportDirectoryError(`${source.location}/${configPath} is not valid JSON: ${error.message}`);
     }
     const schedulerConfig = parseSchedulerConfig(configPayload, `${source.location}/${configPath}`);
-    new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values
+    const checked = new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values and limits
+    const levels = manifest.model.num_train_timesteps;
+    if (levels !== undefined && levels !== checked.numTrainTimesteps) {
+      throw new ExportDirectoryError(`${source.location}/${configPath} has num_train_timesteps=${checked.numTrainTimesteps} but the graphs were exported for ${levels} noise levels`);
+    }
     const wanted = mode === 'both' ? ['sampler', 'score'] : [mode === 'fused' ? 'sampler' : 'score'];
     /** @type {Record<string, any>} */
     const sessions = {};
@@ -145,7 +149,7 @@ export class NCSNPipeline {
       num_annealed_steps: new Tensor('int64', BigInt64Array.of(BigInt(scheduler.numAnnealedSteps)), []),
     };
     const output = await this.sessions.sampler.run(feeds);
-    const samples = /** @type {Float32Array} */ (output.final_sample.data);
+    const samples = checkOutput(output.final_sample, shape, 'sampler.onnx');
     const last = scheduler.timesteps.length - 1;
     await onProgress?.({ position: last, numLevels: last + 1, level: Number(scheduler.timesteps[last]), sigma: scheduler.sigmas[last], sample: samples });
     return samples;
@@ -189,13 +193,28 @@ export class NCSNPipeline {
       sample: new Tensor('float32', x, shape),
       timestep: new Tensor('int64', new BigInt64Array(shape[0]).fill(BigInt(level)), [shape[0]]),
     });
-    return /** @type {Float32Array} */ (output.score.data);
+    return checkOutput(output.score, shape, 'score.onnx');
   }
 
   /** Release the onnxruntime sessions. */
   async release() {
     for (const session of Object.values(this.sessions)) await session.release?.();
   }
+}
+
+/**
+ * A graph output must be float32 shaped like the manifest promises.
+ * @param {any} tensor onnxruntime Tensor
+ * @param {number[]} shape expected dims
+ * @param {string} graph for the message
+ * @returns {Float32Array}
+ */
+function checkOutput(tensor, shape, graph) {
+  const dims = Array.from(tensor?.dims ?? [], Number);
+  if (tensor?.type !== 'float32' || dims.length !== shape.length || dims.some((d, i) => d !== shape[i])) {
+    throw new ExportDirectoryError(`${graph} returned ${tensor?.type} [${dims}]; the manifest promises float32 [${shape}]`);
+  }
+  return /** @type {Float32Array} */ (tensor.data);
 }
 
 /**
@@ -208,6 +227,7 @@ export function fetchSource(baseUrl) {
   return {
     location: base.replace(/\/$/, ''),
     async readBytes(relative) {
+      checkRelativePath(relative, 'file');
       const response = await fetch(base + relative);
       if (!response.ok) throw new Error(`GET ${base + relative}: HTTP ${response.status}`);
       return new Uint8Array(await response.arrayBuffer());
