@@ -3,8 +3,8 @@
 
 /** Resource limits on configs read from export directories (as ncsn_runtime.schedule). */
 export const MAX_TRAIN_TIMESTEPS = 100000;
-export const MAX_ANNEALED_STEPS = 100000;
-export const MAX_TOTAL_STEPS = 10000000;
+export const MAX_ANNEALED_STEPS = 10000;
+export const MAX_TOTAL_STEPS = 1000000;
 
 /**
  * @param {string} name

@@ -13,8 +13,8 @@ import numpy as np
 
 # Resource limits on numbers read from configs and export directories (untrusted input; SECURITY.md).
 MAX_TRAIN_TIMESTEPS = 100_000  # trained noise levels L (NCSN++ uses about 2000)
-MAX_ANNEALED_STEPS = 100_000  # Langevin steps T per level (the paper uses 100)
-MAX_TOTAL_STEPS = 10_000_000  # levels x T in one sampling run
+MAX_ANNEALED_STEPS = 10_000  # Langevin steps T per level (the paper uses 100)
+MAX_TOTAL_STEPS = 1_000_000  # levels x T in one sampling run (the paper: 10 x 100)
 
 
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
