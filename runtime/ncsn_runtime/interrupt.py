@@ -25,7 +25,11 @@ def run_interruptibly(session: Any, output_names: Sequence[str] | None, feeds: d
     """``session.run(output_names, feeds, run_options)``; Ctrl-C (SIGINT) terminates it and raises KeyboardInterrupt."""
     import onnxruntime as ort
 
-    options = run_options if run_options is not None else ort.RunOptions()
+    if run_options is None:
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the terminated run's "Exiting due to terminate flag" is not an error to log
+    else:
+        options = run_options
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return session.run(output_names, feeds, options)
     result: dict[str, Any] = {}
