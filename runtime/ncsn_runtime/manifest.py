@@ -277,6 +277,16 @@ def check_session_io(session: Any, key: str, sample_shape: Sequence[int], path: 
 
 
 # -- checks of each section ------------------------------------------------------------------------
+def _finite(value: Any) -> bool:
+    """A JSON number that is a finite float64 (huge ints are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _is_int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
@@ -312,8 +322,7 @@ def _files(root: Path, files: dict[str, Any], where: str) -> dict[str, FileEntry
 
 def _range(model: dict[str, Any], key: str, where: str) -> tuple[float, float]:
     value = model.get(key, [0.0, 1.0])
-    ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                              and math.isfinite(v) for v in value) and value[0] < value[1])
+    ok = isinstance(value, list) and len(value) == 2 and all(_finite(v) for v in value) and float(value[0]) < float(value[1])
     if not ok:
         raise ExportDirectoryError(f"{where}: model.{key} must be [low, high], finite, low < high, got {value!r}")
     return float(value[0]), float(value[1])
@@ -354,9 +363,9 @@ def _model(model: dict[str, Any], where: str) -> ModelInfo:
 def _tensors(entries: Any, expected: tuple, sample_shape: Sequence[int], what: str) -> tuple[TensorInfo, ...]:
     if entries is None:  # an older manifest without the table: the contract's
         return tuple(TensorInfo(t.name, t.dtype, tuple(t.concrete_shape(sample_shape))) for t in expected)
-    if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
+    if not isinstance(entries, list) or not all(isinstance(item, dict) and isinstance(item.get("name"), str) for item in entries):
         raise ExportDirectoryError(f"{what} must be a list of {{name, dtype, shape}} objects")
-    listed = {item.get("name"): item for item in entries}
+    listed = {item["name"]: item for item in entries}
     names = [t.name for t in expected]
     if sorted(map(str, listed)) != sorted(names) or len(entries) != len(names):
         raise ExportDirectoryError(f"{what} lists {[item.get('name') for item in entries]}; the graph contract has {names}")
