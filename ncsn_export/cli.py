@@ -15,7 +15,9 @@ models:
   your own:       package.module:factory   (a callable returning ncsn_export.models.registry.ModelSpec)
   a checkpoint:   a diffusers-ncsn directory (model_index.json, unet/, scheduler/)
 
-writes OUTPUT/ atomically (staged, then renamed; nothing is left behind on failure or Ctrl-C):
+writes OUTPUT/ atomically (staged, then renamed; nothing is left behind on failure or Ctrl-C; a staging
+directory left by a killed export is removed by the next export to the same place). --force replaces only an
+earlier export that holds nothing but the files its manifest lists (add --allow-extra-files to delete others):
   manifest.json                    shapes, graph I/O, sha256 of every file, validation results, versions
   scheduler/scheduler_config.json  the scheduler config (diffusers format)
   score.onnx     sample f32[B,...], timestep i64[B] -> score
