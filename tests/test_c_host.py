@@ -98,7 +98,7 @@ def _score_as_sampler(source: Path, target: Path) -> Path:
         ("missing", [], 1, "is not an ncsn-export directory"),
         ("mismatched", [], 1, "the sampler contract has 5"),
         ("gmm", ["--seed", "abc"], 2, "--seed must be a decimal integer"),
-        ("gmm", ["--seed", str(2**63)], 2, "--seed must be in [0, 9223372036854775799]"),
+        ("gmm", ["--seed", str(2**63)], 2, "--seed must be in [0, 9223372036854775800]"),
         ("gmm", ["--output", "x.png"], 2, "--output must end in .npy"),
         ("gmm", ["--steps", "11"], 2, "--steps must be in [1, 10]"),
         ("gmm", ["--ort-lib", "/nonexistent/libonnxruntime.so"], 1, "cannot load onnxruntime"),
