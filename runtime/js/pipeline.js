@@ -9,6 +9,9 @@ import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './
 import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
 
+/** One call holds float32 [B, ...sampleShape] arrays of at most this many bytes (SECURITY.md). */
+export const MAX_BATCH_BYTES = 2 * 2 ** 30;
+
 /** @typedef {import('./manifest.js').FileSource} FileSource */
 /** @typedef {import('./manifest.js').Manifest} Manifest */
 /** @typedef {import('./noise.js').SeedLike} SeedLike */
@@ -122,7 +125,7 @@ export class NCSNPipeline {
     const graph = mode === 'fused' ? 'sampler' : 'score';
     if (!this.sessions[graph]) throw new Error(`mode ${mode} needs ${graph}.onnx, which this pipeline did not load (load with mode '${mode}' or 'both')`);
     const batch = numSamples ?? (Array.isArray(seed) ? seed.length : 1);
-    checkCount('numSamples', batch, 1);
+    checkCount('numSamples', batch, 1, Math.max(1, Math.floor(MAX_BATCH_BYTES / (4 * this.sampleShape.reduce((a, b) => a * b, 1)))));
     const seeds = seedsForBatch(seed, batch);
     const scheduler = this.makeScheduler();
     if (numInferenceSteps !== undefined || samplingEps !== undefined) {

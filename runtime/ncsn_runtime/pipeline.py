@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from .steppers import (
 )
 
 logger = logging.getLogger("ncsn_runtime")
+
+MAX_BATCH_BYTES = 2 << 30  # one call holds a few float32 [B, *sample_shape] arrays: at most 2 GiB each (SECURITY.md)
 
 MODES = ("auto", "fused", "stepwise")
 OUTPUT_TYPES = ("pil", "np", "raw")
@@ -322,7 +325,7 @@ class NCSNPipeline:
                 ``annealed_step`` and ``sigma``; a returned ``{"sample": x}`` replaces the sample.
             progress: show a tqdm progress bar.
         """
-        batch_size = check_count("batch_size", batch_size, 1)
+        batch_size = self._check_batch(batch_size)
         seeds = self._seeds(seed, generator, batch_size)
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
         chosen = self.choose_mode(mode, callback_on_step_end)
@@ -365,7 +368,7 @@ class NCSNPipeline:
             ``image`` itself in the known region (Algorithm 2 leaves ``image + sigma_L * z`` there).
         """
         if batch_size is not None:
-            batch_size = check_count("batch_size", batch_size, 1)
+            batch_size = self._check_batch(batch_size)
         image, mask = prepare_image_and_mask(image, mask, self.sample_shape, batch_size)
         seeds = self._seeds(seed, generator, len(image))
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
@@ -393,6 +396,11 @@ class NCSNPipeline:
         return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
 
     # -- internals ----------------------------------------------------------------------------------
+    def _check_batch(self, batch_size: Any) -> int:
+        """B in [1, the largest batch whose samples fit in MAX_BATCH_BYTES]."""
+        per_sample = 4 * math.prod(self.sample_shape)
+        return check_count("batch_size", batch_size, 1, max(1, MAX_BATCH_BYTES // per_sample))
+
     def _seeds(self, seed: Any, generator: np.random.Generator | None, batch_size: int) -> np.ndarray:
         if seed is not None and generator is not None:
             raise ValueError("pass `seed` or `generator`, not both")
