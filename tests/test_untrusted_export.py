@@ -360,3 +360,14 @@ def test_python_reader_runs_on_the_files_it_lists_only(toy_dir, tmp_path):
     with pytest.raises(ExportDirectoryError, match="is not listed"):
         NCSNPipeline.from_pretrained(export, provider="cpu")
     assert sys.modules["ncsn_runtime.pipeline"]
+
+
+def test_onnxruntime_run_errors_become_export_errors(tmp_path):
+    from ncsn_runtime.pipeline import graph_run_errors
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    with pytest.raises(ExportDirectoryError, match=r"onnxruntime failed to run a graph of .*InvalidArgument: bad dims"), \
+            graph_run_errors(tmp_path):
+        raise InvalidArgument("bad dims")
+    with pytest.raises(ZeroDivisionError), graph_run_errors(tmp_path):  # anything else passes through
+        raise ZeroDivisionError
