@@ -30,7 +30,6 @@ Results are printed and saved to ``bench/results/bench_export-<timestamp>.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from ncsn_runtime.config import load_scheduler_config
+from ncsn_runtime.fileio import write_json_atomic
 from ncsn_runtime.manifest import load_manifest
 from ncsn_runtime.noise import initial_sample, langevin_counter, seeds_for_batch
 from ncsn_runtime.schedule import geometric_sigmas, spanning_timesteps
@@ -298,7 +298,7 @@ def main() -> None:
                "cpu_count": os.cpu_count(), "platform": platform.platform(), "onnxruntime": ort.__version__,
                "torch": torch.__version__, "results": results}
     path = RESULTS / f"bench_export-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2))
+    write_json_atomic(path, payload, sort_keys=False)
     print(f"\nsaved {path}")
 
 

@@ -77,10 +77,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | by
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as indented, key-sorted JSON (strict: NaN and inf raise ``ValueError``)."""
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any], *, sort_keys: bool = True,
+                      default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``payload`` as indented JSON (keys sorted unless asked; strict: NaN and inf raise ``ValueError``)."""
     try:
-        text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        text = json.dumps(payload, indent=2, sort_keys=sort_keys, allow_nan=False, default=default) + "\n"
     except ValueError as error:
         raise ValueError(f"cannot write {path}: {error} (NaN and inf are not JSON)") from None
     return atomic_write(path, text.encode("utf-8"))
