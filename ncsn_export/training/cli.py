@@ -56,7 +56,8 @@ def check_args(args: argparse.Namespace) -> None:
                 raise ValueError(f"--out {out}: {ancestor} is not a directory")
             break
     if args.data != "mnist" and not Path(args.data).is_dir():
-        raise ValueError(f"--data must be 'mnist' or a folder of images, got {args.data!r} (not a directory)")
+        why = "is not a directory" if Path(args.data).exists() else "does not exist"
+        raise ValueError(f"--data must be 'mnist' or a folder of images; {args.data} {why}")
 
 
 def build_parser() -> argparse.ArgumentParser:
