@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": table,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(args.out)
+    from ncsn_runtime.fileio import write_json_atomic
+
+    write_json_atomic(args.out, payload, sort_keys=False)
     print(f"\nsaved {args.out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -12,7 +12,6 @@ over 1,048,576 draws. Prints a table and saves JSON to bench/results/noise.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from ncsn_runtime import noise
+from ncsn_runtime.fileio import write_json_atomic
 from scipy import stats
 
 from ncsn_export import LangevinStep
@@ -105,8 +105,7 @@ def main() -> None:
     result = {"shape": [BATCH, *SHAPE], "threads": args.threads, "seconds": rows, "statistics": statistics,
               "machine": platform.platform(), "torch": torch.__version__, "onnxruntime": ort.__version__}
     out = Path(__file__).parent / "results" / "noise.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result, sort_keys=False)
     print(f"\nsaved {out}")
 
 

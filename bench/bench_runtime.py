@@ -20,7 +20,6 @@ Targets (issue 4): import < 0.3 s, RSS <= 0.25x torch's, stepwise <= 1.10x bare 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -318,7 +317,9 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
                                            "cpus": os.cpu_count(), "threads": 1}}
     if args.skip_modes and args.json.is_file():
-        results["modes"] = json.loads(args.json.read_text())["modes"]
+        from ncsn_runtime.fileio import read_json_object
+
+        results["modes"] = read_json_object(args.json)["modes"]
     else:
         print("mode timings", flush=True)
         results["modes"] = mode_table(exports, args.workdir, batches, repeats)
@@ -328,7 +329,9 @@ def main() -> None:
     results["rss"] = rss_table(exports["small-conv"], args.workdir)
     print_tables(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    from ncsn_runtime.fileio import write_json_atomic
+
+    write_json_atomic(args.json, results, sort_keys=False)
     print(f"\nsaved {args.json}")
 
 

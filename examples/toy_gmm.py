@@ -16,12 +16,12 @@ Prints the mode shares and writes a two-panel PNG (Pillow only).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from ncsn_runtime.fileio import write_json_atomic
 from ncsn_runtime.pipeline import NCSNPipeline
 
 from ncsn_export.exporters.api import export_model
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  annealed Langevin           {shares['annealed_share']:.3f}")
     print(f"plot: {save_plot(result, Path(args.output))}")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(shares, num_samples=args.num_samples, seed=args.seed), indent=2) + "\n")
+        write_json_atomic(args.json, dict(shares, num_samples=args.num_samples, seed=args.seed), sort_keys=False)
     return 0
 
 

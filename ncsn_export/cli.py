@@ -15,7 +15,9 @@ models:
   your own:       package.module:factory   (a callable returning ncsn_export.models.registry.ModelSpec)
   a checkpoint:   a diffusers-ncsn directory (model_index.json, unet/, scheduler/)
 
-writes OUTPUT/ atomically (staged, then renamed; nothing is left behind on failure or Ctrl-C):
+writes OUTPUT/ atomically (staged, then renamed; nothing is left behind on failure or Ctrl-C; a staging
+directory left by a killed export is removed by the next export to the same place). --force replaces only an
+earlier export that holds nothing but the files its manifest lists (add --allow-extra-files to delete others):
   manifest.json                    shapes, graph I/O, sha256 of every file, validation results, versions
   scheduler/scheduler_config.json  the scheduler config (diffusers format)
   score.onnx     sample f32[B,...], timestep i64[B] -> score
@@ -33,8 +35,18 @@ examples:
 """
 
 
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``ncsn-export: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ncsn-export",
         description="Export an NCSN score network plus its annealed Langevin sampler (ONNX Loop, TorchScript, "
         "torch.export) to a validated export directory.",
@@ -48,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true",
                         help="run the score network in float16 inside every artifact (inputs/outputs stay float32)")
     parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip the validation against torch")
-    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it is an earlier export directory")
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUTPUT if it is an earlier export directory holding only the files it lists")
+    parser.add_argument("--allow-extra-files", action="store_true",
+                        help="with --force: also delete files in OUTPUT that the earlier export did not write")
     parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="validation batch size (default: 2)")
     parser.add_argument("--num-inference-steps", type=int, default=None, metavar="N",
                         help="validation schedule: number of noise levels (default: 3, or all if fewer are trained)")
@@ -68,10 +83,27 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ncsn-export``; returns the exit status (0 ok, 1 export failed, 2 usage, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.allow_extra_files and not args.force:
+        parser.error("--allow-extra-files only applies with --force")
     signal.signal(signal.SIGTERM, _interrupt)  # a killed export cleans up like Ctrl-C
-    from .exporters import ExportError, export_model  # imports torch: after --help
-    from .exporters.onnx_export import DEFAULT_OPSET
+    try:
+        from .exporters import ExportError, export_model  # imports torch: after --help
+        from .exporters.directory import check_output_dir
+        from .exporters.errors import ExportInputError
+        from .exporters.inputs import check_export_arguments
+        from .exporters.onnx_export import DEFAULT_OPSET, check_opset
+    except KeyboardInterrupt:
+        print("ncsn-export: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:  # the arguments and the output directory, before loading the model or writing anything
+        check_export_arguments(args.batch_size, args.num_inference_steps, args.num_annealed_steps, args.tolerance)
+        check_output_dir(args.output, args.force, args.allow_extra_files)
+        check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
+    except ExportError as error:
+        print(f"ncsn-export: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
 
     def log(line: str) -> None:
         if not args.quiet or line.startswith("artifact"):  # the validation table is one multi-line entry
@@ -85,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fp16=args.fp16,
             validate=args.validate,
             force=args.force,
+            allow_extra_files=args.allow_extra_files,
             batch_size=args.batch_size,
             num_inference_steps=args.num_inference_steps,
             num_annealed_steps=args.num_annealed_steps,
@@ -92,16 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             tolerance=args.tolerance,
             log=log,
         )
-    except ExportError as error:
+    except (ExportInputError, ValueError, TypeError) as error:  # the caller's input (model, spec, output, ranges)
+        print(f"ncsn-export: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except ExportError as error:  # the export itself failed (tracing, validation)
         print(f"ncsn-export: error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as error:  # argument range checks (batch size, steps)
-        print(f"ncsn-export: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"ncsn-export: interrupted; nothing was written to {args.output}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class AnnealedLangevinDynamicsScheduler(AnnealedLangevinSchedulerBase):
 
         Args:
             model_output: score s(x, timestep), float tensor shaped like ``sample``.
-            timestep: level index present in ``timesteps``.
+            timestep: level index present in ``timesteps``, or an int tensor [B] (one level per sample).
             sample: current x, float tensor [B, ...].
             return_dict: return an :class:`AnnealedLangevinDynamicsOutput` (else a 1-tuple).
             generator: ``torch.Generator`` drawing z when ``noise`` is None.
@@ -122,7 +122,8 @@ class AnnealedLangevinDynamicsScheduler(AnnealedLangevinSchedulerBase):
                 raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
             draw_device = generator.device if generator is not None else sample.device
             noise = torch.randn(sample.shape, generator=generator, device=draw_device, dtype=sample.dtype)
-        alpha = torch.from_numpy(np.asarray(self.step_size_of(_level_indices(timestep)))).to(sample.device, sample.dtype)
+        alpha_np = self.step_size_for_batch(_level_indices(timestep), tuple(sample.shape))
+        alpha = torch.from_numpy(np.asarray(alpha_np)).to(sample.device, sample.dtype)
         prev_sample = langevin_update(sample, model_output, alpha, torch.sqrt(alpha), noise.to(sample.device, sample.dtype))
         return AnnealedLangevinDynamicsOutput(prev_sample) if return_dict else (prev_sample,)
 

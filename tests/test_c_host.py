@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from untrusted import tampered
 
 try:
     from . import host_exports as hosts
@@ -98,10 +99,13 @@ def _score_as_sampler(source: Path, target: Path) -> Path:
         ("missing", [], 1, "is not an ncsn-export directory"),
         ("mismatched", [], 1, "the sampler contract has 5"),
         ("gmm", ["--seed", "abc"], 2, "--seed must be a decimal integer"),
-        ("gmm", ["--seed", str(2**63)], 2, "--seed must be in [0, 9223372036854775799]"),
+        ("gmm", ["--seed", str(2**63)], 2, "--seed must be in [0, 9223372036854775800]"),
         ("gmm", ["--output", "x.png"], 2, "--output must end in .npy"),
         ("gmm", ["--steps", "11"], 2, "--steps must be in [1, 10]"),
         ("gmm", ["--ort-lib", "/nonexistent/libonnxruntime.so"], 1, "cannot load onnxruntime"),
+        ("endless", [], 1, "exceeds the limits (L <= 100000, T <= 10000, L x T <= 1000000"),  # issue 11: T = 1e9
+        ("huge", [], 1, "manifest sample_shape has more than 16777216 elements per sample"),
+        ("gmm", ["--seed", str(2**63 - 8)], 0, ""),  # seeds up to 2**63 - 1 are usable (S + N - 1)
     ],
 )
 def test_c_bad_input_messages(binary, library, tmp_path, case, extra, code, message):
@@ -110,6 +114,10 @@ def test_c_bad_input_messages(binary, library, tmp_path, case, extra, code, mess
         "missing": lambda: tmp_path / "nope",
         "mismatched": lambda: _score_as_sampler(export, tmp_path / "mismatched"),
         "gmm": lambda: export,
+        "endless": lambda: tampered(export, tmp_path / "endless",
+                                    edit_config=lambda config: config.update(num_annealed_steps=10**9)),
+        "huge": lambda: tampered(export, tmp_path / "huge",
+                                 lambda manifest: manifest["model"].update(sample_shape=[4096, 4096, 4])),
     }[case]()
     proc = run_c(
         binary, str(directory), "--num-samples", "8", "--output", str(tmp_path / "out.npy"), "--ort-lib", str(library), *extra

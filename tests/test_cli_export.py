@@ -37,10 +37,10 @@ def test_defaults_follow_the_registry():
 @pytest.mark.parametrize(
     "argv,code,message",
     [
-        (["--model", "no-such-model"], 1, "unknown `model`"),
-        (["--model", "toy-gmm", "--opset", "11"], 1, "`opset` must be in [18,"),
+        (["--model", "no-such-model"], 2, "unknown `model`"),  # the caller's mistakes exit 2 (issue 11)
+        (["--model", "toy-gmm", "--opset", "11"], 2, "`opset` must be in [18,"),
         (["--model", "toy-gmm", "--batch-size", "0"], 2, "`batch_size` must be in [1,"),
-        (["--model", "nosuchpackage.mod:factory"], 1, "cannot import module 'nosuchpackage.mod'"),
+        (["--model", "nosuchpackage.mod:factory"], 2, "cannot import module 'nosuchpackage.mod'"),
     ],
 )
 def test_errors_exit_non_zero_with_one_line(tmp_path, capsys, argv, code, message):
@@ -53,7 +53,7 @@ def test_errors_exit_non_zero_with_one_line(tmp_path, capsys, argv, code, messag
 def test_existing_output_needs_force(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    assert main(["--model", "toy-gmm", "--output", str(tmp_path / "out")]) == 1
+    assert main(["--model", "toy-gmm", "--output", str(tmp_path / "out")]) == 2
     assert "--force" in capsys.readouterr().err
 
 
@@ -62,7 +62,7 @@ def test_existing_output_needs_force(tmp_path, capsys):
 def test_console_script_exports_a_user_model_in_fp16_with_force(tmp_path):
     output = tmp_path / "export"
     output.mkdir()
-    (output / "manifest.json").write_text("{}")  # an earlier export: --force may replace it
+    (output / "manifest.json").write_text('{"format": "ncsn-export", "files": {}}')  # an earlier export: --force may replace it
     script = shutil.which("ncsn-export", path=str(Path(sys.executable).parent))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import onnx
 import pytest
 import torch
-from ncsn_runtime.manifest import MANIFEST_NAME
+from ncsn_runtime.manifest import MANIFEST_NAME, file_entry
 from test_export_nets import TINY_CONFIG, TinyConvScore, tiny_conv_spec
 from torch import nn
 
@@ -103,8 +106,9 @@ def test_a_non_empty_output_is_refused_and_force_replaces_only_an_export(tmp_pat
 def test_atomic_directory_replaces_an_export_and_keeps_it_on_failure(tmp_path):
     output = tmp_path / "out"
     output.mkdir()
-    (output / MANIFEST_NAME).write_text("{}")
     (output / "old.onnx").write_text("old")
+    listed = {"old.onnx": file_entry(output / "old.onnx")}
+    (output / MANIFEST_NAME).write_text(json.dumps({"format": "ncsn-export", "files": listed}))
     with pytest.raises(RuntimeError, match="boom"), atomic_directory(output, force=True) as staging:
         (staging / "new.onnx").write_text("new")
         raise RuntimeError("boom")
@@ -112,7 +116,9 @@ def test_atomic_directory_replaces_an_export_and_keeps_it_on_failure(tmp_path):
     with atomic_directory(output, force=True) as staging:
         (staging / "new.onnx").write_text("new")
     assert sorted(path.name for path in output.iterdir()) == ["new.onnx"]
-    assert oct(output.stat().st_mode & 0o777) == "0o755" and oct((output / "new.onnx").stat().st_mode & 0o777) == "0o644"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o777 & ~umask and (output / "new.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
     assert leftovers(tmp_path) == []
 
 

@@ -29,6 +29,12 @@
 
 #define MAX_RANK 8
 #define MAX_SEED 9223372036854775807ULL
+/* resource limits on an (untrusted) export directory, as ncsn_runtime.schedule / ncsn_runtime.manifest (SECURITY.md) */
+#define MAX_TRAIN_TIMESTEPS 100000
+#define MAX_ANNEALED_STEPS 10000
+#define MAX_TOTAL_STEPS 1000000
+#define MAX_SAMPLE_ELEMENTS (1LL << 24)
+#define MAX_OUTPUT_BYTES (2LL << 30)
 
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die(int code, const char *fmt, ...) {
@@ -274,7 +280,7 @@ int main(int argc, char **argv) {
   size_t output_length = strlen(output);
   if (output_length < 4 || strcmp(output + output_length - 4, ".npy") != 0) die(2, "--output must end in .npy (the C example writes raw samples only), got \"%s\"", output);
   if (num_samples < 1) die(2, "--num-samples must be >= 1");
-  uint64_t seed = parse_u64("--seed", seed_text, MAX_SEED - num_samples);
+  uint64_t seed = parse_u64("--seed", seed_text, MAX_SEED - (num_samples - 1)); /* the last seed S + N - 1 <= 2^63 - 1 */
   if (!library) die(2, "no onnxruntime library: pass --ort-lib PATH or set NCSN_ORT_LIB (e.g. the libonnxruntime.so.* inside the onnxruntime wheel's onnxruntime/capi/)");
 
   /* manifest.json and scheduler/scheduler_config.json */
@@ -300,13 +306,23 @@ int main(int argc, char **argv) {
       json_number(scheduler_json, "sampling_eps", path)};
   if (config.num_train_timesteps < 1 || config.num_annealed_steps < 1 || !(config.sigma_min > 0) || !(config.sigma_max > config.sigma_min) || !(config.sampling_eps > 0))
     die(1, "%s holds invalid values (need L >= 1, T >= 1, 0 < sigma_min < sigma_max, sampling_eps > 0)", path);
+  if (config.num_train_timesteps > MAX_TRAIN_TIMESTEPS || config.num_annealed_steps > MAX_ANNEALED_STEPS ||
+      config.num_train_timesteps * config.num_annealed_steps > MAX_TOTAL_STEPS || !(config.sigma_max < 1e300) || !(config.sampling_eps < 1e300))
+    die(1, "%s exceeds the limits (L <= %d, T <= %d, L x T <= %d, finite sigmas and sampling_eps; SECURITY.md)", path,
+        MAX_TRAIN_TIMESTEPS, MAX_ANNEALED_STEPS, MAX_TOTAL_STEPS);
   int64_t count = steps ? (int64_t)steps : config.num_train_timesteps;
   if (count > config.num_train_timesteps) die(2, "--steps must be in [1, %lld] (the export's trained levels), got %lld", (long long)config.num_train_timesteps, (long long)count);
 
   /* inputs */
   int64_t batch = (int64_t)num_samples, numel = 1, shape[MAX_RANK];
   shape[0] = batch;
-  for (int i = 0; i < rank; i++) shape[i + 1] = (int64_t)dims[i], numel *= (int64_t)dims[i];
+  for (int i = 0; i < rank; i++) {
+    if (!(dims[i] >= 1 && dims[i] <= (double)MAX_SAMPLE_ELEMENTS) || dims[i] != (double)(int64_t)dims[i]) die(1, "manifest sample_shape must hold positive integers");
+    shape[i + 1] = (int64_t)dims[i], numel *= (int64_t)dims[i];
+    if (numel > MAX_SAMPLE_ELEMENTS) die(1, "manifest sample_shape has more than %lld elements per sample (SECURITY.md)", MAX_SAMPLE_ELEMENTS);
+  }
+  if (rank < 1) die(1, "manifest sample_shape must not be empty");
+  if (batch * numel * 4 > MAX_OUTPUT_BYTES) die(2, "--num-samples %lld x %lld bytes per sample exceeds the 2 GiB limit", (long long)batch, (long long)(numel * 4));
   int64_t *seeds = malloc(sizeof(int64_t) * (size_t)batch);
   for (int64_t b = 0; b < batch; b++) seeds[b] = (int64_t)(seed + (uint64_t)b);
   float *x0 = malloc(sizeof(float) * (size_t)(batch * numel));

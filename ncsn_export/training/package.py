@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ncsn_runtime.config import write_json_atomic
+from ncsn_runtime.fileio import atomic_write, read_json_object, write_json_atomic
 from ncsn_runtime.schedule import check_count, check_positive_float
 
 
@@ -31,7 +31,7 @@ def package_run(
 ) -> tuple[Path, Path]:
     """Copy ``run_dir/ema.safetensors`` and write the JSON record; returns (weights path, json path)."""
     run, out = Path(run_dir), Path(weights_dir)
-    record = json.loads((run / "model.json").read_text(encoding="utf-8"))
+    record = read_json_object(run / "model.json")
     scheduler = dict(record["scheduler_config"])
     if num_annealed_steps is not None:
         scheduler["num_annealed_steps"] = check_count("num_annealed_steps", num_annealed_steps)
@@ -41,9 +41,8 @@ def package_run(
     record["sampling"] = dict(notes or {}, final_denoise=bool(final_denoise))
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.safetensors"
-    tmp = out / f".{name}.safetensors.tmp"
-    shutil.copyfile(run / "ema.safetensors", tmp)
-    tmp.replace(weights)
+    with open(run / "ema.safetensors", "rb") as source:
+        atomic_write(weights, lambda handle: shutil.copyfileobj(source, handle))
     return weights, write_json_atomic(out / f"{name}.json", record)
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from ncsn_runtime.config import write_json_atomic
+from ncsn_runtime.fileio import atomic_write, read_json_object, write_json_atomic
 from ncsn_runtime.noise import initial_sample
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..models.refinenet import CondRefineNetDilated, count_parameters
@@ -75,9 +75,7 @@ def build_model(model_config: dict[str, Any], sigmas: np.ndarray | None = None) 
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
 
 
 class EMA:
@@ -198,7 +196,7 @@ class Trainer:
             raise FileNotFoundError(f"cannot resume: no checkpoint in {ckpt}")
         self.model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         self.ema.model.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state = read_json_object(ckpt / "trainer_state.json")
         tensors = load_file(str(ckpt / "optimizer.safetensors"))
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in tensors.items():

@@ -1,6 +1,8 @@
 // The export directory's manifest.json: the JavaScript reader of runtime/ncsn_runtime/manifest.py's format.
 // Files are read through a FileSource (fs in Node, fetch in the browser) so one implementation serves both.
 
+import { MAX_TRAIN_TIMESTEPS } from './schedule.js';
+
 export const MANIFEST_NAME = 'manifest.json';
 export const FORMAT_NAME = 'ncsn-export';
 export const FORMAT_VERSION = 1;
@@ -44,6 +46,10 @@ export const GRAPH_CONTRACT = {
  * @property {Record<string, {sha256: string, bytes: number}>} files
  */
 
+/** Resource limits on numbers read from an export directory (as ncsn_runtime.manifest / ncsn_runtime.schedule). */
+export const MAX_SAMPLE_RANK = 8;
+export const MAX_SAMPLE_ELEMENTS = 2 ** 24;
+
 /** An export directory is missing, incomplete, corrupt or of an unknown format. */
 export class ExportDirectoryError extends Error {
   /** @param {string} message */
@@ -51,6 +57,25 @@ export class ExportDirectoryError extends Error {
     super(message);
     this.name = 'ExportDirectoryError';
   }
+}
+
+/**
+ * Check a relative path read from an (untrusted) manifest: no absolute path, no '..', '.' or empty
+ * component, no backslash or NUL, no URL scheme. Throws ExportDirectoryError; returns the path.
+ * @param {unknown} relative
+ * @param {string} what for the message
+ * @returns {string}
+ */
+export function checkRelativePath(relative, what = 'path') {
+  if (typeof relative !== 'string' || relative === '') throw new ExportDirectoryError(`${what} must be a non-empty relative path, got ${JSON.stringify(relative)}`);
+  if (relative.includes('\\') || relative.includes('\0') || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(relative)) {
+    throw new ExportDirectoryError(`${what} ${JSON.stringify(relative)} holds a backslash, a NUL byte or a scheme/drive prefix`);
+  }
+  if (relative.startsWith('/')) throw new ExportDirectoryError(`${what} ${JSON.stringify(relative)} is absolute; paths in an export directory are relative to it`);
+  if (relative.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+    throw new ExportDirectoryError(`${what} ${JSON.stringify(relative)} holds '..', '.' or an empty component`);
+  }
+  return relative;
 }
 
 /**
@@ -79,11 +104,29 @@ export async function loadManifest(source) {
     throw new ExportDirectoryError(`${where} has format_version ${JSON.stringify(manifest.format_version)}; this runtime reads ${FORMAT_VERSION}`);
   }
   for (const key of ['model', 'graphs', 'files']) {
-    if (manifest[key] === null || typeof manifest[key] !== 'object') throw new ExportDirectoryError(`${where} lacks the \`${key}\` section`);
+    if (manifest[key] === null || typeof manifest[key] !== 'object' || Array.isArray(manifest[key])) throw new ExportDirectoryError(`${where} lacks the \`${key}\` section`);
+  }
+  for (const [relative, entry] of Object.entries(manifest.files)) {
+    checkRelativePath(relative, `${where}: files entry`);
+    if (entry === null || typeof entry !== 'object' || typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)
+        || !Number.isSafeInteger(entry.bytes) || entry.bytes < 0) {
+      throw new ExportDirectoryError(`${where}: files[${JSON.stringify(relative)}] must be {sha256: 64 hex digits, bytes: int >= 0}`);
+    }
+  }
+  checkRelativePath(manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG, `${where}: scheduler_config`);
+  for (const [key, graph] of Object.entries(manifest.graphs)) {
+    if (graph === null || typeof graph !== 'object') throw new ExportDirectoryError(`${where}: graphs.${key} must be an object`);
+    checkRelativePath(graph.file, `${where}: graphs.${key}.file`);
   }
   const model = manifest.model;
-  if (!Array.isArray(model.sample_shape) || !model.sample_shape.every((n) => Number.isSafeInteger(n) && n > 0)) {
-    throw new ExportDirectoryError(`${where}: model.sample_shape must be a list of positive integers, got ${JSON.stringify(model.sample_shape)}`);
+  const shape = model.sample_shape;
+  if (!Array.isArray(shape) || shape.length < 1 || shape.length > MAX_SAMPLE_RANK || !shape.every((n) => Number.isSafeInteger(n) && n > 0)
+      || shape.reduce((a, b) => a * b, 1) > MAX_SAMPLE_ELEMENTS) {
+    throw new ExportDirectoryError(`${where}: model.sample_shape must be 1 to ${MAX_SAMPLE_RANK} positive integers with at most ${MAX_SAMPLE_ELEMENTS} elements, got ${JSON.stringify(shape)}`);
+  }
+  const levels = model.num_train_timesteps;
+  if (levels !== undefined && !(Number.isSafeInteger(levels) && levels >= 1 && levels <= MAX_TRAIN_TIMESTEPS)) {
+    throw new ExportDirectoryError(`${where}: model.num_train_timesteps must be an integer in [1, ${MAX_TRAIN_TIMESTEPS}], got ${JSON.stringify(levels)}`);
   }
   if ((model.dtype ?? 'float32') !== 'float32') throw new ExportDirectoryError(`${where}: model.dtype ${model.dtype} is not supported (float32 only)`);
   for (const key of ['init_range', 'data_range']) {
@@ -115,7 +158,8 @@ export async function sha256Hex(bytes) {
  * @returns {Promise<Uint8Array>}
  */
 export async function readVerified(source, manifest, relative) {
-  const entry = manifest.files[relative];
+  checkRelativePath(relative, 'file');
+  const entry = Object.hasOwn(manifest.files, relative) ? manifest.files[relative] : undefined;
   if (!entry) throw new ExportDirectoryError(`${relative} is not listed in ${MANIFEST_NAME}`);
   let bytes;
   try {

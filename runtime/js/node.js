@@ -1,11 +1,11 @@
 // Node-only helpers: read an export directory from disk, load it with onnxruntime-node, write .npy / .png files.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 
-import { ExportDirectoryError } from './manifest.js';
+import { ExportDirectoryError, checkRelativePath } from './manifest.js';
 import { encodeNpy } from './npy.js';
 import { NCSNPipeline } from './pipeline.js';
 
@@ -21,7 +21,14 @@ export function fsSource(directory) {
   return {
     location: root,
     async readBytes(relative) {
-      const bytes = await readFile(path.join(root, relative));
+      // the path comes from an untrusted manifest: relative, no '..', and no symlink that leads out of the directory
+      checkRelativePath(relative, 'file');
+      const realRoot = await realpath(root);
+      const file = await realpath(path.join(root, relative));
+      if (file !== realRoot && !file.startsWith(realRoot + path.sep)) {
+        throw new ExportDirectoryError(`${relative} leads outside ${realRoot} (through a symlink)`);
+      }
+      const bytes = await readFile(file);
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     },
     async sha256(bytes) {

@@ -8,10 +8,13 @@
 //             the previous step runs); no control flow, bitwise ops or float64: the graph for the WebGPU EP.
 // All give the Python runtime's samples for the same seeds (same initial sample, schedule and noise counters).
 
-import { ExportDirectoryError, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
+import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
 import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
+
+/** One call holds float32 [B, ...sampleShape] arrays of at most this many bytes (SECURITY.md). */
+export const MAX_BATCH_BYTES = 2 * 2 ** 30;
 
 /** @typedef {import('./manifest.js').FileSource} FileSource */
 /** @typedef {import('./manifest.js').Manifest} Manifest */
@@ -93,7 +96,7 @@ export class NCSNPipeline {
     }
     const manifest = await loadManifest(source);
     const configPath = manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG;
-    const configBytes = manifest.files[configPath] ? await readVerified(source, manifest, configPath) : await source.readBytes(configPath);
+    const configBytes = await readVerified(source, manifest, configPath); // listed, inside the directory, sha256 checked
     let configPayload;
     try {
       configPayload = JSON.parse(new TextDecoder().decode(configBytes));
@@ -101,7 +104,11 @@ export class NCSNPipeline {
       throw new ExportDirectoryError(`${source.location}/${configPath} is not valid JSON: ${error.message}`);
     }
     const schedulerConfig = parseSchedulerConfig(configPayload, `${source.location}/${configPath}`);
-    new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values
+    const checked = new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values and limits
+    const levels = manifest.model.num_train_timesteps;
+    if (levels !== undefined && levels !== checked.numTrainTimesteps) {
+      throw new ExportDirectoryError(`${source.location}/${configPath} has num_train_timesteps=${checked.numTrainTimesteps} but the graphs were exported for ${levels} noise levels`);
+    }
     const wanted = graphs ?? (mode === 'both' ? ['sampler', 'score'] : [MODE_GRAPH[mode]]);
     /** @type {Record<string, any>} */
     const sessions = {};
@@ -139,7 +146,7 @@ export class NCSNPipeline {
       throw new Error(`this export applies a final denoising step: graph ${graph} also needs score.onnx loaded (or use gpu_step)`);
     }
     const batch = numSamples ?? (Array.isArray(seed) ? seed.length : 1);
-    checkCount('numSamples', batch, 1);
+    checkCount('numSamples', batch, 1, Math.max(1, Math.floor(MAX_BATCH_BYTES / (4 * this.sampleShape.reduce((a, b) => a * b, 1)))));
     const seeds = seedsForBatch(seed, batch);
     const scheduler = this.makeScheduler();
     if (numInferenceSteps !== undefined || samplingEps !== undefined) {
@@ -169,7 +176,7 @@ export class NCSNPipeline {
       num_annealed_steps: new Tensor('int64', BigInt64Array.of(BigInt(scheduler.numAnnealedSteps)), []),
     };
     const output = await this.sessions[graph].run(feeds);
-    const samples = /** @type {Float32Array} */ (output.final_sample.data);
+    const samples = checkOutput(output.final_sample, shape, `${graph}.onnx`);
     const last = scheduler.timesteps.length - 1;
     await onProgress?.({ position: last, numLevels: last + 1, level: Number(scheduler.timesteps[last]), sigma: scheduler.sigmas[last], sample: samples });
     return samples;
@@ -217,7 +224,7 @@ export class NCSNPipeline {
     const scalar = (type, value) => new Tensor(type, type === 'int64' ? BigInt64Array.of(BigInt(value)) : Float32Array.of(value), []);
     const noiseAt = (counter) => counterNormal(seeds, counter, this.sampleShape);
     let noise = graph === 'gpu_step' ? noiseAt(0) : null;
-    const run = async (feeds) => /** @type {Float32Array} */ ((await session.run(feeds)).next_sample.data);
+    const run = async (feeds) => checkOutput((await session.run(feeds)).next_sample, shape, `${graph}.onnx`);
     for (let position = 0; position < numLevels; position++) {
       const level = scheduler.timesteps[position];
       const levelTensor = scalar('int64', level);
@@ -265,13 +272,28 @@ export class NCSNPipeline {
       sample: new Tensor('float32', x, shape),
       timestep: new Tensor('int64', new BigInt64Array(shape[0]).fill(BigInt(level)), [shape[0]]),
     });
-    return /** @type {Float32Array} */ (output.score.data);
+    return checkOutput(output.score, shape, 'score.onnx');
   }
 
   /** Release the onnxruntime sessions. */
   async release() {
     for (const session of Object.values(this.sessions)) await session.release?.();
   }
+}
+
+/**
+ * A graph output must be float32 shaped like the manifest promises.
+ * @param {any} tensor onnxruntime Tensor
+ * @param {number[]} shape expected dims
+ * @param {string} graph for the message
+ * @returns {Float32Array}
+ */
+function checkOutput(tensor, shape, graph) {
+  const dims = Array.from(tensor?.dims ?? [], Number);
+  if (tensor?.type !== 'float32' || dims.length !== shape.length || dims.some((d, i) => d !== shape[i])) {
+    throw new ExportDirectoryError(`${graph} returned ${tensor?.type} [${dims}]; the manifest promises float32 [${shape}]`);
+  }
+  return /** @type {Float32Array} */ (tensor.data);
 }
 
 /**
@@ -284,6 +306,7 @@ export function fetchSource(baseUrl) {
   return {
     location: base.replace(/\/$/, ''),
     async readBytes(relative) {
+      checkRelativePath(relative, 'file');
       const response = await fetch(base + relative);
       if (!response.ok) throw new Error(`GET ${base + relative}: HTTP ${response.status}`);
       return new Uint8Array(await response.arrayBuffer());

@@ -1,6 +1,11 @@
 // The schedule formulas of annealed Langevin dynamics: the JavaScript twin of runtime/ncsn_runtime/schedule.py.
 // Computed in float64 like numpy and handed out as Float32Array (sigmas, step sizes) / BigInt64Array (timesteps).
 
+/** Resource limits on configs read from export directories (as ncsn_runtime.schedule). */
+export const MAX_TRAIN_TIMESTEPS = 100000;
+export const MAX_ANNEALED_STEPS = 10000;
+export const MAX_TOTAL_STEPS = 1000000;
+
 /**
  * @param {string} name
  * @param {unknown} value

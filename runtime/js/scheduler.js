@@ -2,6 +2,9 @@
 // Same config (diffusers' scheduler_config.json), same schedule, same numbers (float32).
 
 import {
+  MAX_ANNEALED_STEPS,
+  MAX_TOTAL_STEPS,
+  MAX_TRAIN_TIMESTEPS,
   checkCount,
   checkPositiveFloat,
   checkSigmaRange,
@@ -50,8 +53,11 @@ export class AnnealedLangevinDynamicsScheduler {
    * @param {SchedulerConfig} config the five parameters of scheduler_config.json
    */
   constructor(config) {
-    const numTrain = checkCount('num_train_timesteps', config.num_train_timesteps);
-    const numAnnealed = checkCount('num_annealed_steps', config.num_annealed_steps);
+    const numTrain = checkCount('num_train_timesteps', config.num_train_timesteps, 1, MAX_TRAIN_TIMESTEPS);
+    const numAnnealed = checkCount('num_annealed_steps', config.num_annealed_steps, 1, MAX_ANNEALED_STEPS);
+    if (numTrain * numAnnealed > MAX_TOTAL_STEPS) {
+      throw new RangeError(`\`num_train_timesteps\` x \`num_annealed_steps\` = ${numTrain * numAnnealed} exceeds the limit of ${MAX_TOTAL_STEPS} Langevin steps per run`);
+    }
     const [sigmaMin, sigmaMax] = checkSigmaRange(config.sigma_min, config.sigma_max);
     const eps = checkPositiveFloat('sampling_eps', config.sampling_eps);
     /** @type {Readonly<SchedulerConfig>} */

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,16 @@ import numpy as np
 OUTPUT_SUFFIXES = (".png", ".npy")
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
 GRAPH_CHOICES = ("sampler", "gpu_sampler", "step", "gpu_step", "score")  # ncsn_runtime.contract.GRAPH_NAMES (a test checks)
+MAX_SEED = 2**63 - 1  # as ncsn_runtime.noise.MAX_SEED
+MAX_OUTPUT_BYTES = 2 << 30  # all N samples are held in memory and written at once: at most 2 GiB of float32
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``ncsn-sample: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 
@@ -39,7 +50,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ncsn-sample",
         description="Sample from an ncsn-export directory with onnxruntime (no torch needed).",
         formatter_class=_HelpFormatter,
@@ -69,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> Path:
+    """Checks that need no export directory: ranges, the output's suffix and that it can be written."""
+    from .fileio import check_output_file
+
     output = Path(args.output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name!r}")
@@ -76,11 +90,33 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED - (args.num_samples - 1):
+        top = MAX_SEED - (args.num_samples - 1)
+        raise ValueError(f"--seed must be in [0, 2**63 - N] = [0, {top}] for N = {args.num_samples} samples "
+                         f"(sample n uses seed S + n), got {args.seed}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
-    return output
+    if args.device_id < 0:
+        raise ValueError(f"--device-id must be >= 0, got {args.device_id}")
+    return check_output_file(output)
+
+
+def check_against_export(pipe, args: argparse.Namespace, output: Path) -> None:
+    """Checks that need the export's manifest, done before sampling: memory limit, output format, level count."""
+    per_sample = 4 * math.prod(pipe.sample_shape)
+    if args.num_samples * per_sample > MAX_OUTPUT_BYTES:
+        raise ValueError(f"--num-samples {args.num_samples} x {per_sample} bytes per sample exceeds the "
+                         f"{MAX_OUTPUT_BYTES >> 30} GiB limit on the samples held and written at once; "
+                         f"use at most {MAX_OUTPUT_BYTES // per_sample} "
+                         "(or several runs with different --seed)")
+    levels = pipe.scheduler.num_train_timesteps
+    if args.steps is not None and args.steps > levels:
+        raise ValueError(f"--steps must be in [1, {levels}] (this export was trained on {levels} noise levels), got {args.steps}")
+    if output.suffix.lower() == ".png" and not pipe.is_image and tuple(pipe.sample_shape) != (2,):
+        raise ValueError(f"samples of shape {list(pipe.sample_shape)} are neither images nor 2-D points; "
+                         "write them with --output FILE.npy")
 
 
 def sample_all(pipe, num_samples: int, seed: int, steps: int | None, mode: str, batch_size: int | None,
@@ -118,6 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     start = time.perf_counter()
+    try:
+        return _run(args, start)
+    except KeyboardInterrupt:
+        print(f"ncsn-sample: interrupted; nothing was written to {args.output}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, start: float) -> int:
     from .manifest import ExportDirectoryError
     from .pipeline import NCSNPipeline
     from .providers import ProviderError
@@ -127,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = _check_args(args)
         pipe = NCSNPipeline.from_pretrained(args.export_dir, provider=args.provider, device_id=args.device_id)
         pipe.choose_graph(args.mode, args.graph)  # a --mode / --graph conflict fails before any work
+        check_against_export(pipe, args, output)
         loaded = time.perf_counter()
         samples = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size, not args.no_progress,
                              args.graph)
@@ -135,15 +180,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteSampleError as error:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 1
-    except (ExportDirectoryError, ProviderError, ValueError, TypeError, ImportError, FileNotFoundError) as error:
-        print(f"ncsn-sample: error: {error}", file=sys.stderr)
-        return 2
+    except (ExportDirectoryError, ProviderError, ValueError, TypeError, ImportError, OSError, MemoryError) as error:
+        print(f"ncsn-sample: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
     run = pipe.last_run
     print(f"wrote {output}: {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
     print(f"provider {pipe.provider}, graph {run.graph} ({run.engine}), mode {run.mode}, {run.num_inference_steps} levels x "
           f"{run.num_annealed_steps} steps")
     print(f"time: {sampled - loaded:.3f} s sampling, {time.perf_counter() - start:.3f} s total (load {loaded - start:.3f} s)")
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if not isinstance(error, (OSError, MemoryError)) else f"{type(error).__name__}: {text}"
 
 
 if __name__ == "__main__":  # pragma: no cover

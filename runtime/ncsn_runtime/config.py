@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .fileio import read_json_object, write_json_atomic
+from .schedule import (
+    MAX_ANNEALED_STEPS,
+    MAX_TOTAL_STEPS,
+    MAX_TRAIN_TIMESTEPS,
+    check_count,
+    check_positive_float,
+    check_sigma_range,
+)
+
+__all__ = ["FrozenConfig", "check_scheduler_config", "load_scheduler_config", "read_json_object", "save_scheduler_config",
+           "write_json_atomic"]
 
 SCHEDULER_CLASS_NAME = "AnnealedLangevinDynamicsScheduler"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
@@ -28,29 +40,6 @@ class FrozenConfig(dict):
     __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _readonly  # type: ignore[assignment]
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def resolve_config_file(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> Path:
     """Find ``scheduler_config.json`` in a directory (or its ``scheduler/`` subfolder) or a file path."""
     root = Path(pretrained_path)
@@ -66,18 +55,29 @@ def resolve_config_file(pretrained_path: str | os.PathLike, subfolder: str | Non
     raise FileNotFoundError(f"no {SCHEDULER_CONFIG_NAME} in {root} or {root / 'scheduler'}")
 
 
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON file that must hold an object; errors name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {path}")
+def check_scheduler_config(config: Any, where: str = "scheduler config") -> dict[str, Any]:
+    """Validate the five parameters (types, ranges, resource limits); returns them as plain numbers.
+
+    Raises ``TypeError`` (not a mapping, wrong value type) or ``ValueError`` (missing key, out of range),
+    with ``where`` (e.g. the file) in the message. Keys starting with ``_`` and unknown keys are ignored.
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{where} must be a mapping of {', '.join(SCHEDULER_PARAMETERS)}, got {type(config).__name__}")
+    missing = [key for key in SCHEDULER_PARAMETERS if key not in config]
+    if missing:
+        raise ValueError(f"{where} is missing required keys: {', '.join(missing)}")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
-    return payload
+        levels = check_count("num_train_timesteps", config["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
+        steps = check_count("num_annealed_steps", config["num_annealed_steps"], 1, MAX_ANNEALED_STEPS)
+        if levels * steps > MAX_TOTAL_STEPS:
+            raise ValueError(f"`num_train_timesteps` x `num_annealed_steps` = {levels * steps} exceeds the limit of "
+                             f"{MAX_TOTAL_STEPS} Langevin steps per run")
+        sigma_min, sigma_max = check_sigma_range(config["sigma_min"], config["sigma_max"])
+        eps = check_positive_float("sampling_eps", config["sampling_eps"])
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from None
+    return {"num_train_timesteps": levels, "num_annealed_steps": steps, "sigma_min": sigma_min, "sigma_max": sigma_max,
+            "sampling_eps": eps}
 
 
 def load_scheduler_config(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> dict[str, Any]:
@@ -87,10 +87,7 @@ def load_scheduler_config(pretrained_path: str | os.PathLike, subfolder: str | N
     class_name = payload.get("_class_name", SCHEDULER_CLASS_NAME)
     if class_name != SCHEDULER_CLASS_NAME:
         raise ValueError(f"{path} configures `{class_name}`, expected `{SCHEDULER_CLASS_NAME}`")
-    missing = [key for key in SCHEDULER_PARAMETERS if key not in payload]
-    if missing:
-        raise ValueError(f"{path} is missing required keys: {', '.join(missing)}")
-    return {key: payload[key] for key in SCHEDULER_PARAMETERS}
+    return check_scheduler_config(payload, str(path))
 
 
 def save_scheduler_config(directory: str | os.PathLike, config: dict[str, Any]) -> Path:

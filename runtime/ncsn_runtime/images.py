@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileio import atomic_write
 
 
 def _pil() -> Any:
@@ -72,25 +73,12 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> 
     return grid
 
 
-def _atomic_save(path: Path, save: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_grid_png(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> Path:
     """Write [B, H, W, C] images in [0, 1] as one PNG grid (atomically)."""
     image_module, _ = _pil()
     pixels = make_grid(to_uint8(images), nrow)
     picture = image_module.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    return _atomic_save(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda handle: picture.save(handle, format="PNG"))
 
 
 def save_scatter_png(points: np.ndarray, path: str | os.PathLike, bounds: Sequence[float], size: int = 512) -> Path:
@@ -122,13 +110,9 @@ def save_scatter_png(points: np.ndarray, path: str | os.PathLike, bounds: Sequen
     draw.text((margin, size - margin + 6), f"[{low:.3g}, {high:.3g}]^2, {len(points)} samples", fill=(80, 80, 80))
     for x, y in zip(pixel(points[:, 0], False), pixel(points[:, 1], True), strict=True):
         draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(31, 119, 180))
-    return _atomic_save(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda handle: picture.save(handle, format="PNG"))
 
 
 def save_npy(samples: np.ndarray, path: str | os.PathLike) -> Path:
     """Write raw samples as .npy (atomically)."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, samples)
-
-    return _atomic_save(Path(path), write)
+    return atomic_write(Path(path), lambda handle: np.save(handle, samples))

@@ -141,8 +141,8 @@ def langevin_counter(level_position: int, annealed_step: int, num_annealed_steps
 def seeds_for_batch(seed: int | Sequence[int], batch_size: int) -> np.ndarray:
     """Per-sample seeds: an int gives ``seed + b``; a sequence is taken as is (length must match)."""
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if not 0 <= int(seed) <= MAX_SEED - batch_size:
-            raise ValueError(f"`seed` must be in [0, 2**63 - 1 - batch_size], got {seed}")
+        if not 0 <= int(seed) <= MAX_SEED - (batch_size - 1):  # the last sample's seed seed + B - 1 <= 2**63 - 1
+            raise ValueError(f"`seed` must be in [0, 2**63 - batch_size] = [0, {MAX_SEED - (batch_size - 1)}], got {seed}")
         return np.arange(batch_size, dtype=np.int64) + np.int64(seed)
     seeds = _check_seeds(seed).astype(np.int64)
     if len(seeds) != batch_size:

@@ -21,9 +21,11 @@ can run, is the default. A per-step callback always means stepwise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ import numpy as np
 
 from .contract import GRAPH_NAMES, GRAPHS
 from .inpaint import KnownRegionProjection, prepare_image_and_mask
-from .manifest import ExportDirectoryError, load_manifest, verified_path
+from .interrupt import run_interruptibly
+from .manifest import ExportDirectoryError, Manifest, check_session_io, parse_manifest, read_manifest
 from .noise import MAX_SEED, initial_sample, seeds_for_batch
 from .providers import Device, ProviderError, open_session, resolve_device
 from .schedule import check_count, denoise_update
@@ -50,6 +53,8 @@ from .steppers import (
 )
 
 logger = logging.getLogger("ncsn_runtime")
+
+MAX_BATCH_BYTES = 2 << 30  # one call holds a few float32 [B, *sample_shape] arrays: at most 2 GiB each (SECURITY.md)
 
 MODES = ("auto", "fused", "stepwise")
 OUTPUT_TYPES = ("pil", "np", "raw")
@@ -120,7 +125,7 @@ class NCSNPipeline:
     def __init__(
         self,
         export_dir: str | Path,
-        manifest: dict[str, Any],
+        manifest: dict[str, Any] | Manifest,
         scheduler: AnnealedLangevinDynamicsScheduler,
         device: Device,
         sessions: dict[str, Any],
@@ -133,7 +138,9 @@ class NCSNPipeline:
         if stepwise_graph not in STEPWISE_GRAPHS:
             raise ValueError(f"`stepwise_graph` must be one of {STEPWISE_GRAPHS}, got {stepwise_graph!r}")
         self.export_dir = Path(export_dir)
-        self.manifest = manifest
+        self.info = manifest if isinstance(manifest, Manifest) else parse_manifest(self.export_dir, manifest)
+        self.manifest = self.info.raw
+        check_scheduler_matches(self.info, scheduler)
         self.scheduler = scheduler
         self.device = device
         self.stepwise_graph = stepwise_graph
@@ -145,14 +152,12 @@ class NCSNPipeline:
         self._sessions = dict(sessions)
         self._graph_paths = dict(graph_paths or {})  # graphs whose sha256 was already checked
         self._steppers: dict[tuple[str, int], Any] = {}
-        model = manifest["model"]
-        self.sample_shape = _shape(model.get("sample_shape"))
-        self.is_image = bool(model.get("is_image", len(self.sample_shape) == 3))
-        self.init_range = _range("init_range", model.get("init_range", (0.0, 1.0)))
-        self.data_range = _range("data_range", model.get("data_range", (0.0, 1.0)))
-        self.final_denoise = bool(model.get("final_denoise", False))
-        if model.get("dtype", "float32") != "float32":
-            raise ExportDirectoryError(f"this runtime reads float32 exports, the manifest says dtype={model.get('dtype')!r}")
+        model = self.info.model  # checked by the manifest reader (shape, ranges, dtype, limits)
+        self.sample_shape = model.sample_shape
+        self.is_image = model.is_image
+        self.init_range = model.init_range
+        self.data_range = model.data_range
+        self.final_denoise = model.final_denoise
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -184,10 +189,14 @@ class NCSNPipeline:
         manifest's sha256 here; sessions open on first use (only a CUDA probe opens one now).
         """
         root = Path(export_dir)
-        manifest = load_manifest(root)
-        config_file = manifest.get("scheduler_config", "scheduler/scheduler_config.json")
-        scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(verified_path(root, manifest, config_file))
-        graphs = {name: _graph_file(root, manifest, name) for name in GRAPH_NAMES if name in manifest["graphs"]}
+        manifest = read_manifest(root)
+        config_file = manifest.verified_path(manifest.scheduler_config)
+        try:
+            scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(config_file)
+        except (ValueError, TypeError) as error:
+            raise ExportDirectoryError(f"{config_file}: {error}") from None
+        check_scheduler_matches(manifest, scheduler)
+        graphs = {name: manifest.graph_path(name) for name in GRAPH_NAMES if name in manifest.graphs}
         if not graphs:
             raise ExportDirectoryError(f"{root / 'manifest.json'} lists none of the graphs {', '.join(GRAPH_NAMES)}")
         probe = next(iter(graphs))
@@ -216,12 +225,17 @@ class NCSNPipeline:
             except Exception as error:  # onnxruntime's own Fail / InvalidGraph / InvalidProtobuf
                 raise ExportDirectoryError(f"onnxruntime cannot load {path} (its sha256 matches the manifest, so the "
                                            f"export itself is broken or needs a newer onnxruntime): {error}") from error
+            try:
+                check_session_io(self._sessions[name], name, self.sample_shape, path)
+            except ExportDirectoryError:
+                del self._sessions[name]
+                raise
         return self._sessions[name]
 
     def graph_path(self, name: str) -> Path:
         """Path of graph ``name`` after its sha256 check (done once per pipeline)."""
         if name not in self._graph_paths:
-            self._graph_paths[name] = _graph_file(self.export_dir, self.manifest, name)
+            self._graph_paths[name] = self.info.graph_path(name)
         return self._graph_paths[name]
 
     def __repr__(self) -> str:
@@ -371,21 +385,23 @@ class NCSNPipeline:
                 ``"gpu_step"``, ``"score"`` (stepwise); ``None``: chosen from ``mode``. Every graph gives the
                 same samples for the same seeds.
         """
-        batch_size = check_count("batch_size", batch_size, 1)
+        batch_size = self._check_batch(batch_size)
         seeds = self._seeds(seed, generator, batch_size)
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
         chosen = self.choose_graph(mode, graph, callback_on_step_end)
         _check_output_type(output_type)
         x = initial_sample(seeds, self.sample_shape, *self.init_range)
         start = time.perf_counter()
-        if chosen in FUSED_GRAPHS:
-            samples = self._run_fused(x, seeds, timesteps, step_sizes, progress, chosen)
-            engine = f"{GRAPHS[chosen].file} (fused Loop)"
-        else:
-            after_step = None
-            if callback_on_step_end is not None:
-                after_step = self._callback_hook(callback_on_step_end, timesteps, sigmas)
-            samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress, after_step=after_step, graph=chosen)
+        with graph_run_errors(self.export_dir):
+            if chosen in FUSED_GRAPHS:
+                samples = self._run_fused(x, seeds, timesteps, step_sizes, progress, chosen)
+                engine = f"{GRAPHS[chosen].file} (fused Loop)"
+            else:
+                after_step = None
+                if callback_on_step_end is not None:
+                    after_step = self._callback_hook(callback_on_step_end, timesteps, sigmas)
+                samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress, after_step=after_step,
+                                                     graph=chosen)
         self.last_run = RunInfo("fused" if chosen in FUSED_GRAPHS else "stepwise", engine, self.provider, batch_size,
                                 len(timesteps), self.scheduler.num_annealed_steps, time.perf_counter() - start, chosen)
         images = self._postprocess(samples, output_type)
@@ -414,7 +430,7 @@ class NCSNPipeline:
             ``image`` itself in the known region (Algorithm 2 leaves ``image + sigma_L * z`` there).
         """
         if batch_size is not None:
-            batch_size = check_count("batch_size", batch_size, 1)
+            batch_size = self._check_batch(batch_size)
         image, mask = prepare_image_and_mask(image, mask, self.sample_shape, batch_size)
         seeds = self._seeds(seed, generator, len(image))
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
@@ -432,8 +448,9 @@ class NCSNPipeline:
 
         start = time.perf_counter()
         x = initial_sample(seeds, self.sample_shape, *self.init_range)
-        samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress,
-                                             before_level=projection.before_level, after_step=after_step, graph=graph)
+        with graph_run_errors(self.export_dir):
+            samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress,
+                                                 before_level=projection.before_level, after_step=after_step, graph=graph)
         samples = samples * projection.keep + image * mask
         self.last_run = RunInfo("stepwise (inpaint)", engine, self.provider, len(image), len(timesteps),
                                 self.scheduler.num_annealed_steps, time.perf_counter() - start, graph)
@@ -441,6 +458,11 @@ class NCSNPipeline:
         return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
 
     # -- internals ----------------------------------------------------------------------------------
+    def _check_batch(self, batch_size: Any) -> int:
+        """B in [1, the largest batch whose samples fit in MAX_BATCH_BYTES]."""
+        per_sample = 4 * math.prod(self.sample_shape)
+        return check_count("batch_size", batch_size, 1, max(1, MAX_BATCH_BYTES // per_sample))
+
     def _seeds(self, seed: Any, generator: np.random.Generator | None, batch_size: int) -> np.ndarray:
         if seed is not None and generator is not None:
             raise ValueError("pass `seed` or `generator`, not both")
@@ -482,10 +504,11 @@ class NCSNPipeline:
         feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
                  "num_annealed_steps": np.array(steps, dtype=np.int64)}
         try:
-            samples = session.run([output], feeds)[0]
+            samples = run_interruptibly(session, [output], feeds)[0]
         finally:
             bar.update(1)
             bar.close()
+        check_graph_output(samples, (len(x), *self.sample_shape), GRAPHS[graph].file)
         bad = bad_samples(samples)
         if bad:
             raise NonFiniteSampleError(
@@ -509,8 +532,8 @@ class NCSNPipeline:
         finally:
             bar.close()
         if self.final_denoise and isinstance(stepper, GpuStepStepper):
-            return self._denoise_on_stepper(stepper, int(timesteps[-1])), stepper.kind
-        samples = stepper.read()
+            return check_graph_output(self._denoise_on_stepper(stepper, int(timesteps[-1])), x.shape, stepper.kind), stepper.kind
+        samples = check_graph_output(stepper.read(), x.shape, stepper.kind)
         if self.final_denoise:
             samples = self._denoise(samples, int(timesteps[-1]))
         return samples, stepper.kind
@@ -531,6 +554,7 @@ class NCSNPipeline:
         session = self.session("score")
         output = check_graph_io(session, "score.onnx", ("sample", "timestep"))
         score = session.run([output], {"sample": samples, "timestep": np.full(len(samples), last_level, dtype=np.int64)})[0]
+        check_graph_output(score, samples.shape, "score.onnx")
         sigma = self.scheduler.train_sigmas[last_level]
         samples = denoise_update(samples, score, sigma * sigma).astype(np.float32)
         bad = bad_samples(samples)
@@ -553,26 +577,38 @@ def _check_output_type(output_type: str) -> None:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
-def _graph_file(root: Path, manifest: dict[str, Any], name: str) -> Path:
-    """Verified path of graph ``name``, after also verifying its listed external-data files."""
-    entry = manifest["graphs"][name]
-    relative = entry.get("file") if isinstance(entry, dict) else None
-    if not isinstance(relative, str):
-        raise ExportDirectoryError(f"{root / 'manifest.json'}: graph `{name}` has no `file` entry")
-    path = verified_path(root, manifest, relative)
-    for other in manifest["files"]:
-        if other != relative and other.startswith(relative):  # e.g. score.onnx.data (external weights)
-            verified_path(root, manifest, other)
-    return path
+@contextlib.contextmanager
+def graph_run_errors(export_dir: Path) -> Iterator[None]:
+    """onnxruntime's own exceptions during a run (InvalidArgument, Fail, ...) -> :class:`ExportDirectoryError`.
+
+    The pipeline builds every input from the manifest, so such an error means the graph and its manifest disagree.
+    """
+    try:
+        yield
+    except Exception as error:
+        if type(error).__module__.startswith("onnxruntime"):
+            raise ExportDirectoryError(f"onnxruntime failed to run a graph of {export_dir} (the graph and its manifest "
+                                       f"disagree?): {type(error).__name__}: {str(error).strip()[:500]}") from error
+        raise
 
 
-def _shape(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ExportDirectoryError(f"manifest model.sample_shape must be a list of positive ints, got {value!r}")
-    return tuple(value)
+def check_graph_output(array: Any, shape: Sequence[int], graph: str) -> np.ndarray:
+    """A graph's output must be float32 shaped ``shape`` (``[B, *sample_shape]``) as the manifest says."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.shape != tuple(shape):
+        got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise ExportDirectoryError(f"{graph} returned {got}; the manifest promises float32 {tuple(shape)}")
+    return array
 
 
-def _range(name: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2 or not float(value[1]) > float(value[0]):
-        raise ExportDirectoryError(f"manifest model.{name} must be [low, high] with high > low, got {value!r}")
-    return float(value[0]), float(value[1])
+def check_scheduler_matches(manifest: Manifest, scheduler: AnnealedLangevinDynamicsScheduler) -> None:
+    """The scheduler config must describe the levels the network was exported with."""
+    levels = manifest.model.num_train_timesteps
+    if levels is not None and levels != scheduler.num_train_timesteps:
+        raise ExportDirectoryError(f"{manifest.scheduler_config} has num_train_timesteps={scheduler.num_train_timesteps} but "
+                                   f"the graphs were exported for {levels} noise levels ({manifest.path})")
+    validated = manifest.raw.get("validation_schedule", {})
+    timesteps = validated.get("timesteps") if isinstance(validated, dict) else None
+    if isinstance(timesteps, list) and any(not isinstance(t, int) or not 0 <= t < scheduler.num_train_timesteps
+                                           for t in timesteps):
+        raise ExportDirectoryError(f"{manifest.path}: validation_schedule.timesteps {timesteps[:10]} are not levels of the "
+                                   f"scheduler config's {scheduler.num_train_timesteps} noise levels")

@@ -11,6 +11,11 @@ import numbers
 
 import numpy as np
 
+# Resource limits on numbers read from configs and export directories (untrusted input; SECURITY.md).
+MAX_TRAIN_TIMESTEPS = 100_000  # trained noise levels L (NCSN++ uses about 2000)
+MAX_ANNEALED_STEPS = 10_000  # Langevin steps T per level (the paper uses 100)
+MAX_TOTAL_STEPS = 1_000_000  # levels x T in one sampling run (the paper: 10 x 100)
+
 
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
     """Validate an integer count in [low, high]; return it as an ``int``."""
@@ -27,7 +32,10 @@ def check_positive_float(name: str, value: object) -> float:
     """Validate a finite float > 0; return it as a ``float``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a float, got {type(value).__name__} ({value!r})")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"`{name}` must be a finite float > 0, got an int too large for a float") from None
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"`{name}` must be a finite float > 0, got {value}")
     return value

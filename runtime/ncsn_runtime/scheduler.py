@@ -75,7 +75,7 @@ class AnnealedLangevinDynamicsScheduler(AnnealedLangevinSchedulerBase):
 
         Args:
             model_output: score s(x, timestep), float array shaped like ``sample``.
-            timestep: level index present in ``timesteps``.
+            timestep: level index present in ``timesteps``, or an int array [B] (one level per sample).
             sample: current x, float array [B, ...].
             return_dict: return an :class:`AnnealedLangevinDynamicsOutput` (else a 1-tuple).
             generator: ``numpy.random.Generator`` drawing z when ``noise`` is None.
@@ -91,7 +91,7 @@ class AnnealedLangevinDynamicsScheduler(AnnealedLangevinSchedulerBase):
             if not isinstance(rng, np.random.Generator):
                 raise TypeError(f"`generator` must be a numpy.random.Generator, got {type(rng).__name__}")
             noise = rng.standard_normal(sample.shape, dtype=sample.dtype)
-        alpha = self.step_size_of(_to_numpy(timestep)).astype(sample.dtype)
+        alpha = self.step_size_for_batch(_to_numpy(timestep), sample.shape).astype(sample.dtype)
         prev_sample = langevin_update(sample, model_output, alpha, np.sqrt(alpha), noise.astype(sample.dtype, copy=False))
         return AnnealedLangevinDynamicsOutput(prev_sample) if return_dict else (prev_sample,)
 

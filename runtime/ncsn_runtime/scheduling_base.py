@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import FrozenConfig, load_scheduler_config, save_scheduler_config
+from .config import FrozenConfig, check_scheduler_config, load_scheduler_config, save_scheduler_config
 from .schedule import (
     check_count,
     check_positive_float,
@@ -53,22 +53,14 @@ class AnnealedLangevinSchedulerBase:
         sigma_max: float,
         sampling_eps: float,
     ) -> None:
-        num_train_timesteps = check_count("num_train_timesteps", num_train_timesteps)
-        num_annealed_steps = check_count("num_annealed_steps", num_annealed_steps)
-        sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
-        sampling_eps = check_positive_float("sampling_eps", sampling_eps)
-        self._config = FrozenConfig(
-            num_train_timesteps=num_train_timesteps,
-            num_annealed_steps=num_annealed_steps,
-            sigma_min=sigma_min,
-            sigma_max=sigma_max,
-            sampling_eps=sampling_eps,
-        )
-        self.num_train_timesteps = num_train_timesteps
-        self.num_annealed_steps = num_annealed_steps
+        self._config = FrozenConfig(check_scheduler_config(
+            {"num_train_timesteps": num_train_timesteps, "num_annealed_steps": num_annealed_steps, "sigma_min": sigma_min,
+             "sigma_max": sigma_max, "sampling_eps": sampling_eps}, "the scheduler config"))
+        self.num_train_timesteps = self._config.num_train_timesteps
+        self.num_annealed_steps = self._config.num_annealed_steps
         self.num_inference_steps: int | None = None
-        self.train_sigmas = geometric_sigmas(sigma_max, sigma_min, num_train_timesteps)
-        self._set_schedule(np.arange(num_train_timesteps, dtype=np.int64), self.train_sigmas, sampling_eps)
+        self.train_sigmas = geometric_sigmas(self._config.sigma_max, self._config.sigma_min, self.num_train_timesteps)
+        self._set_schedule(np.arange(self.num_train_timesteps, dtype=np.int64), self.train_sigmas, self._config.sampling_eps)
 
     # -- config -----------------------------------------------------------------------------
     @property
@@ -196,6 +188,22 @@ class AnnealedLangevinSchedulerBase:
     def step_size_of(self, timestep: int) -> np.float32:
         """Step size alpha of level ``timestep`` in the current schedule (float32)."""
         return self._step_size_np[self.positions_of(np.asarray(timestep))]
+
+    def step_size_for_batch(self, timestep: Any, sample_shape: tuple) -> np.ndarray:
+        """Step sizes (float32) for ``step``: a scalar for one level, or [B, 1, ...] for one level per sample.
+
+        A per-sample ``timestep`` must be 1-D with one entry per sample (B = ``sample_shape[0]``); each
+        sample then uses its own level's step size.
+        """
+        levels = np.asarray(timestep)
+        alpha = self._step_size_np[self.positions_of(levels)]
+        if alpha.ndim == 0:
+            return alpha
+        batch = sample_shape[0] if len(sample_shape) else None
+        if alpha.ndim != 1 or batch is None or len(alpha) != batch:
+            raise ValueError(f"`timestep` must be an int or a 1-D array with one level per sample (batch {batch}), "
+                             f"got shape {levels.shape}")
+        return alpha.reshape((-1,) + (1,) * (len(sample_shape) - 1))
 
     def sigma_of(self, timesteps: np.ndarray) -> np.ndarray:
         """Sigmas (float32) of level indices in the current schedule."""
