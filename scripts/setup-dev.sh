@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Everything the tests need: scripts/setup.sh (.venv, torch==2.13.0, the package with its export and cpu extras),
-# then the dev and diffusers extras, the reference scheduler, the MNIST 5k data and the non-Python hosts.
+# then the dev, diffusers, ray and triton extras, the reference scheduler, the MNIST 5k data and the non-Python hosts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/pip install -q --disable-pip-version-check -e ".[export,cpu,dev,diffusers]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[export,cpu,dev,diffusers,ray,triton]"
 # The reference scheduler (PyPI diffusers-ncsn) for the equivalence tests; its own pins would pull torchvision/transformers.
 .venv/bin/pip install -q --no-deps diffusers-ncsn==0.1.0
 # Node / browser / C hosts (issue 6): npm ci with the committed lock file, Debian's chromium when quick, examples/c.
