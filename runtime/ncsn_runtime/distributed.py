@@ -47,7 +47,8 @@ SHARD_PATTERN = "shard-{:06d}.npy"
 DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_MAX_RETRIES = 3
 # Identity of a shard directory: a rerun must use the same values, or its shards would mix two jobs.
-IDENTITY_KEYS = ("export_manifest_sha256", "seed", "num_samples", "shard_size", "sample_shape", "num_inference_steps", "mode")
+IDENTITY_KEYS = ("export_manifest_sha256", "seed", "num_samples", "shard_size", "sample_shape", "num_inference_steps", "mode",
+                 "graph")
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,12 @@ class SamplerActor:
     """
 
     def __init__(self, export_dir: str, seed: int, num_inference_steps: int | None, mode: str, provider: str,
-                 batch_size: int | None, intra_op_threads: int | None) -> None:
+                 batch_size: int | None, intra_op_threads: int | None, graph: str | None = None) -> None:
         from .pipeline import NCSNPipeline
 
         self.pipe = NCSNPipeline.from_pretrained(export_dir, provider=provider, intra_op_threads=intra_op_threads)
         self.seed, self.num_inference_steps, self.mode, self.batch_size = seed, num_inference_steps, mode, batch_size
+        self.extra = {"graph": graph} if graph is not None else {}  # NCSNPipeline.__call__(graph=...) (contract key)
 
     def sample(self, start: int, count: int) -> np.ndarray:
         """Samples ``start .. start + count - 1`` as float32 [count, *sample_shape], in runs of ``batch_size``."""
@@ -96,7 +98,7 @@ class SamplerActor:
         for offset in range(start, start + count, step):
             size = min(step, start + count - offset)
             output = self.pipe(batch_size=size, seed=self.seed + offset, num_inference_steps=self.num_inference_steps,
-                               mode=self.mode, output_type="raw", progress=False)
+                               mode=self.mode, output_type="raw", progress=False, **self.extra)
             chunks.append(np.asarray(output.images, dtype=np.float32))
         return np.concatenate(chunks)
 
@@ -250,6 +252,7 @@ def generate(
     shard_size: int = DEFAULT_SHARD_SIZE,
     num_inference_steps: int | None = None,
     mode: str = "auto",
+    graph: str | None = None,
     provider: str = "auto",
     ray_address: str | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
@@ -269,7 +272,8 @@ def generate(
         batch_size: samples per onnxruntime call inside an actor (``None``: a whole item).
         shard_size: samples per shard (directory output); otherwise the chunk size is chosen to give
             every worker about 4 items.
-        num_inference_steps, mode, provider: as :class:`~ncsn_runtime.pipeline.NCSNPipeline`.
+        num_inference_steps, mode, graph, provider: as :class:`~ncsn_runtime.pipeline.NCSNPipeline` (``graph``: a
+            contract key, ``None``: chosen from ``mode``).
         ray_address: an existing cluster (``"auto"``, ``"ray://host:10001"``); ``None`` connects to
             ``RAY_ADDRESS`` or starts a local Ray, shut down again at the end.
         max_retries: Ray actor restarts and task retries after a worker dies.
@@ -297,7 +301,7 @@ def generate(
     if out is not None and out.suffix == "":
         identity = {"export_manifest_sha256": sha256_file(export_dir / MANIFEST_NAME), "seed": seed, "num_samples": num_samples,
                     "shard_size": shard_size, "sample_shape": list(sample_shape), "num_inference_steps": num_inference_steps,
-                    "mode": mode}
+                    "mode": mode, "graph": graph}
         items, done = prepare_shard_dir(out, identity, sample_shape)
         sink: ArraySink | ShardSink = ShardSink(out, items, shard_size, sample_shape)
     else:
@@ -306,8 +310,8 @@ def generate(
         sink = ArraySink(num_samples, sample_shape)
 
     if items:
-        run_items(items, sink, export_dir, seed, num_inference_steps=num_inference_steps, mode=mode, provider=provider,
-                  batch_size=batch_size, num_workers=num_workers, num_cpus=num_cpus, num_gpus=num_gpus,
+        run_items(items, sink, export_dir, seed, num_inference_steps=num_inference_steps, mode=mode, graph=graph,
+                  provider=provider, batch_size=batch_size, num_workers=num_workers, num_cpus=num_cpus, num_gpus=num_gpus,
                   ray_address=ray_address, max_retries=max_retries, progress=(num_samples, done) if progress else None,
                   actor_class=actor_class)
     sink.check()
@@ -319,8 +323,8 @@ def generate(
 
 
 def run_items(items: Sequence[WorkItem], sink: ArraySink | ShardSink, export_dir: Path, seed: int, *,
-              num_inference_steps: int | None, mode: str, provider: str, batch_size: int | None, num_workers: int,
-              num_cpus: float, num_gpus: float, ray_address: str | None, max_retries: int,
+              num_inference_steps: int | None, mode: str, graph: str | None, provider: str, batch_size: int | None,
+              num_workers: int, num_cpus: float, num_gpus: float, ray_address: str | None, max_retries: int,
               progress: tuple[int, int] | None, actor_class: type) -> None:
     """Map ``items`` over ``num_workers`` actors with Ray Data and feed the results to ``sink`` on the driver."""
     ray = import_ray()
@@ -333,7 +337,8 @@ def run_items(items: Sequence[WorkItem], sink: ArraySink | ShardSink, export_dir
         rows = [{"start": item.start, "count": item.count} for item in items]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # one block per item: full parallelism
         constructor = {"export_dir": str(export_dir), "seed": seed, "num_inference_steps": num_inference_steps, "mode": mode,
-                       "provider": provider, "batch_size": batch_size, "intra_op_threads": max(1, math.ceil(num_cpus))}
+                       "provider": provider, "batch_size": batch_size, "intra_op_threads": max(1, math.ceil(num_cpus)),
+                       "graph": graph}
         with warnings.catch_warnings():
             # Ray Data documents max_restarts / max_task_retries as map_batches kwargs (its own default is to retry
             # forever); Ray 2.60 flags such kwargs as deprecated for 2.64, hence the pin ray<2.64 in the [ray] extra.
@@ -391,8 +396,9 @@ def run_cli(args: Any) -> int:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         result = generate(args.export_dir, args.num_samples, args.seed, output=args.output, num_workers=args.num_workers or 1,
                           num_gpus=gpus, batch_size=args.batch_size, shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
-                          num_inference_steps=args.steps, mode=args.mode, provider=args.provider, ray_address=args.ray_address,
-                          progress=not args.no_progress)
+                          num_inference_steps=_arg(args, "num_inference_steps", "steps"), mode=args.mode,
+                          graph=_arg(args, "graph"), provider=args.provider, ray_address=args.ray_address,
+                          progress=not (_arg(args, "no_progress") or _arg(args, "quiet")))
     except NonFiniteSampleError as error:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 1
@@ -404,3 +410,11 @@ def run_cli(args: Any) -> int:
     print(f"wrote {result}: {args.num_samples} {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
     print(f"engine ray: {args.num_workers or 1} workers x {gpus:g} GPU, {seconds:.3f} s total (including Ray start-up)")
     return 0
+
+
+def _arg(args: Any, *names: str) -> Any:
+    """The first of ``names`` set in ``args`` (ncsn-sample's flags are being renamed, e.g. --steps -> --num-inference-steps)."""
+    for name in names:
+        if getattr(args, name, None) is not None:
+            return getattr(args, name)
+    return None
