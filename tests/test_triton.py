@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -160,7 +161,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_real_triton_server_batches_requests_without_changing_samples(repo, toy, tmp_path):
+def test_real_triton_server_batches_requests_without_changing_samples(toy, tmp_path):
     found = pytriton_server()
     if isinstance(found, str):
         pytest.skip(found)
@@ -174,7 +175,8 @@ def test_real_triton_server_batches_requests_without_changing_samples(repo, toy,
         (backends / "python" / item.name).symlink_to(item)
     stub = package / "python_backend_stubs" / version / "triton_python_backend_stub"
     (backends / "python" / "triton_python_backend_stub").symlink_to(stub)
-    _, model = repo
+    # A 0.3 s batching window, so that the concurrent requests below land in one batch.
+    model = triton.write_repository(toy, tmp_path / "repo", max_batch_size=16, max_queue_delay_us=300_000)
 
     # 1. The exact repository ncsn-triton wrote: Triton parses config.pbtxt and stops only at the missing backend.
     process, _ = start_server(binary, libs, model.directory.parent, backends, tmp_path / "ort.log")
@@ -224,4 +226,6 @@ def test_real_triton_server_batches_requests_without_changing_samples(repo, toy,
     for seeds, result in zip(REQUESTS, results, strict=True):
         np.testing.assert_array_equal(result, python_samples(toy, seeds, len(seeds), "fused"))
     log = (tmp_path / "server.log").read_text(errors="replace")
-    assert "ncsn-test batch of" in log and "seed shapes [(" in log
+    grouped = [int(count) for count in re.findall(r"ncsn-test batch of (\d+) requests", log)]
+    assert sum(grouped) == len(REQUESTS) and max(grouped) > 1, f"the dynamic batcher grouped no requests: {grouped}"
+    assert "seed shapes [(" in log  # seed [b, 1] arrived reshaped to the graph's [b]
