@@ -25,6 +25,7 @@ sample index arrived exactly once.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import warnings
@@ -39,6 +40,8 @@ from .config import write_json_atomic
 from .images import save_npy
 from .manifest import MANIFEST_NAME, load_manifest, sha256_file
 from .noise import MAX_SEED
+
+logger = logging.getLogger("ncsn_runtime")
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "ncsn-sample-shards"
@@ -303,6 +306,8 @@ def generate(
                     "shard_size": shard_size, "sample_shape": list(sample_shape), "num_inference_steps": num_inference_steps,
                     "mode": mode, "graph": graph}
         items, done = prepare_shard_dir(out, identity, sample_shape)
+        if done:
+            logger.info("%s: %d of %d samples already on disk; generating %d shards", out, done, num_samples, len(items))
         sink: ArraySink | ShardSink = ShardSink(out, items, shard_size, sample_shape)
     else:
         chunk = max(1, math.ceil(num_samples / (4 * num_workers)))
@@ -344,7 +349,8 @@ def run_items(items: Sequence[WorkItem], sink: ArraySink | ShardSink, export_dir
             # forever); Ray 2.60 flags such kwargs as deprecated for 2.64, hence the pin ray<2.64 in the [ray] extra.
             warnings.simplefilter("ignore", DeprecationWarning)
             mapped = dataset.map_batches(actor_class, batch_size=1, fn_constructor_kwargs=constructor,
-                                         compute=ray.data.ActorPoolStrategy(size=num_workers),  # `concurrency` before Ray 2.51
+                                         # `concurrency` before Ray 2.51; no more actors than items
+                                         compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(items))),
                                          num_cpus=num_cpus, num_gpus=num_gpus, batch_format="numpy",
                                          max_restarts=max_retries, max_task_retries=max_retries)
         bar = _Progress(*progress, enabled=True) if progress else None
@@ -406,8 +412,12 @@ def run_cli(args: Any) -> int:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
-    what = "shards + index.json" if Path(result).is_dir() else "raw samples, float32"
-    print(f"wrote {result}: {args.num_samples} {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
+    if Path(result).is_dir():
+        shards = len(json.loads((Path(result) / INDEX_NAME).read_text(encoding="utf-8"))["shards"])
+        what = f"{args.num_samples} samples in {shards} shards + {INDEX_NAME}"
+    else:
+        what = f"{args.num_samples} raw samples, float32"
+    print(f"wrote {result}: {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
     print(f"engine ray: {args.num_workers or 1} workers x {gpus:g} GPU, {seconds:.3f} s total (including Ray start-up)")
     return 0
 

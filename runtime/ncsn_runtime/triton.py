@@ -311,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{result.num_annealed_steps} steps baked in), {CLIENT_INFO}")
     print(f"instance_group {result.instance_count} x {result.kind}, max_batch_size {result.max_batch_size}, dynamic batching; "
           f"baked graph = export graph to {result.validation_max_abs_diff:.1e} (2 seeds)")
+    if result.kind == "gpu" and result.graph == "sampler":
+        print("note: sampler.onnx's bitwise noise ops have no CUDA kernels (they run on the CPU); export gpu_sampler for GPUs")
     print(f"serve: tritonserver --model-repository {Path(args.output).resolve()}; per request: seed int64 [b, 1] and "
           f"sample float32 [b, ...] = ncsn_runtime.noise.initial_sample(seed, ...) (see {CLIENT_INFO}) -> final_sample")
     return 0
