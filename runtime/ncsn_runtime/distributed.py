@@ -298,10 +298,11 @@ def generate(
     manifest = load_manifest(export_dir)
     sample_shape = tuple(int(size) for size in manifest["model"]["sample_shape"])
     out = None if output is None else Path(output)
-    if out is not None and out.suffix.lower() not in ("", ".npy"):
+    shards = out is not None and (out.is_dir() or out.suffix == "")
+    if out is not None and not shards and out.suffix.lower() != ".npy":
         raise ValueError(f"--output for --engine ray must be FILE.npy or a directory for shards, got {out.name!r}")
 
-    if out is not None and out.suffix == "":
+    if shards:
         identity = {"export_manifest_sha256": sha256_file(export_dir / MANIFEST_NAME), "seed": seed, "num_samples": num_samples,
                     "shard_size": shard_size, "sample_shape": list(sample_shape), "num_inference_steps": num_inference_steps,
                     "mode": mode, "graph": graph}
