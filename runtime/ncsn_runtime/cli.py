@@ -76,7 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", required=True, help="output file: .png (grid / scatter plot) or .npy (raw samples)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", help="log provider and engine choices")
+    scale = parser.add_argument_group("scale out (--engine ray; see ncsn_runtime.distributed)")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process; ray: Ray Data actors (same samples; --output FILE.npy or a shard DIR)")
+    scale.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    scale.add_argument("--num-workers", type=int, default=None, help="Ray actors (default 1)")
+    scale.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per actor (default: 1 if --provider cuda)")
+    scale.add_argument("--shard-size", type=int, default=None, help="samples per shard (--output DIR; default 10000)")
     return parser
+
+
+RAY_ONLY = ("ray_address", "num_workers", "gpus_per_worker", "shard_size")
 
 
 def _check_args(args: argparse.Namespace) -> Path:
@@ -153,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if args.engine == "ray":
+        from .distributed import run_cli
+
+        return run_cli(args)
+    given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY if getattr(args, name) is not None]
+    if given:
+        parser.error(f"{', '.join(given)} need --engine ray")
     start = time.perf_counter()
     try:
         return _run(args, start)

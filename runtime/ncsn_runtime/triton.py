@@ -1,0 +1,323 @@
+"""``ncsn-triton``: write a Triton Inference Server model repository (onnxruntime backend) from an export.
+
+Example::
+
+    ncsn-triton exports/mnist --output triton-repo --max-batch-size 64 --instance-count 2
+    # -> triton-repo/mnist-ncsn/config.pbtxt, triton-repo/mnist-ncsn/1/model.onnx, triton-repo/mnist-ncsn/ncsn.json
+
+The served model is the fused sampler (``sampler.onnx``, or ``gpu_sampler.onnx`` with ``--graph gpu_sampler``)
+with the sampling schedule baked in, under dynamic batching. Per request the client sends
+
+* ``seed`` int64 [b, 1] (config dims ``[1]`` reshaped to the graph's ``[b]``), and
+* ``sample`` float32 [b, *sample_shape], the initial sample: :func:`ncsn_runtime.noise.initial_sample`
+  ``(seeds, sample_shape, *init_range)`` (Philox stream ``INIT_STREAM``, counter 0; ``ncsn.json`` holds the
+  shape and range), or any start of its own (e.g. for inpainting-like uses);
+
+and receives ``final_sample`` float32 [b, *sample_shape]. Sample ``n`` depends only on its own seed and start
+(counter-based noise, no cross-sample ops), so Triton concatenating requests into one batch never changes
+a request's samples.
+
+Why the schedule is baked in: Triton's dynamic batcher concatenates every input of the requests it groups
+along dim 0, but the graph's ``Loop`` runs ONE schedule (``timesteps`` [N], ``step_sizes`` [N],
+``num_annealed_steps`` []) for the whole batch. As batched per-request inputs those would arrive as
+[b, N] and [b] tensors that the graph cannot take, and two requests with different schedules could be
+merged. So :func:`bake_schedule` turns the three inputs into initializers (a constant schedule per
+model); serve several step counts as several models (``--num-inference-steps``, ``--model-name``).
+
+Why the initial sample stays an input: drawing it in the graph would need a second ONNX Philox builder
+in the runtime (the graph composer owns the ONNX noise); every host already implements the INIT stream,
+and a client-chosen start keeps the model general.
+
+Needs the ``triton`` extra (``onnx``; ``tritonclient`` for clients and the tests), never torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .contract import BATCH, GRAPHS, SCHEDULER_CONFIG_PATH, TensorSpec
+from .manifest import ExportDirectoryError, load_manifest, verified_path
+from .noise import INIT_STREAM, initial_sample
+from .schedule import check_count
+
+TRITON_GRAPHS = ("sampler", "gpu_sampler")
+KINDS = ("cpu", "gpu")
+SCHEDULE_INPUTS = ("timesteps", "step_sizes", "num_annealed_steps")
+TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+MODEL_FILE = "model.onnx"
+CLIENT_INFO = "ncsn.json"
+MAX_PROTO_BYTES = 2**31 - 1  # above this, weights go to model.onnx.data (external data)
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    """What :func:`write_repository` wrote."""
+
+    name: str
+    directory: Path
+    graph: str
+    kind: str
+    max_batch_size: int
+    instance_count: int
+    timesteps: np.ndarray
+    step_sizes: np.ndarray
+    num_annealed_steps: int
+    validation_max_abs_diff: float
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "config.pbtxt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / "1" / MODEL_FILE
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError("ncsn-triton rewrites the graph with the onnx package: pip install 'ncsn-export[triton]'") from error
+    return onnx
+
+
+def bake_schedule(model: Any, values: dict[str, np.ndarray]) -> Any:
+    """Turn graph inputs into initializers (constants) in place; returns ``model``.
+
+    Args:
+        model: ``onnx.ModelProto`` whose graph has inputs named as the keys of ``values``.
+        values: input name -> array of exactly the input's dtype (scalars as 0-d arrays).
+    """
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    graph = model.graph
+    names = {item.name for item in graph.input}
+    missing = sorted(set(values) - names)
+    if missing:
+        raise ExportDirectoryError(f"the graph has no inputs {missing} to bake (inputs: {sorted(names)})")
+    kept = [item for item in graph.input if item.name not in values]
+    del graph.input[:]
+    graph.input.extend(kept)
+    for name, value in values.items():
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    onnx.checker.check_model(model)
+    return model
+
+
+def _triton_dims(spec: TensorSpec, sample_shape: Sequence[int]) -> tuple[list[int], list[int] | None]:
+    """(config dims without the batch axis, reshape shape or None) for a batched contract tensor."""
+    shape = spec.concrete_shape(sample_shape)
+    if not shape or shape[0] != BATCH or any(not isinstance(dim, int) for dim in shape[1:]):
+        raise ValueError(f"{spec.name} {spec.shape} is not [batch, fixed dims...]: Triton cannot batch it")
+    dims = [int(dim) for dim in shape[1:]]
+    return (dims, None) if dims else ([1], [])  # a per-sample scalar travels as [1], reshaped to the graph's [batch]
+
+
+def config_text(name: str, graph: str, sample_shape: Sequence[int], *, max_batch_size: int, instance_count: int, kind: str,
+                max_queue_delay_us: int) -> str:
+    """``config.pbtxt`` (Triton ``ModelConfig`` text format) for a baked sampler graph."""
+    spec = GRAPHS[graph]
+
+    def tensor(item: TensorSpec) -> str:
+        dims, reshape = _triton_dims(item, sample_shape)
+        text = f'    name: "{item.name}"\n    data_type: {TRITON_DTYPES[item.dtype]}\n    dims: [ {", ".join(map(str, dims))} ]\n'
+        if reshape is not None:
+            text += f"    reshape: {{ shape: [{', '.join(map(str, reshape))}] }}\n"
+        return "  {\n" + text + "  }"
+
+    inputs = ",\n".join(tensor(item) for item in spec.inputs if item.name not in SCHEDULE_INPUTS)
+    outputs = ",\n".join(tensor(item) for item in spec.outputs)
+    return (
+        f"# Written by ncsn-triton from {spec.file}: schedule baked in, `sample` = ncsn_runtime.noise.initial_sample(seed),\n"
+        f"# `seed` per sample; requests are batched along dim 0 without changing any request's samples.\n"
+        f'name: "{name}"\n'
+        f'backend: "onnxruntime"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        f"input [\n{inputs}\n]\n"
+        f"output [\n{outputs}\n]\n"
+        f"instance_group [\n  {{\n    count: {instance_count}\n    kind: {'KIND_GPU' if kind == 'gpu' else 'KIND_CPU'}\n  }}\n]\n"
+        f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"
+    )
+
+
+def model_name_from(manifest: dict[str, Any]) -> str:
+    """A Triton-safe model name from the manifest's model name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(manifest["model"].get("name") or "ncsn")).strip("-.")
+    return name or "ncsn"
+
+
+def write_repository(
+    export_dir: str | Path,
+    output: str | Path,
+    *,
+    graph: str | None = None,
+    kind: str = "cpu",
+    max_batch_size: int = 64,
+    instance_count: int = 1,
+    num_inference_steps: int | None = None,
+    model_name: str | None = None,
+    max_queue_delay_us: int = 1000,
+    force: bool = False,
+) -> TritonModel:
+    """Write ``output/<model>/config.pbtxt``, ``output/<model>/1/model.onnx`` and ``output/<model>/ncsn.json``.
+
+    Args:
+        export_dir: an ``ncsn-export`` directory.
+        output: the model repository (created; other models in it are left alone).
+        graph: ``"sampler"`` or ``"gpu_sampler"`` (``None``: gpu_sampler for ``kind="gpu"`` when exported, else sampler).
+        kind: instance group kind, ``"cpu"`` or ``"gpu"``.
+        max_batch_size: the most samples Triton batches into one run (>= 1).
+        instance_count: model instances (>= 1).
+        num_inference_steps: noise levels of the baked schedule (``None``: all trained levels).
+        model_name: directory / model name (default: the manifest's model name).
+        max_queue_delay_us: how long the dynamic batcher waits to fill a batch.
+        force: replace an existing ``output/<model>``.
+
+    The model directory is built in a temporary directory next to it and renamed into place, and the
+    rewritten graph is checked against the export's graph (2 seeds, onnxruntime CPU) before that.
+    """
+    onnx = _onnx()
+    if kind not in KINDS:
+        raise ValueError(f"--kind must be one of {KINDS}, got {kind!r}")
+    max_batch_size = check_count("--max-batch-size", max_batch_size, 1)
+    instance_count = check_count("--instance-count", instance_count, 1)
+    if max_queue_delay_us < 0:
+        raise ValueError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
+    root = Path(export_dir)
+    manifest = load_manifest(root)
+    if graph is None:
+        graph = "gpu_sampler" if kind == "gpu" and "gpu_sampler" in manifest["graphs"] else "sampler"
+    if graph not in TRITON_GRAPHS:
+        raise ValueError(f"--graph must be one of {TRITON_GRAPHS} (the fused samplers), got {graph!r}")
+    if graph not in manifest["graphs"]:
+        raise ExportDirectoryError(f"{root} has no {graph} graph (graphs: {sorted(manifest['graphs'])}); re-export with it")
+    name = model_name or model_name_from(manifest)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"--model-name must be letters, digits, '_', '.', '-', got {name!r}")
+    repo = Path(output)
+    target = repo / name
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to replace it")
+
+    from .scheduler import AnnealedLangevinDynamicsScheduler
+
+    scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(verified_path(root, manifest, SCHEDULER_CONFIG_PATH))
+    levels = scheduler.num_train_timesteps
+    count = check_count("--num-inference-steps", levels if num_inference_steps is None else num_inference_steps, 1, levels)
+    scheduler.set_timesteps(count)
+    timesteps, _, step_sizes = scheduler.schedule_arrays()
+    schedule = {"timesteps": timesteps.astype(np.int64), "step_sizes": step_sizes.astype(np.float32),
+                "num_annealed_steps": np.array(scheduler.num_annealed_steps, dtype=np.int64)}
+    source = verified_path(root, manifest, manifest["graphs"][graph]["file"])
+    model = bake_schedule(onnx.load(str(source)), schedule)
+    sample_shape = tuple(int(size) for size in manifest["model"]["sample_shape"])
+    init_range = [float(value) for value in manifest["model"].get("init_range", (0.0, 1.0))]
+
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
+    staging.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
+    try:
+        (staging / "1").mkdir()
+        model_path = staging / "1" / MODEL_FILE
+        external = model.ByteSize() > MAX_PROTO_BYTES
+        onnx.save(model, str(model_path), save_as_external_data=external, location=f"{MODEL_FILE}.data" if external else None)
+        diff = check_baked_model(model_path, source, schedule, sample_shape, init_range)
+        (staging / "config.pbtxt").write_text(
+            config_text(name, graph, sample_shape, max_batch_size=max_batch_size, instance_count=instance_count, kind=kind,
+                        max_queue_delay_us=max_queue_delay_us), encoding="utf-8")
+        info = {"model": name, "source_graph": GRAPHS[graph].file, "sample_shape": list(sample_shape), "init_range": init_range,
+                "init_stream": INIT_STREAM, "inputs": {"seed": "int64 [b, 1]: per-sample seed",
+                                                       "sample": "float32 [b, *sample_shape]: initial_sample(seed)"},
+                "output": "final_sample", "timesteps": timesteps.tolist(), "step_sizes": step_sizes.tolist(),
+                "num_annealed_steps": scheduler.num_annealed_steps}
+        (staging / CLIENT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=repo))
+            target.rename(old / name)
+        staging.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TritonModel(name, target, graph, kind, max_batch_size, instance_count, timesteps, step_sizes,
+                       scheduler.num_annealed_steps, diff)
+
+
+def check_baked_model(model_path: Path, source: Path, schedule: dict[str, np.ndarray], sample_shape: Sequence[int],
+                      init_range: Sequence[float], seeds: Sequence[int] = (0, 1)) -> float:
+    """Run the baked model and the export's graph (with the schedule fed) on ``seeds``; max abs difference.
+
+    Raises ``ExportDirectoryError`` when they differ (> 1e-5) or the baked graph does not load.
+    """
+    import onnxruntime as ort
+
+    seed = np.asarray(seeds, dtype=np.int64)
+    feeds = {"sample": initial_sample(seed, sample_shape, *init_range), "seed": seed}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    baked = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    original = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    got = baked.run(["final_sample"], feeds)[0]
+    want = original.run(["final_sample"], {**feeds, **schedule})[0]
+    diff = float(np.max(np.abs(got - want)))
+    if not diff <= 1e-5:
+        raise ExportDirectoryError(f"the baked {model_path.name} differs from {source.name} by {diff} on seeds {list(seeds)}")
+    return diff
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ncsn-triton", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("export_dir", metavar="EXPORT_DIR", help="directory written by ncsn-export")
+    parser.add_argument("--output", "-o", required=True, metavar="REPO", help="Triton model repository to write into")
+    parser.add_argument("--graph", choices=TRITON_GRAPHS, default=None,
+                        help="fused graph to serve (default: gpu_sampler for --kind gpu when exported, else sampler)")
+    parser.add_argument("--kind", choices=KINDS, default="cpu", help="instance group kind")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="most samples per batched run")
+    parser.add_argument("--instance-count", type=int, default=1, help="model instances")
+    parser.add_argument("--num-inference-steps", type=int, default=None, help="noise levels baked in (default: all trained)")
+    parser.add_argument("--model-name", default=None, help="model name (default: the export's model name)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait to fill a batch")
+    parser.add_argument("--force", action="store_true", help="replace REPO/<model> if it exists")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = write_repository(args.export_dir, args.output, graph=args.graph, kind=args.kind,
+                                  max_batch_size=args.max_batch_size, instance_count=args.instance_count,
+                                  num_inference_steps=args.num_inference_steps, model_name=args.model_name,
+                                  max_queue_delay_us=args.max_queue_delay_us, force=args.force)
+    except (ExportDirectoryError, ValueError, TypeError, ImportError, FileExistsError, FileNotFoundError) as error:
+        print(f"ncsn-triton: error: {error}", file=sys.stderr)
+        return 2
+    levels = len(result.timesteps)
+    print(f"wrote {result.directory}: config.pbtxt, 1/{MODEL_FILE} ({result.graph}, {levels} levels x "
+          f"{result.num_annealed_steps} steps baked in), {CLIENT_INFO}")
+    print(f"instance_group {result.instance_count} x {result.kind}, max_batch_size {result.max_batch_size}, dynamic batching; "
+          f"baked graph = export graph to {result.validation_max_abs_diff:.1e} (2 seeds)")
+    if result.kind == "gpu" and result.graph == "sampler":
+        print("note: sampler.onnx's bitwise noise ops have no CUDA kernels (they run on the CPU); export gpu_sampler for GPUs")
+    print(f"serve: tritonserver --model-repository {Path(args.output).resolve()}; per request: seed int64 [b, 1] and "
+          f"sample float32 [b, ...] = ncsn_runtime.noise.initial_sample(seed, ...) (see {CLIENT_INFO}) -> final_sample")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
