@@ -90,6 +90,12 @@ def composed(request, tmp_path_factory):
     return spec, final_denoise, graphs, sigmas
 
 
+@pytest.fixture(scope="module")
+def toy_graphs(tmp_path_factory):
+    """(graphs, train sigmas) of the toy mixture, traced once."""
+    return compose_for(toy_gmm_spec(), False, tmp_path_factory.mktemp("toy-edge"))
+
+
 def sampler_feed(spec, sigmas, batch_size=5, num_levels=4, num_annealed_steps=3):
     """A batch size and level count different from the trace shapes (B=2, N=3)."""
     seeds = seeds_for_batch(11, batch_size)
@@ -196,3 +202,19 @@ def test_elu_rewrite_keeps_the_network(tmp_path):
     feed = {"sample": 3 * initial_sample(seeds, spec.sample_shape, -1, 1), "timestep": np.array([0, 1, 4, 5], dtype=np.int64)}
     expected = session(traced).run(None, feed)[0]
     assert np.max(np.abs(session(rewritten).run(None, feed)[0] - expected)) <= 1e-5 * max(1.0, np.abs(expected).max())
+
+
+@pytest.mark.parametrize("final_denoise", [False, True])
+@pytest.mark.parametrize(("num_levels", "num_annealed_steps"), [(1, 1), (2, 1), (1, 4)])
+def test_sampler_edge_schedules_equal_torch_eager(toy_graphs, final_denoise, num_levels, num_annealed_steps):
+    spec = toy_gmm_spec()
+    graphs, sigmas = toy_graphs
+    graph = compose_graphs(graphs["score"], spec.sample_shape, sigmas, final_denoise, keys=("sampler", "gpu_sampler"))
+    feed = sampler_feed(spec, sigmas, batch_size=3, num_levels=num_levels, num_annealed_steps=num_annealed_steps)
+    feed["seed"] = np.array([0, 2**32 - 1, 2**63 - 1], dtype=np.int64)
+    eager = AnnealedLangevinSampler(spec.model, torch.from_numpy(sigmas), final_denoise).eval()
+    with torch.no_grad():
+        expected = eager(*(torch.from_numpy(np.asarray(value)) for value in feed.values())).numpy()
+    for key in ("sampler", "gpu_sampler"):
+        assert np.max(np.abs(session(graph[key]).run(None, feed)[0] - expected)) <= 1e-5, key
+

@@ -16,6 +16,11 @@ Integers are ``uint64`` holding uint32 words, so a 32x32-bit Philox product is e
   partial sum is an integer below 2**32, exact in float64; no int64 ``ReduceSum``, which onnxruntime
   CUDA evaluates through float32). ``lut`` moves 8x less data and ran 1.6x faster on CPU.
 
+Box-Muller's float64 ``Log``/``Cos``/``Sin``/``Sqrt`` have CUDA kernels too. Their libm differs from the
+host's by a few float64 ulp (CUDA documents <= 1 ulp for log, <= 2 for sin/cos; sqrt is exact), so a
+float32 result can differ only where the float64 value lies within a few ulp of a float32 rounding
+boundary (about 1e-8 of the elements), and then by one float32 ulp (< 5e-7 for |z| < 8).
+
 A draw covers several counters at once: ``counters`` int64 [T] gives noise float32 [T, B, *shape]
 (one Langevin level's T steps in one pass). Box-Muller runs in float64 and is rounded to float32,
 as the contract defines.
