@@ -24,7 +24,6 @@ sample index arrived exactly once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import write_json_atomic
+from .fileio import confined_path, read_json_object, write_json_atomic
 from .images import save_npy
 from .manifest import MANIFEST_NAME, load_manifest, sha256_file
 from .noise import MAX_SEED
@@ -204,7 +203,7 @@ def prepare_shard_dir(root: Path, identity: dict[str, Any], sample_shape: Sequen
     """
     index_path = root / INDEX_NAME
     if index_path.is_file():
-        old = json.loads(index_path.read_text(encoding="utf-8"))
+        old = read_json_object(index_path)
         if old.get("format") != INDEX_FORMAT:
             raise ValueError(f"--output {root}: {INDEX_NAME} is not an {INDEX_FORMAT} index")
         differ = [key for key in IDENTITY_KEYS if old.get(key) != identity[key]]
@@ -237,8 +236,9 @@ def _shard_ok(path: Path, shape: tuple[int, ...]) -> bool:
 def load_shards(root: str | os.PathLike) -> np.ndarray:
     """All samples of a complete shard directory, float32 [N, ...] in seed order."""
     root = Path(root)
-    index = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
-    return np.concatenate([np.load(root / entry["file"], allow_pickle=False) for entry in index["shards"]])
+    index = read_json_object(root / INDEX_NAME)
+    return np.concatenate([np.load(confined_path(root, entry["file"], "shard file"), allow_pickle=False)
+                           for entry in index["shards"]])
 
 
 # -- the job ----------------------------------------------------------------------------------------------
@@ -414,7 +414,7 @@ def run_cli(args: Any) -> int:
         return 2
     seconds = time.perf_counter() - start
     if Path(result).is_dir():
-        shards = len(json.loads((Path(result) / INDEX_NAME).read_text(encoding="utf-8"))["shards"])
+        shards = len(read_json_object(Path(result) / INDEX_NAME)["shards"])
         what = f"{args.num_samples} samples in {shards} shards + {INDEX_NAME}"
     else:
         what = f"{args.num_samples} raw samples, float32"
