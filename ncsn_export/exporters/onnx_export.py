@@ -179,7 +179,7 @@ def export_onnx(
         "file": path.name,
         "inputs": [_value_info(value) for value in model.graph.input],
         "outputs": [_value_info(value) for value in model.graph.output],
-        "nodes": _count_nodes(model.graph),
+        "nodes": count_nodes(model.graph),
         "shifts_right": shifts_right,
     }
 
@@ -259,13 +259,13 @@ def _move_initializers_into_loops(graph: onnx.GraphProto) -> int:
     return moved
 
 
-def _count_nodes(graph: onnx.GraphProto) -> int:
+def count_nodes(graph: onnx.GraphProto) -> int:
     count = 0
     for node in graph.node:
         count += 1
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                count += _count_nodes(attribute.g)
+                count += count_nodes(attribute.g)
     return count
 
 
