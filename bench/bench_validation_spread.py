@@ -50,7 +50,8 @@ def main() -> None:
         diff = np.abs(fused.astype(np.float64) - eager)
         rows.append({"seeds": [int(schedule.seeds[0]), int(schedule.seeds[-1])], "max_abs_diff": float(diff.max()),
                      "mean_abs_diff": float(diff.mean()), "onnx_seconds": onnx_s, "torch_seconds": torch_s})
-        print(f"{schedule.seeds[0]:>5}..{schedule.seeds[-1]:<5} {diff.max():>13.3e} {diff.mean():>14.3e} {onnx_s:>8.1f} {torch_s:>8.1f}")
+        seeds = f"{schedule.seeds[0]}..{schedule.seeds[-1]}"
+        print(f"{seeds:>12} {diff.max():>13.3e} {diff.mean():>14.3e} {onnx_s:>8.1f} {torch_s:>8.1f}")
     worst = max(row["max_abs_diff"] for row in rows)
     print(f"worst {worst:.3e}, median {np.median([r['max_abs_diff'] for r in rows]):.3e}; FULL_TOLERANCE {FULL_TOLERANCE:g}")
     schedule_info = {"levels": len(schedule.timesteps), "num_annealed_steps": schedule.num_annealed_steps,

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifacts", action="append", default=None, metavar="LIST",
                         help="what to make, comma-separated (default: every ONNX graph + sampler.pt; see below)")
     parser.add_argument("--batch-size", type=int, default=3, metavar="B", help="validation batch size (default: 3)")
-    parser.add_argument("--num-inference-steps", type=int, default=4, metavar="N",
+    parser.add_argument("--num-inference-steps", type=int, default=None, metavar="N",
                         help="validation: number of noise levels (default: 4, or all if fewer are trained)")
     parser.add_argument("--steps", dest="num_inference_steps", type=int, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--num-annealed-steps", type=int, default=3, metavar="T",

@@ -366,7 +366,7 @@ def export_model(
     force: bool = False,
     artifacts: str | Iterable[str] | None = None,
     batch_size: int = 3,
-    num_inference_steps: int | None = 4,
+    num_inference_steps: int | None = None,
     num_annealed_steps: int | None = 3,
     full_batch_size: int = 16,
     final_denoise: bool | None = None,
@@ -385,7 +385,7 @@ def export_model(
         force: replace an existing export directory.
         artifacts: ``--artifacts`` entries (see :mod:`.artifacts`; None: every ONNX graph + ``sampler.pt``).
         batch_size, num_inference_steps, num_annealed_steps: the validation's dynamic check (levels spread
-            over the trained range and clipped to it; ``None`` T: the scheduler's).
+            over the trained range, in [1, L]; ``None``: min(4, L) levels; ``None`` T: the scheduler's).
         full_batch_size: batch of the full-default-schedule check (0: skip it).
         final_denoise: NCSNv2 final denoising step in the samplers; None takes the model's default.
         tolerance, full_tolerance: max abs difference allowed (see :mod:`.validate`).
@@ -402,6 +402,8 @@ def export_model(
     full_batch_size = check_count("full_batch_size", full_batch_size, 0)
     check_output_dir(output_dir, force)
     plan = plan_export(model, opset=opset, fp16=fp16, final_denoise=final_denoise, artifacts=artifacts)
+    if num_inference_steps is not None:
+        check_count("num_inference_steps", num_inference_steps, 1, len(plan.train_sigmas))
     logger.info("exporting %r (sample shape %s, opset %d, %s, final_denoise=%s, artifacts %s) to %s", plan.spec.name,
                 list(plan.sample_shape), plan.opset, "fp16" if fp16 else "fp32", plan.final_denoise,
                 ",".join(plan.artifacts.keys), output_dir)

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import sympy
 import torch
 from torch import nn
+from torch.utils._sympy.numbers import int_oo
 
 from ..sampler import AnnealedLangevinSampler
 from .errors import ExportError, tracing_error
@@ -80,8 +82,9 @@ def _batch_range(program: torch.export.ExportedProgram) -> list[int | None]:
     bounds = program.range_constraints.get(size.node.expr)
     if bounds is None:
         return [1, None]
-    upper = bounds.upper
-    return [1 if int(bounds.lower) <= 2 else int(bounds.lower), None if not upper.is_finite else int(upper)]
+    lower = int(bounds.lower)
+    upper = None if bounds.upper in (int_oo, sympy.oo) else int(bounds.upper)
+    return [1 if lower <= 2 else lower, upper]
 
 
 def _drop_stack_traces(program: torch.export.ExportedProgram) -> None:

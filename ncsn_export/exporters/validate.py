@@ -49,6 +49,8 @@ logger = logging.getLogger("ncsn_export")
 FP32_TOLERANCE = 1e-4
 FULL_TOLERANCE = 5e-3
 FP16_TOLERANCE = 5e-2
+DYNAMIC_BATCH = 3  # the dynamic check's default shapes differ from the trace's (B=2, N=3)
+DYNAMIC_LEVELS = 4
 SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
 
@@ -125,13 +127,13 @@ class ValidationReport:
 def make_schedule(scheduler_config: dict[str, Any], sample_shape: Sequence[int], init_range: Sequence[float],
                   batch_size: int, num_inference_steps: int | None, num_annealed_steps: int | None,
                   seed: int = 0, name: str = "dynamic") -> Schedule:
-    """The runtime's schedule for ``num_inference_steps`` levels (None: all) and T (None: the config's).
+    """The runtime's schedule for ``num_inference_steps`` levels (None: all trained) and T (None: the config's).
 
     The same seeds (``seed + b``), initial sample and arrays as ``NCSNPipeline(batch_size, num_inference_steps, seed)``.
     """
     scheduler = AnnealedLangevinDynamicsScheduler(**scheduler_config)
     levels = scheduler.num_train_timesteps
-    count = levels if num_inference_steps is None else min(check_count("num_inference_steps", num_inference_steps, 1), levels)
+    count = levels if num_inference_steps is None else check_count("num_inference_steps", num_inference_steps, 1, levels)
     scheduler.set_timesteps(count)
     timesteps, _, step_sizes = scheduler.schedule_arrays()
     steps = scheduler.num_annealed_steps if num_annealed_steps is None else check_count("num_annealed_steps", num_annealed_steps)
@@ -141,7 +143,7 @@ def make_schedule(scheduler_config: dict[str, Any], sample_shape: Sequence[int],
 
 
 def validation_inputs(scheduler_config: dict[str, Any], sample_shape: Sequence[int], init_range: Sequence[float],
-                      batch_size: int = 3, num_inference_steps: int | None = 4, num_annealed_steps: int | None = 3,
+                      batch_size: int = 3, num_inference_steps: int | None = None, num_annealed_steps: int | None = 3,
                       seed: int = 0) -> dict[str, np.ndarray]:
     """The fused sampler's feeds for a schedule (see :func:`make_schedule`)."""
     return make_schedule(scheduler_config, sample_shape, init_range, batch_size, num_inference_steps, num_annealed_steps,
@@ -211,7 +213,7 @@ def validate_export(
     model: ModelSpec | nn.Module,
     *,
     batch_size: int = 3,
-    num_inference_steps: int | None = 4,
+    num_inference_steps: int | None = None,
     num_annealed_steps: int | None = 3,
     full_batch_size: int = 16,
     seed: int = 0,
@@ -224,8 +226,8 @@ def validate_export(
     Args:
         export_dir: an export directory (its ``manifest.json`` names the graphs, schedule and model facts).
         model: the fp32 score network (or its :class:`ModelSpec`) the export was made from.
-        batch_size, num_inference_steps, num_annealed_steps: the dynamic check's schedule (levels clipped
-            to the trained count; ``None`` levels = all, ``None`` T = the scheduler's).
+        batch_size, num_inference_steps, num_annealed_steps: the dynamic check's schedule (levels in [1, L];
+            ``None`` levels = min(4, L), ``None`` T = the scheduler's).
         full_batch_size: batch of the full-default-schedule check of the fused graph (0: skip it).
         seed: seed of sample 0 (sample b uses ``seed + b``).
         tolerance, full_tolerance: max abs difference allowed (defaults: module constants; fp16 exports
@@ -261,6 +263,8 @@ def validate_export(
         report.rows.append(ValidationResult(artifact, label, diff, bound, round(seconds, 4), size, round(scale, 4),
                                             schedule.name, graph, mode))
 
+    if num_inference_steps is None:
+        num_inference_steps = min(DYNAMIC_LEVELS, int(config["num_train_timesteps"]))
     dynamic = make_schedule(config, shape, info["init_range"], batch_size, num_inference_steps, num_annealed_steps, seed)
     report.schedules["dynamic"] = dynamic.describe()
     expected, _ = _timed(lambda: run_torch(reference, dynamic))
