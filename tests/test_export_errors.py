@@ -174,7 +174,7 @@ def test_an_optional_artifact_that_fails_is_skipped_and_an_explicit_one_fails(tm
     assert "sampler.pt " in report.table and "skipped: RuntimeError: no TorchScript today" in report.table
     assert all(row["passed"] for row in report.manifest["validation"])
     with pytest.raises(ExportError, match=r"sampler\.pt was requested but could not be made: RuntimeError"):
-        export_model("toy-gmm", tmp_path / "explicit", artifacts="onnx,pt", num_annealed_steps=2, full_batch_size=0)
+        export_model("toy-gmm", tmp_path / "explicit", artifacts="sampler,pt", num_annealed_steps=2, full_batch_size=0)
     assert not (tmp_path / "explicit").exists() and leftovers(tmp_path) == []
 
 
