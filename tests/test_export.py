@@ -179,12 +179,14 @@ def test_conv_export_with_final_denoise_validates(conv_export):
 def test_conv_sampler_holds_the_network_once_inside_the_loop_with_its_weights(conv_export):
     output, _ = conv_export
     model = onnx.load(str(output / "sampler.onnx"))
-    loop = next(node for node in model.graph.node if node.op_type == "Loop")
-    body = loop.attribute[0].g
-    assert [node.op_type for node in model.graph.node].count("Conv") == 0  # final denoise runs inside the loop
-    assert [node.op_type for node in body.node].count("Conv") == 3
-    body_weights = {initializer.name for initializer in body.initializer}
-    outer_weights = {initializer.name for initializer in model.graph.initializer}
+    graphs = [model.graph]  # the main graph, then each Loop body (outer: schedule position, inner: annealed step)
+    while loops := [node for node in graphs[-1].node if node.op_type == "Loop"]:
+        assert len(loops) == 1
+        graphs.append(loops[0].attribute[0].g)
+    conv_counts = [[node.op_type for node in graph.node].count("Conv") for graph in graphs]
+    assert len(graphs) == 3 and conv_counts == [0, 0, 3]  # final denoise runs inside the loop too
+    body_weights = {initializer.name for initializer in graphs[-1].initializer}
+    outer_weights = {initializer.name for graph in graphs[:-1] for initializer in graph.initializer}
     assert any("conv_in" in name for name in body_weights) and not any("conv" in name for name in outer_weights)
 
 

@@ -119,7 +119,7 @@ def test_ctrl_c_during_export_leaves_no_directory(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "compose", interrupted)
+    monkeypatch.setattr(api, "compose_graphs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_model("toy-gmm", tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

@@ -3,9 +3,8 @@
 Five steps, each a function with a typed result (docs/design.md, "Export pipeline"):
 
 1. :func:`trace`: one ``torch.onnx.export(dynamo=True)`` of the score network -> ``score.onnx`` (:class:`TraceResult`).
-2. :func:`compose`: every other ONNX graph of the contract composed from that score graph
-   (:func:`ncsn_export.exporters.compose.compose_graphs`; until that module exists, the step and sampler
-   graphs are traced from torch modules instead) (:class:`ComposeResult`).
+2. :func:`compose`: every other ONNX graph of the contract composed from that score graph with
+   :func:`ncsn_export.exporters.compose.compose_graphs` (:class:`ComposeResult`); no second trace.
 3. :func:`write`: the graphs (checked against :mod:`ncsn_runtime.contract`), the scheduler config and the
    requested torch artifacts into the staging directory (:class:`WriteResult`).
 4. :func:`run_validation`: :func:`~ncsn_export.exporters.validate.validate_export`, the runtime against torch eager
@@ -38,6 +37,7 @@ from torch import nn
 from ..models.registry import ModelSpec, load_model
 from ..sampler import AnnealedLangevinSampler
 from .artifacts import ArtifactSelection, select_artifacts
+from .compose import compose_graphs
 from .directory import atomic_directory, check_output_dir
 from .errors import ExportError
 from .manifest_builder import ArtifactEntry, GraphEntry, ManifestBuilder, ModelInfo, versions
@@ -48,8 +48,6 @@ from .onnx_export import (
     count_nodes,
     example_inputs,
     export_onnx,
-    export_sampler_onnx,
-    export_step_onnx,
 )
 from .torchscript_export import export_pt2, export_torchscript
 from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_TOLERANCE, ValidationReport, validate_export
@@ -93,7 +91,6 @@ class TraceResult:
     """Step 1: the score graph from the one dynamo export of the network."""
 
     score: onnx.ModelProto
-    network_shifts_right: bool  # the network itself has a right shift (the traced noise must then not use Div)
     seconds: float
 
 
@@ -103,7 +100,6 @@ class ComposeResult:
 
     graphs: dict[str, onnx.ModelProto]
     skipped: dict[str, str] = field(default_factory=dict)  # key -> reason
-    method: str = "compose"  # "compose" (from the score graph) or "trace" (the fallback)
     seconds: float = 0.0
 
 
@@ -184,59 +180,34 @@ def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
     args = (sample, torch.zeros(TRACE_BATCH, dtype=torch.int64))
     spec = GRAPHS["score"]
     shapes = batch_shapes(spec.input_names, batched=spec.input_names)
-    info = export_onnx(plan.network, args, path, spec.input_names, spec.output_names, shapes, plan.opset, lean_shift=False)
+    export_onnx(plan.network, args, path, spec.input_names, spec.output_names, shapes, plan.opset, lean_shift=False)
     proto = onnx.load(str(path))
     path.unlink()
     seconds = time.perf_counter() - start
     logger.info("traced the score network (one dynamo export) in %.1f s", seconds)
-    return TraceResult(proto, bool(info["shifts_right"]), seconds)
+    return TraceResult(proto, seconds)
 
 
-def _compose_function() -> Any:
-    try:
-        from .compose import compose_graphs
-    except ImportError:
-        return None
-    return compose_graphs
+def compose(plan: ExportPlan, traced: TraceResult) -> ComposeResult:
+    """Step 2: the requested graphs other than ``score``, composed from the score graph (no re-trace).
 
-
-def compose(plan: ExportPlan, traced: TraceResult, workdir: Path) -> ComposeResult:
-    """Step 2: the requested graphs other than ``score``, each made on its own so one failure skips only that graph."""
+    Each graph is composed on its own, so one that fails skips only itself (or fails the export when required).
+    """
     start = time.perf_counter()
     graphs: dict[str, onnx.ModelProto] = {"score": traced.score}
     skipped: dict[str, str] = {}
-    composer = _compose_function()
     for key in plan.artifacts.graphs:
         if key == "score":
             continue
         try:
-            if composer is not None:
-                graphs[key] = composer(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise, keys=(key,),
-                                       opset=plan.opset)[key]
-            else:
-                graphs[key] = _trace_graph(plan, key, traced, workdir)
-        except Exception as error:  # ExportError, onnx errors, KeyError for a key the composer lacks
+            graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise, keys=(key,),
+                                         opset=plan.opset)[key]
+        except Exception as error:  # onnx checker / shape inference errors: this graph only
             skipped[key] = f"{type(error).__name__}: {error}"
             logger.warning("could not make %s: %s", GRAPHS[key].file, skipped[key])
     seconds = time.perf_counter() - start
-    method = "compose" if composer is not None else "trace"
-    logger.info("%s %s in %.1f s", "composed" if composer else "traced", ", ".join(k for k in graphs if k != "score"), seconds)
-    return ComposeResult(graphs, skipped, method, seconds)
-
-
-def _trace_graph(plan: ExportPlan, key: str, traced: TraceResult, workdir: Path) -> onnx.ModelProto:
-    """Fallback before the ONNX composer: trace ``step``/``sampler`` from their torch modules (one trace each)."""
-    path = workdir / GRAPHS[key].file
-    lean = not traced.network_shifts_right
-    if key == "step":
-        export_step_onnx(plan.network, plan.sample_shape, path, plan.opset, lean)
-    elif key == "sampler":
-        export_sampler_onnx(plan.sampler(), plan.sample_shape, path, plan.opset, lean)
-    else:
-        raise ExportError(f"{GRAPHS[key].file} needs ncsn_export.exporters.compose (not available in this build)")
-    proto = onnx.load(str(path))
-    path.unlink()
-    return proto
+    logger.info("composed %s from the score graph in %.1f s", ", ".join(k for k in graphs if k != "score"), seconds)
+    return ComposeResult(graphs, skipped, seconds)
 
 
 def check_graph_io(key: str, model: onnx.ModelProto, sample_shape: Sequence[int]) -> None:
@@ -415,10 +386,9 @@ def export_model(
                               full_tolerance=FULL_TOLERANCE if full_tolerance is None else full_tolerance, relative=fp16)
     with atomic_directory(output_dir, force) as staging, tempfile.TemporaryDirectory(prefix="ncsn-trace-") as scratch:
         traced = trace(plan, Path(scratch))
-        composed = compose(plan, traced, Path(scratch))
+        composed = compose(plan, traced)
         written = write(plan, composed, staging)
         builder.graphs, builder.artifacts = written.graphs, written.artifacts
-        builder.graph_method = composed.method
         builder.export_seconds = {"trace": round(traced.seconds, 3), "compose": round(composed.seconds, 3), **written.seconds}
         if validate:
             report = run_validation(plan, staging, builder, batch_size=batch_size, num_inference_steps=num_inference_steps,

@@ -88,7 +88,6 @@ class ManifestBuilder:
     opset: int
     graphs: list[GraphEntry] = field(default_factory=list)
     artifacts: list[ArtifactEntry] = field(default_factory=list)
-    graph_method: str = "compose"  # how the non-score graphs were made: "compose" or "trace" (fallback)
     export_seconds: dict[str, float] = field(default_factory=dict)
     validation: ValidationReport | None = None
     validated: bool = False
@@ -106,7 +105,6 @@ class ManifestBuilder:
             "opset": self.opset,
             "graphs": {entry.key: entry.as_dict(self.model.sample_shape) for entry in self.graphs},
             "artifacts": {entry.key: entry.as_dict() for entry in self.artifacts},
-            "graph_method": self.graph_method,
             "export_seconds": dict(self.export_seconds),
             "validation": [row.as_dict() for row in report.rows],
             "validation_schedule": {

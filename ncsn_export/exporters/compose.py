@@ -1,0 +1,232 @@
+"""Compose the graph family (step, sampler, gpu_step, gpu_sampler) from one traced ``score.onnx``.
+
+The network is traced once (:func:`.onnx_export.export_score_onnx`); every other graph is written
+around a renamed copy of its nodes with :mod:`onnx.helper` (see :mod:`.onnx_builder`):
+
+* ``step``: noise (``bitwise`` Philox, :mod:`.onnx_noise`) + network + Langevin update.
+* ``gpu_step``: network + Langevin update, the noise ``z`` is an input: no control flow, no bitwise
+  op, no float64.
+* ``sampler`` / ``gpu_sampler``: an outer ``Loop`` over schedule positions ``i`` draws the noise of
+  all ``T`` annealed steps of the level at once (counters ``i*T + t``, float32 [T, B, ...]); an inner
+  ``Loop`` over ``t`` runs network + update. With ``final_denoise`` the last position's inner loop
+  runs one more iteration, the contract's denoising step: the Langevin update with
+  ``step_size = 2 * sigma_last**2`` and ``z = 0`` (``x + sigma_last**2 * score``,
+  ``sigma_last = train_sigmas[timesteps[-1]]``). The network thus appears once per graph, and its
+  weights are initializers of the inner loop body. ``gpu_sampler`` uses the ``arithmetic`` noise
+  (only ops with CUDA kernels).
+
+The Langevin update evaluates :func:`ncsn_runtime.schedule.langevin_update`'s expression in the same
+float32 order: ``(x + (0.5 * alpha) * score) + sqrt(alpha) * z``. I/O names, dtypes and shapes come
+from :data:`ncsn_runtime.contract.GRAPHS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+from ncsn_runtime.contract import BATCH, GRAPH_NAMES, GRAPHS, GraphSpec
+from onnx import TensorProto, helper
+
+from .onnx_builder import GraphBuilder, tensor_info
+from .onnx_noise import counter_normal
+
+_ELEM_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
+NETWORK_PREFIX = "net/"
+
+
+def compose_graphs(
+    score: onnx.ModelProto,
+    sample_shape: Sequence[int],
+    train_sigmas: np.ndarray,
+    final_denoise: bool,
+    keys: Sequence[str] = GRAPH_NAMES,
+    opset: int = 18,
+) -> dict[str, onnx.ModelProto]:
+    """The graphs ``keys`` (contract keys) composed from ``score`` (the traced ``score.onnx`` model).
+
+    Args:
+        score: ``sample f32[B, ...], timestep i64[B] -> score f32[B, ...]`` (any I/O names, in that order).
+        sample_shape: per-sample shape, e.g. ``(1, 28, 28)``.
+        train_sigmas: float32 [L], the network's trained noise levels (for ``final_denoise``).
+        final_denoise: append NCSNv2's denoising step to the samplers.
+        keys: which graphs to return; ``"score"`` is ``score`` itself.
+        opset: the default-domain opset of ``score`` and of every composed graph.
+
+    Returns:
+        key -> ``onnx.ModelProto`` (checked with ``onnx.checker.check_model(full_check=True)``).
+    """
+    unknown = [key for key in keys if key not in GRAPHS]
+    if unknown:
+        raise ValueError(f"`keys` must be among {', '.join(GRAPH_NAMES)}, got {', '.join(map(repr, unknown))}")
+    shape = tuple(int(size) for size in sample_shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"`sample_shape` must be a non-empty sequence of positive ints, got {tuple(sample_shape)}")
+    sigmas = np.asarray(train_sigmas, dtype=np.float32).reshape(-1)
+    if final_denoise and sigmas.size == 0:
+        raise ValueError("`train_sigmas` must be non-empty float32 [L] when `final_denoise` is set")
+    score_opset = next((entry.version for entry in score.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if score_opset != opset:
+        raise ValueError(f"`opset` {opset} differs from the score graph's opset {score_opset}; "
+                         "compose at the opset the network was traced at")
+    if len(score.graph.input) != 2 or len(score.graph.output) != 1:
+        raise ValueError(f"the score graph must have 2 inputs (sample, timestep) and 1 output, got "
+                         f"{len(score.graph.input)} and {len(score.graph.output)}")
+    builders: dict[str, Callable[[], onnx.GraphProto]] = {
+        "step": lambda: _step_graph(score.graph, shape, GRAPHS["step"], noise_variant="bitwise"),
+        "gpu_step": lambda: _step_graph(score.graph, shape, GRAPHS["gpu_step"], noise_variant=None),
+        "sampler": lambda: _sampler_graph(score.graph, shape, sigmas, final_denoise, GRAPHS["sampler"], "bitwise"),
+        "gpu_sampler": lambda: _sampler_graph(score.graph, shape, sigmas, final_denoise, GRAPHS["gpu_sampler"], "arithmetic"),
+    }
+    graphs: dict[str, onnx.ModelProto] = {}
+    for key in keys:
+        if key == "score":
+            graphs[key] = score
+            continue
+        model = helper.make_model(builders[key](), opset_imports=list(score.opset_import), functions=list(score.functions),
+                                  ir_version=score.ir_version, producer_name="ncsn-export compose")
+        onnx.checker.check_model(model, full_check=True)
+        graphs[key] = model
+    return graphs
+
+
+def _io(spec: GraphSpec, shape: Sequence[int]) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+    def info(tensor) -> onnx.ValueInfoProto:
+        return tensor_info(tensor.name, _ELEM_TYPES[tensor.dtype], tensor.concrete_shape(shape))
+
+    return [info(tensor) for tensor in spec.inputs], [info(tensor) for tensor in spec.outputs]
+
+
+def _renamed_graph(graph: onnx.GraphProto, rename: Callable[[str], str]) -> None:
+    """Rename every value of ``graph`` (and its subgraphs) in place."""
+    for values in (graph.input, graph.output, graph.value_info):
+        for value in values:
+            value.name = rename(value.name)
+    for initializer in graph.initializer:
+        initializer.name = rename(initializer.name)
+    for node in graph.node:
+        _rename_node(node, rename)
+
+
+def _rename_node(node: onnx.NodeProto, rename: Callable[[str], str]) -> None:
+    node.input[:] = [rename(name) for name in node.input]
+    node.output[:] = [rename(name) for name in node.output]
+    node.name = NETWORK_PREFIX + node.name if node.name else ""
+    del node.metadata_props[:]
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            _renamed_graph(attribute.g, rename)
+        for subgraph in attribute.graphs:
+            _renamed_graph(subgraph, rename)
+
+
+def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timestep: str) -> str:
+    """Append the score network's nodes and initializers to ``b`` reading ``sample`` / ``timestep``; returns the score's name.
+
+    Every value of the network is prefixed with :data:`NETWORK_PREFIX`, so it cannot clash with the
+    composed graph's own names.
+    """
+    fixed = {score.input[0].name: sample, score.input[1].name: timestep}
+
+    def rename(name: str) -> str:
+        return fixed.get(name, NETWORK_PREFIX + name) if name else name
+
+    for initializer in score.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializer)
+        copy.name = rename(initializer.name)
+        b.initializers.append(copy)
+    for node in score.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        _rename_node(copy, rename)
+        b.nodes.append(copy)
+    return rename(score.output[0].name)
+
+
+def langevin(b: GraphBuilder, sample: str, score: str, step_size: str, sqrt_step_size: str, noise: str, output: str) -> str:
+    """``(x + (0.5 * alpha) * score) + sqrt_alpha * z``: :func:`ncsn_runtime.schedule.langevin_update`'s float32 order."""
+    drift = b.op("Mul", b.op("Mul", b.const(0.5, np.float32), step_size), score)
+    return b.op("Add", b.op("Add", sample, drift), b.op("Mul", sqrt_step_size, noise), outputs=[output])
+
+
+def _batch_levels(b: GraphBuilder, sample: str, level: str) -> str:
+    """The scalar level index broadcast to int64 [B] (the network takes one level per sample)."""
+    return b.op("Expand", b.op("Reshape", level, b.const([1], np.int64)), b.op("Shape", sample, start=0, end=1))
+
+
+def _step_graph(score: onnx.GraphProto, shape: tuple[int, ...], spec: GraphSpec, noise_variant: str | None) -> onnx.GraphProto:
+    """``step`` (noise drawn in the graph from seed + counter) or ``gpu_step`` (noise as an input)."""
+    b = GraphBuilder("main/")
+    if noise_variant is None:
+        noise = "noise"
+    else:
+        counters = b.op("Reshape", "counter", b.const([1], np.int64))
+        draw = counter_normal(b, "seed", counters, shape, noise_variant)  # [1, B, ...]
+        noise = b.op("Squeeze", draw, b.const([0], np.int64))
+    network_score = inline_network(b, score, "sample", _batch_levels(b, "sample", "timestep"))
+    langevin(b, "sample", network_score, "step_size", b.op("Sqrt", "step_size"), noise, spec.outputs[0].name)
+    inputs, outputs = _io(spec, shape)
+    return b.graph(spec.key, inputs, outputs)
+
+
+def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas: np.ndarray, final_denoise: bool,
+                   spec: GraphSpec, noise_variant: str) -> onnx.GraphProto:
+    """``sampler`` / ``gpu_sampler``: outer Loop over positions (one noise draw per level), inner Loop over steps."""
+    sample_dims = [BATCH, *shape]
+    main = GraphBuilder("main/")
+    num_positions = main.op("Size", "timesteps")
+    steps = main.op("Reshape", "num_annealed_steps", main.const([], np.int64))  # T, scalar
+    last_step = main.op("Sub", steps, main.const(1, np.int64))
+    if final_denoise:
+        last_position = main.op("Sub", num_positions, main.const(1, np.int64))
+        sigma_last = main.op("Gather", main.const(train_sigmas, np.float32, hint="train_sigmas"),
+                             main.op("Gather", "timesteps", last_position))
+        sigma_last_squared = main.op("Mul", sigma_last, sigma_last)
+        denoise_step_size = main.op("Mul", main.const(2.0, np.float32), sigma_last_squared)
+
+    # outer body: position i
+    outer = GraphBuilder("outer/")
+    level = outer.op("Gather", "timesteps", "outer/i")
+    alpha = outer.op("Gather", "step_sizes", "outer/i")
+    sqrt_alpha = outer.op("Sqrt", alpha)
+    start = outer.op("Mul", "outer/i", steps)
+    counters = outer.op("Add", start, outer.op("Range", outer.const(0, np.int64), steps, outer.const(1, np.int64)))
+    noise_all = counter_normal(outer, "seed", counters, shape, noise_variant)  # [T, B, ...]
+    levels = _batch_levels(outer, "outer/x", level)
+    if final_denoise:
+        is_last = outer.op("Cast", outer.op("Equal", "outer/i", last_position), to=TensorProto.INT64)
+        trip_count = outer.op("Add", steps, is_last)
+    else:
+        trip_count = steps
+
+    # inner body: annealed step t (t == T only in the final denoising iteration)
+    inner = GraphBuilder("inner/")
+    noise = inner.op("Gather", noise_all, inner.op("Min", "inner/t", last_step), axis=0)
+    if final_denoise:
+        denoising = inner.op("Equal", "inner/t", steps)
+        step_size = inner.op("Where", denoising, denoise_step_size, alpha)
+        noise_scale = inner.op("Where", denoising, inner.const(0.0, np.float32), sqrt_alpha)
+    else:
+        step_size, noise_scale = alpha, sqrt_alpha
+    network_score = inline_network(inner, score, "inner/x", levels)
+    langevin(inner, "inner/x", network_score, step_size, noise_scale, noise, "inner/x_next")
+    inner.op("Identity", "inner/cond", outputs=["inner/cond_out"])
+    inner_body = inner.graph(
+        "annealed_step",
+        [tensor_info("inner/t", TensorProto.INT64, []), tensor_info("inner/cond", TensorProto.BOOL, []),
+         tensor_info("inner/x", TensorProto.FLOAT, sample_dims)],
+        [tensor_info("inner/cond_out", TensorProto.BOOL, []), tensor_info("inner/x_next", TensorProto.FLOAT, sample_dims)],
+    )
+    outer.op("Loop", trip_count, outer.const(True, np.bool_), "outer/x", outputs=["outer/x_next"], body=inner_body)
+    outer.op("Identity", "outer/cond", outputs=["outer/cond_out"])
+    outer_body = outer.graph(
+        "level",
+        [tensor_info("outer/i", TensorProto.INT64, []), tensor_info("outer/cond", TensorProto.BOOL, []),
+         tensor_info("outer/x", TensorProto.FLOAT, sample_dims)],
+        [tensor_info("outer/cond_out", TensorProto.BOOL, []), tensor_info("outer/x_next", TensorProto.FLOAT, sample_dims)],
+    )
+    main.op("Loop", num_positions, main.const(True, np.bool_), "sample", outputs=[spec.outputs[0].name], body=outer_body)
+    inputs, outputs = _io(spec, shape)
+    return main.graph(spec.key, inputs, outputs)
