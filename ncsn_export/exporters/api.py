@@ -43,11 +43,10 @@ from .errors import ExportError
 from .manifest_builder import ArtifactEntry, GraphEntry, ManifestBuilder, ModelInfo, versions
 from .onnx_export import (
     DEFAULT_OPSET,
-    batch_shapes,
     check_opset,
     count_nodes,
     example_inputs,
-    export_onnx,
+    export_score_onnx,
 )
 from .torchscript_export import export_pt2, export_torchscript
 from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_TOLERANCE, ValidationReport, validate_export
@@ -176,11 +175,7 @@ def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
     """Step 1: ``torch.onnx.export(dynamo=True)`` of the score network, once."""
     start = time.perf_counter()
     path = workdir / GRAPHS["score"].file
-    sample = example_inputs(plan.sample_shape, TRACE_BATCH)["sample"]
-    args = (sample, torch.zeros(TRACE_BATCH, dtype=torch.int64))
-    spec = GRAPHS["score"]
-    shapes = batch_shapes(spec.input_names, batched=spec.input_names)
-    export_onnx(plan.network, args, path, spec.input_names, spec.output_names, shapes, plan.opset, lean_shift=False)
+    export_score_onnx(plan.network, plan.sample_shape, path, plan.opset, lean_shift=False)  # no noise in this graph
     proto = onnx.load(str(path))
     path.unlink()
     seconds = time.perf_counter() - start

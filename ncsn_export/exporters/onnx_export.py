@@ -90,16 +90,6 @@ def lean_shift_table() -> dict:
     return {torch.ops.aten.bitwise_right_shift.Tensor_Scalar: _shift_right_nonnegative}
 
 
-def uses_right_shift(model: nn.Module, args: tuple[torch.Tensor, ...]) -> bool:
-    """Whether ``model``'s traced graph shifts right itself (then the lean lowering must not be used)."""
-    try:
-        with quiet_exporter():
-            program = torch.export.export(model, args, strict=False)
-    except Exception:  # untraceable: export_onnx reports it with the op; no lowering decision needed
-        return False
-    return _shifts_right(program)
-
-
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's progress prints and known-harmless warnings."""

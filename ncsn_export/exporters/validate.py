@@ -36,13 +36,14 @@ from ncsn_runtime.contract import ARTIFACTS, GRAPHS
 from ncsn_runtime.manifest import load_manifest
 from ncsn_runtime.noise import initial_sample, seeds_for_batch
 from ncsn_runtime.pipeline import NCSNPipeline
+from ncsn_runtime.providers import open_session
 from ncsn_runtime.schedule import check_count
 from ncsn_runtime.scheduler import AnnealedLangevinDynamicsScheduler
 from torch import nn
 
 from ..models.registry import ModelSpec
 from ..sampler import AnnealedLangevinSampler
-from .errors import ExportError
+from .torchscript_export import load_pt2
 
 logger = logging.getLogger("ncsn_export")
 
@@ -193,6 +194,8 @@ def runtime_routes(graphs: Sequence[str]) -> list[tuple[str, dict[str, Any], str
     for key, mode in (("gpu_sampler", "fused"), ("gpu_step", "stepwise")):
         if key in graphs and with_graph:
             routes.append((key, {"graph": key}, mode))
+        elif key == "gpu_sampler" and key in graphs:  # this runtime cannot select it yet: one direct session call
+            routes.append((key, {"direct": key}, "fused"))
     return routes
 
 
@@ -202,6 +205,9 @@ def _open(export_dir: Path, stepwise_graph: str = "auto", threads: int | None = 
 
 def _run_pipeline(pipe: NCSNPipeline, schedule: Schedule, options: dict[str, Any]) -> np.ndarray:
     """Sample ``schedule`` through ``pipe`` (its seeds are ``seed + b`` from ``schedule.seeds[0]``)."""
+    if "direct" in options:  # a fused graph with the sampler's I/O, on the pipeline's device and session options
+        session = open_session(pipe.graph_path(options["direct"]), pipe.device, intra_op_threads=pipe.intra_op_threads)
+        return session.run(None, schedule.feeds())[0]
     pipe.scheduler.num_annealed_steps = schedule.num_annealed_steps
     out = pipe(batch_size=schedule.batch_size, num_inference_steps=len(schedule.timesteps), seed=int(schedule.seeds[0]),
                output_type="raw", progress=False, **{k: v for k, v in options.items() if k != "stepwise_graph"})
@@ -277,7 +283,7 @@ def validate_export(
             runner = score_pipe
         add(GRAPHS[key].file, key, mode, label, lambda r=runner, o=options: _run_pipeline(r, dynamic, o), expected, dynamic,
             tolerance)
-    for key, loader in (("torchscript", _load_torchscript), ("torch_export", _load_pt2)):
+    for key, loader in (("torchscript", _load_torchscript), ("torch_export", load_pt2)):
         entry = manifest.get("artifacts", {}).get(key, {})
         if entry.get("status") == "written":
             path = root / ARTIFACTS[key]
@@ -297,13 +303,6 @@ def validate_export(
 
 def _load_torchscript(path: Path) -> Any:
     return torch.jit.load(str(path))
-
-
-def _load_pt2(path: Path) -> Any:
-    try:
-        return torch.export.load(str(path)).module()
-    except Exception as error:
-        raise ExportError(f"cannot load {path}: {error}") from error
 
 
 def format_table(results: Sequence[ValidationResult]) -> str:
