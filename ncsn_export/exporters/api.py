@@ -378,7 +378,7 @@ def export_model(
                   bool(plan.spec.is_image), tuple(plan.spec.init_range), tuple(plan.spec.data_range), plan.final_denoise),
         plan.opset, versions=versions())
     report = ValidationReport(tolerance=(FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else tolerance,
-                              full_tolerance=FULL_TOLERANCE if full_tolerance is None else full_tolerance, relative=fp16)
+                              full_tolerance=FULL_TOLERANCE if full_tolerance is None else full_tolerance)
     with atomic_directory(output_dir, force) as staging, tempfile.TemporaryDirectory(prefix="ncsn-trace-") as scratch:
         traced = trace(plan, Path(scratch))
         composed = compose(plan, traced)

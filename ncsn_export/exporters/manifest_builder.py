@@ -111,7 +111,6 @@ class ManifestBuilder:
                 **report.schedules,
                 "tolerance": report.tolerance,
                 "full_tolerance": report.full_tolerance,
-                "relative_tolerance": report.relative,
                 "validated": self.validated,
             },
             "versions": dict(self.versions),

@@ -21,12 +21,12 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
                       "tolerance", "scale", "seconds", "bytes", "passed"}],
       "validation_schedule": {"dynamic": {"batch_size", "timesteps", "num_annealed_steps", "seeds"},
                               "full": {...same keys...} (when run), "tolerance", "full_tolerance",
-                              "relative_tolerance", "validated"},
+                              "validated"},
       "versions": {"torch", "onnx", "onnxruntime", "onnxscript", "ncsn_export", "python"}
     }
 
-A validation row passes when ``max_abs_diff <= tolerance * scale`` (``scale`` is 1 for fp32 exports,
-``max(1, max|reference|)`` for fp16 ones). The builder is ``ncsn_export.exporters.manifest_builder``. Keys other than those checked by
+A validation row passes when ``max_abs_diff <= tolerance * scale`` (``scale = max(1, max|reference|)``).
+The builder is ``ncsn_export.exporters.manifest_builder``. Keys other than those checked by
 :func:`load_manifest` are informative; readers must ignore keys they do not know.
 """
 
