@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model reference (default: the default MNIST model)")
     parser.add_argument("--artifacts", default=None, help="--artifacts of the full export (default: ncsn-export's)")
-    parser.add_argument("--full-validation-batch-size", type=int, default=16)
+    parser.add_argument("--full-validation-batch-size", type=int, default=None, help="default: ncsn-export's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     spec = load_model(args.model)
@@ -57,7 +57,8 @@ def main() -> None:
         root = Path(scratch)
         plain = [plain_dynamo_export(spec.model, tuple(spec.sample_shape), root / "plain0.onnx")]
         start = time.perf_counter()
-        report = export_model(spec, root / "export", artifacts=args.artifacts, full_batch_size=args.full_validation_batch_size)
+        options = {} if args.full_validation_batch_size is None else {"full_batch_size": args.full_validation_batch_size}
+        report = export_model(spec, root / "export", artifacts=args.artifacts, **options)
         full = time.perf_counter() - start
         plain.append(plain_dynamo_export(spec.model, tuple(spec.sample_shape), root / "plain1.onnx"))
     steps = report.manifest["export_seconds"]
@@ -69,6 +70,8 @@ def main() -> None:
     print(f"{'full default export (ncsn-export)':<44} {full:>8.1f}")
     for name, seconds in steps.items():
         print(f"{'  ' + name:<44} {seconds:>8.1f}")
+    for name, seconds in report.validation.reference_seconds.items():
+        print(f"{'    torch eager reference, ' + name + ' check':<44} {seconds:>8.1f}")
     print(f"{'ratio full / mean plain':<44} {full / mean_plain:>8.2f}   (target <= 2)")
     artifacts = {key: entry["status"] for key, entry in report.manifest["artifacts"].items()}
     print("artifacts:", ", ".join(f"{key} {status}" for key, status in artifacts.items()))
@@ -78,6 +81,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": spec.name,
         "plain_seconds": plain, "full_seconds": full, "ratio": full / mean_plain, "export_seconds": steps,
         "artifacts": artifacts, "validation": report.manifest["validation"], "torch": torch.__version__,
+        "reference_seconds": report.validation.reference_seconds,
     }, indent=2))
     print(f"saved {out}")
 

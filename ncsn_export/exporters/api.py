@@ -49,7 +49,7 @@ from .onnx_export import (
     export_score_onnx,
 )
 from .torchscript_export import export_pt2, export_torchscript
-from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_TOLERANCE, ValidationReport, validate_export
+from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_BATCH, FULL_TOLERANCE, ValidationReport, validate_export
 
 logger = logging.getLogger("ncsn_export")
 
@@ -334,7 +334,7 @@ def export_model(
     batch_size: int = 3,
     num_inference_steps: int | None = None,
     num_annealed_steps: int | None = 3,
-    full_batch_size: int = 16,
+    full_batch_size: int = FULL_BATCH,
     final_denoise: bool | None = None,
     tolerance: float | None = None,
     full_tolerance: float | None = None,

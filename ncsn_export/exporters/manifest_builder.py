@@ -111,6 +111,7 @@ class ManifestBuilder:
                 **report.schedules,
                 "tolerance": report.tolerance,
                 "full_tolerance": report.full_tolerance,
+                "reference_seconds": {name: round(value, 3) for name, value in report.reference_seconds.items()},
                 "validated": self.validated,
             },
             "versions": dict(self.versions),

@@ -9,7 +9,7 @@ through every graph the export ships, then compares each result with the eager
   the dynamic axes are exercised. Rows: ``sampler`` (fused), ``step`` (stepwise, IO binding),
   ``score`` (stepwise with the numpy scheduler), the gpu graphs when the pipeline can select them
   (``graph=``), and ``sampler.pt`` / ``sampler.pt2`` when shipped;
-* the **full check** (default B=16): the fused graph over the export's full default schedule (all
+* the **full check** (default B=4, ``FULL_BATCH``): the fused graph over the export's full default schedule (all
   trained levels, the scheduler's T, the model's final denoise). It records the real difference
   after the whole loop.
 
@@ -53,6 +53,7 @@ FULL_TOLERANCE = 5e-3
 FP16_TOLERANCE = 5e-2
 DYNAMIC_BATCH = 3  # the dynamic check's default shapes differ from the trace's (B=2, N=3)
 DYNAMIC_LEVELS = 4
+FULL_BATCH = 4  # the full check's default batch (B=16 costs ~1600 RefineNet calls in eager torch; see docs/design.md)
 SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
 
@@ -110,6 +111,7 @@ class ValidationReport:
 
     rows: list[ValidationResult] = field(default_factory=list)
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference_seconds: dict[str, float] = field(default_factory=dict)  # the torch eager runs, per check
     tolerance: float = FP32_TOLERANCE
     full_tolerance: float = FULL_TOLERANCE
 
@@ -221,7 +223,7 @@ def validate_export(
     batch_size: int = 3,
     num_inference_steps: int | None = None,
     num_annealed_steps: int | None = 3,
-    full_batch_size: int = 16,
+    full_batch_size: int = FULL_BATCH,
     seed: int = 0,
     tolerance: float | None = None,
     full_tolerance: float | None = None,
@@ -273,7 +275,7 @@ def validate_export(
         num_inference_steps = min(DYNAMIC_LEVELS, int(config["num_train_timesteps"]))
     dynamic = make_schedule(config, shape, info["init_range"], batch_size, num_inference_steps, num_annealed_steps, seed)
     report.schedules["dynamic"] = dynamic.describe()
-    expected, _ = _timed(lambda: run_torch(reference, dynamic))
+    expected, report.reference_seconds["dynamic"] = _timed(lambda: run_torch(reference, dynamic))
     label = f"torch eager {len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size}"
     score_pipe: NCSNPipeline | None = None
     for key, options, mode in runtime_routes(list(manifest["graphs"])):
@@ -294,7 +296,7 @@ def validate_export(
     if full_batch_size and "sampler" in manifest["graphs"]:
         full = make_schedule(config, shape, info["init_range"], full_batch_size, None, None, seed, name="full")
         report.schedules["full"] = full.describe()
-        expected, _ = _timed(lambda: run_torch(reference, full))
+        expected, report.reference_seconds["full"] = _timed(lambda: run_torch(reference, full))
         label = f"torch eager {len(full.timesteps)}x{full.num_annealed_steps}, B={full.batch_size} (full default schedule)"
         add(GRAPHS["sampler"].file, "sampler", "fused", label, lambda: _run_pipeline(pipe, full, {"mode": "fused"}), expected,
             full, full_tolerance)

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="directory written by ncsn-export")
     parser.add_argument("--num-samples", "-n", type=int, default=16, help="number of samples N")
     parser.add_argument("--seed", "-s", type=int, default=0, help="sample n uses seed S + n")
-    parser.add_argument("--steps", type=int, default=None, help="noise levels to anneal through (default: all trained levels)")
+    parser.add_argument("--num-inference-steps", dest="steps", type=int, default=None, metavar="N",
+                        help="noise levels to anneal through (default: all trained levels)")
+    parser.add_argument("--steps", dest="steps", type=int, default=None, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--mode", choices=("auto", "fused", "stepwise"), default="auto", help="fused graph or Python loop")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider")
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device ordinal")
