@@ -310,6 +310,12 @@ def run_validation(plan: ExportPlan, staging: Path, builder: ManifestBuilder, **
         builder.artifacts = [entry if entry.key != row.graph else ArtifactEntry(row.graph, "skipped", reason)
                              for entry in builder.artifacts]
         logger.warning("skipped %s: %s", row.artifact, reason)
+    checked = {row.graph for row in report.rows}
+    for entry in builder.artifacts:
+        if entry.status == "written":
+            entry.details["validated"] = entry.key in checked  # False: this runtime has no driver for it (gpu_step)
+            if entry.key not in checked:
+                logger.warning("%s is written but not validated: the runtime in this build cannot drive it", entry.file)
     failed = [row for row in report.failed() if plan.artifacts.is_required(row.graph)]
     if failed:
         raise ExportError(f"validation failed for {', '.join(sorted({row.artifact for row in failed}))}; nothing was "

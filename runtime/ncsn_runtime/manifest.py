@@ -13,7 +13,8 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
                  "inputs": [{"name", "dtype", "shape"}], "outputs": [...],      # from ncsn_runtime.contract
                  "unsupported_ops": {"cpu" | "cuda" | "webgpu": ["Op(dtype)", ...]}}},   # optional
       "artifacts": {"<key>": {"file": str, "status": "written" | "skipped", "reason": str (when skipped),
-                    ...}},     # optional artifacts that were requested: gpu_step, gpu_sampler, torchscript
+                    "validated": bool (when written and validation ran), ...}},
+                               # optional artifacts that were requested: gpu_step, gpu_sampler, torchscript
                                # ("network": "script" | "trace"), torch_export ("batch_range": [lo, hi | null])
       "export_seconds": {"trace": float, "compose": float, "<file>": float, "validation": float},
       "files": {"<relative path>": {"sha256": hex, "bytes": int}},
