@@ -184,21 +184,19 @@ def _pipeline_supports_graph() -> bool:
 
 
 def runtime_routes(graphs: Sequence[str]) -> list[tuple[str, dict[str, Any], str]]:
-    """``(graph key, pipeline options, mode label)`` for every shipped graph the runtime can drive."""
-    routes: list[tuple[str, dict[str, Any], str]] = []
-    with_graph = _pipeline_supports_graph()
-    if "sampler" in graphs:
-        routes.append(("sampler", {"mode": "fused"}, "fused"))
-    if "step" in graphs:
-        routes.append(("step", {"mode": "stepwise"}, "stepwise"))
-    if "score" in graphs:
-        routes.append(("score", {"mode": "stepwise", "stepwise_graph": "score"}, "stepwise"))
-    for key, mode in (("gpu_sampler", "fused"), ("gpu_step", "stepwise")):
-        if key in graphs and with_graph:
-            routes.append((key, {"graph": key}, mode))
-        elif key == "gpu_sampler" and key in graphs:  # this runtime cannot select it yet: one direct session call
-            routes.append((key, {"direct": key}, "fused"))
-    return routes
+    """``(graph key, pipeline options, mode label)`` for every shipped graph the runtime can drive.
+
+    With the pipeline's ``graph=`` every shipped graph is selected by name; without it (an older runtime)
+    ``mode`` picks sampler/step, ``stepwise_graph="score"`` the score path, and ``gpu_sampler`` runs as
+    one direct session call (``gpu_step`` then stays unvalidated).
+    """
+    modes = {"sampler": "fused", "gpu_sampler": "fused", "step": "stepwise", "gpu_step": "stepwise", "score": "stepwise"}
+    present = [key for key in GRAPHS if key in graphs]
+    if _pipeline_supports_graph():
+        return [(key, {"graph": key}, modes[key]) for key in present]
+    fallback = {"sampler": {"mode": "fused"}, "step": {"mode": "stepwise"},
+                "score": {"mode": "stepwise", "stepwise_graph": "score"}, "gpu_sampler": {"direct": "gpu_sampler"}}
+    return [(key, fallback[key], modes[key]) for key in present if key in fallback]
 
 
 def _open(export_dir: Path, stepwise_graph: str = "auto", threads: int | None = None) -> NCSNPipeline:
