@@ -53,6 +53,7 @@ FULL_TOLERANCE = 5e-3
 FP16_TOLERANCE = 5e-2
 DYNAMIC_BATCH = 3  # the dynamic check's default shapes differ from the trace's (B=2, N=3)
 DYNAMIC_LEVELS = 4
+TORCH_THREADS = 1
 FULL_BATCH = 4  # the full check's default batch (B=16 costs ~1600 RefineNet calls in eager torch; see docs/design.md)
 SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
@@ -226,6 +227,7 @@ def validate_export(
     tolerance: float | None = None,
     full_tolerance: float | None = None,
     intra_op_threads: int | None = None,
+    torch_threads: int | None = TORCH_THREADS,
 ) -> ValidationReport:
     """Sample through every graph and torch artifact of ``export_dir`` with the runtime; compare with torch eager.
 
@@ -239,13 +241,28 @@ def validate_export(
         tolerance, full_tolerance: max abs difference allowed (defaults: module constants; fp16 exports
             use ``FP16_TOLERANCE`` relative to the reference's magnitude).
         intra_op_threads: onnxruntime threads per operator (None: its default).
+        torch_threads: torch intra-op threads for the eager reference and the torch artifacts (None: torch's
+            default). Default 1: on a busy 2-core machine torch's default threads made the RefineNet
+            reference ~100x slower (B=3, 4x3 steps: 73-92 s with 2 threads, 0.8 s with 1).
 
     Returns:
         :class:`ValidationReport` (rows in the order run; check ``.passed``). Does not raise on a mismatch.
     """
-    root = Path(export_dir)
+    previous = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(check_count("torch_threads", torch_threads, 1))
+    try:
+        return _validate(Path(export_dir), model.model if isinstance(model, ModelSpec) else model, batch_size,
+                         num_inference_steps, num_annealed_steps, full_batch_size, seed, tolerance, full_tolerance,
+                         intra_op_threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_steps: int | None,
+              num_annealed_steps: int | None, full_batch_size: int, seed: int, tolerance: float | None,
+              full_tolerance: float | None, intra_op_threads: int | None) -> ValidationReport:
     manifest = load_manifest(root)
-    network = model.model if isinstance(model, ModelSpec) else model
     info = manifest["model"]
     shape = tuple(info["sample_shape"])
     fp16 = info.get("compute_dtype", "float32") == "float16"
