@@ -90,7 +90,9 @@ def test_manifest_records_files_validation_and_model(toy_export):
     assert manifest["model"]["name"] == "toy-gmm" and manifest["model"]["sample_shape"] == [2]
     assert manifest["model"]["init_range"] == [-8.0, 8.0] and manifest["model"]["final_denoise"] is False
     rows = {(row["artifact"], row["check"]): row for row in manifest["validation"]}
-    assert set(rows) >= {(name, "dynamic") for name in graph_files | {"sampler.pt", "sampler.pt2"}} | {("sampler.onnx", "full")}
+    validated = {GRAPHS[key].file for key in manifest["graphs"] if manifest["artifacts"].get(key, {}).get("validated", True)}
+    assert {"score.onnx", "step.onnx", "sampler.onnx"} <= validated  # gpu_step needs the runtime's graph=
+    assert set(rows) >= {(name, "dynamic") for name in validated | {"sampler.pt", "sampler.pt2"}} | {("sampler.onnx", "full")}
     assert all(row["passed"] for row in rows.values())
     assert all(row["max_abs_diff"] <= 1e-4 for (_, check), row in rows.items() if check == "dynamic")
     dynamic, full = manifest["validation_schedule"]["dynamic"], manifest["validation_schedule"]["full"]
