@@ -49,7 +49,7 @@ from .torchscript_export import load_pt2
 logger = logging.getLogger("ncsn_export")
 
 FP32_TOLERANCE = 1e-4
-FULL_TOLERANCE = 5e-3
+FULL_TOLERANCE = 5e-3  # 3x the worst of 8 seed groups at B=16 (docs/design.md, "Validation")
 FP16_TOLERANCE = 5e-2
 DYNAMIC_BATCH = 3  # the dynamic check's default shapes differ from the trace's (B=2, N=3)
 DYNAMIC_LEVELS = 4
