@@ -10,7 +10,7 @@ of a 73 M UNet per sample, so it runs only with ``--full-validation-batch-size``
     nice -n 10 .venv/bin/python bench/bench_unet73m.py [--artifacts default,pt2] [--full-validation-batch-size 1]
 
 Needs the ``diffusers`` extra and diffusers-ncsn (``pip install --no-deps diffusers-ncsn``). Takes minutes on a
-2-core CPU. Prints the table and timings, saves ``bench/results/unet73m.json``.
+2-core CPU. Prints the table and timings, saves ``bench/results/unet73m[-ARTIFACTS].json``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def main() -> None:
         print(f"  {name:<20} {value:>8.1f} s")
     print("files:", ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in sizes.items()))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "unet73m.json"
+    suffix = "" if args.artifacts is None else "-" + args.artifacts.replace(",", "-")
+    out = RESULTS / f"unet73m{suffix}.json"
     out.write_text(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parameters": parameters,
         "export_seconds_total": seconds, "export_seconds": report.manifest["export_seconds"], "files": sizes,
