@@ -13,8 +13,9 @@ from ncsn_runtime.schedule import geometric_sigmas, spanning_timesteps, step_siz
 from test_export_nets import tiny_conv_spec
 
 from ncsn_export.exporters.compose import compose_graphs
+from ncsn_export.exporters.graph_passes import rewrite_elu
 from ncsn_export.exporters.onnx_export import StepGraph, export_score_onnx
-from ncsn_export.exporters.onnx_noise import VARIANTS, noise_model
+from ncsn_export.exporters.onnx_noise import noise_model
 from ncsn_export.models.gmm import toy_gmm_spec
 from ncsn_export.sampler import AnnealedLangevinSampler
 
@@ -49,13 +50,13 @@ def all_graphs(graph: onnx.GraphProto):
                 yield from all_graphs(attribute.g)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(("variant", "xor_method"), [("bitwise", "lut"), ("arithmetic", "lut"), ("arithmetic", "planes")])
 @pytest.mark.parametrize("shape", [(10,), (2, 3, 4)])
-def test_noise_graph_equals_the_numpy_contract(variant, shape):
+def test_noise_graph_equals_the_numpy_contract(variant, xor_method, shape):
     rng = np.random.default_rng(0)
     seeds = np.concatenate([EDGE_SEEDS, rng.integers(0, 2**63 - 1, 8, dtype=np.int64)])
     counters = np.concatenate([EDGE_COUNTERS, rng.integers(0, 2**63 - 1, 4, dtype=np.int64)])
-    noise, words = session(noise_model(shape, variant)).run(None, {"seed": seeds, "counters": counters})
+    noise, words = session(noise_model(shape, variant, xor_method=xor_method)).run(None, {"seed": seeds, "counters": counters})
     num_blocks = -(-int(np.prod(shape)) // 4)
     assert noise.shape == (len(counters), len(seeds), *shape) and noise.dtype == np.float32
     for index, counter in enumerate(counters):
@@ -66,8 +67,9 @@ def test_noise_graph_equals_the_numpy_contract(variant, shape):
         assert np.mean(noise[index] == expected) > 0.99
 
 
-def test_arithmetic_noise_has_no_bitwise_op():
-    ops = {node.op_type for node in noise_model((10,), "arithmetic").graph.node}
+@pytest.mark.parametrize("xor_method", ["lut", "planes"])
+def test_arithmetic_noise_has_no_bitwise_op(xor_method):
+    ops = {node.op_type for node in noise_model((10,), "arithmetic", xor_method=xor_method).graph.node}
     assert not ops & BITWISE_OPS and "MatMul" in ops
     assert {"BitwiseAnd", "BitwiseXor"} <= {node.op_type for node in noise_model((10,), "bitwise").graph.node}
 
@@ -86,6 +88,12 @@ def composed(request, tmp_path_factory):
     final_denoise = request.param == "tiny-conv"  # the toy runs without, the conv net with the denoising step
     graphs, sigmas = compose_for(spec, final_denoise, tmp_path_factory.mktemp(request.param))
     return spec, final_denoise, graphs, sigmas
+
+
+@pytest.fixture(scope="module")
+def toy_graphs(tmp_path_factory):
+    """(graphs, train sigmas) of the toy mixture, traced once."""
+    return compose_for(toy_gmm_spec(), False, tmp_path_factory.mktemp("toy-edge"))
 
 
 def sampler_feed(spec, sigmas, batch_size=5, num_levels=4, num_annealed_steps=3):
@@ -179,3 +187,34 @@ def test_compose_rejects_bad_arguments(composed):
         compose_graphs(graphs["score"], spec.sample_shape, sigmas, False, keys=("step",), opset=19)
     with pytest.raises(ValueError, match="`sample_shape`"):
         compose_graphs(graphs["score"], (), sigmas, False, keys=("step",))
+
+
+def test_elu_rewrite_keeps_the_network(tmp_path):
+    spec = tiny_conv_spec()
+    path = tmp_path / "score.onnx"
+    export_score_onnx(spec.model, spec.sample_shape, path, 18, lean_shift=True)
+    traced = onnx.load(str(path))
+    rewritten, count = rewrite_elu(traced)
+    assert count == [node.op_type for node in traced.graph.node].count("Elu") == 2
+    assert "Elu" not in {node.op_type for node in rewritten.graph.node}
+    onnx.checker.check_model(rewritten, full_check=True)
+    seeds = seeds_for_batch(0, 4)
+    feed = {"sample": 3 * initial_sample(seeds, spec.sample_shape, -1, 1), "timestep": np.array([0, 1, 4, 5], dtype=np.int64)}
+    expected = session(traced).run(None, feed)[0]
+    assert np.max(np.abs(session(rewritten).run(None, feed)[0] - expected)) <= 1e-5 * max(1.0, np.abs(expected).max())
+
+
+@pytest.mark.parametrize("final_denoise", [False, True])
+@pytest.mark.parametrize(("num_levels", "num_annealed_steps"), [(1, 1), (2, 1), (1, 4)])
+def test_sampler_edge_schedules_equal_torch_eager(toy_graphs, final_denoise, num_levels, num_annealed_steps):
+    spec = toy_gmm_spec()
+    graphs, sigmas = toy_graphs
+    graph = compose_graphs(graphs["score"], spec.sample_shape, sigmas, final_denoise, keys=("sampler", "gpu_sampler"))
+    feed = sampler_feed(spec, sigmas, batch_size=3, num_levels=num_levels, num_annealed_steps=num_annealed_steps)
+    feed["seed"] = np.array([0, 2**32 - 1, 2**63 - 1], dtype=np.int64)
+    eager = AnnealedLangevinSampler(spec.model, torch.from_numpy(sigmas), final_denoise).eval()
+    with torch.no_grad():
+        expected = eager(*(torch.from_numpy(np.asarray(value)) for value in feed.values())).numpy()
+    for key in ("sampler", "gpu_sampler"):
+        assert np.max(np.abs(session(graph[key]).run(None, feed)[0] - expected)) <= 1e-5, key
+

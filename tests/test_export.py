@@ -69,9 +69,10 @@ def test_sampler_graph_is_one_loop_with_the_contract_io(toy_export):
     step_inputs = [value["name"] for value in report.manifest["graphs"]["step"]["inputs"]]
     assert step_inputs == ["sample", "seed", "timestep", "step_size", "counter"]
     assert [value["name"] for value in report.manifest["graphs"]["score"]["outputs"]] == ["score"]
-    # the noise's right shifts are lowered to Div: no signed-shift emulation left in the loop body
-    body = next(node for node in model.graph.node if node.op_type == "Loop").attribute[0].g
-    assert not any(node.op_type == "BitShift" for node in body.node)
+    # the noise of a level is drawn once, in the outer (schedule position) body; the inner body holds the network
+    outer = next(node for node in model.graph.node if node.op_type == "Loop").attribute[0].g
+    inner = next(node for node in outer.node if node.op_type == "Loop").attribute[0].g
+    assert "BitwiseXor" in {node.op_type for node in outer.node} and "BitwiseXor" not in {node.op_type for node in inner.node}
 
 
 def test_manifest_records_files_validation_and_model(toy_export):

@@ -184,16 +184,14 @@ def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
 
 
 def compose(plan: ExportPlan, traced: TraceResult) -> ComposeResult:
-    """Step 2: the requested graphs other than ``score``, composed from the score graph (no re-trace).
+    """Step 2: the requested graphs, composed from the traced score graph (no re-trace).
 
     Each graph is composed on its own, so one that fails skips only itself (or fails the export when required).
     """
     start = time.perf_counter()
-    graphs: dict[str, onnx.ModelProto] = {"score": traced.score}
+    graphs: dict[str, onnx.ModelProto] = {}
     skipped: dict[str, str] = {}
-    for key in plan.artifacts.graphs:
-        if key == "score":
-            continue
+    for key in plan.artifacts.graphs:  # "score" too: the composer applies its graph rewrites (e.g. Elu) to it
         try:
             graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise, keys=(key,),
                                          opset=plan.opset)[key]

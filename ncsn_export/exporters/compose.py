@@ -29,6 +29,7 @@ import onnx
 from ncsn_runtime.contract import BATCH, GRAPH_NAMES, GRAPHS, GraphSpec
 from onnx import TensorProto, helper
 
+from .graph_passes import rewrite_elu
 from .onnx_builder import GraphBuilder, tensor_info
 from .onnx_noise import counter_normal
 
@@ -43,6 +44,7 @@ def compose_graphs(
     final_denoise: bool,
     keys: Sequence[str] = GRAPH_NAMES,
     opset: int = 18,
+    fast_elu: bool = True,
 ) -> dict[str, onnx.ModelProto]:
     """The graphs ``keys`` (contract keys) composed from ``score`` (the traced ``score.onnx`` model).
 
@@ -53,6 +55,8 @@ def compose_graphs(
         final_denoise: append NCSNv2's denoising step to the samplers.
         keys: which graphs to return; ``"score"`` is ``score`` itself.
         opset: the default-domain opset of ``score`` and of every composed graph.
+        fast_elu: rewrite the network's ``Elu`` nodes first (:func:`.graph_passes.rewrite_elu`, faster on
+            onnxruntime CPU); the returned ``"score"`` is then the rewritten network too.
 
     Returns:
         key -> ``onnx.ModelProto`` (checked with ``onnx.checker.check_model(full_check=True)``).
@@ -73,6 +77,8 @@ def compose_graphs(
     if len(score.graph.input) != 2 or len(score.graph.output) != 1:
         raise ValueError(f"the score graph must have 2 inputs (sample, timestep) and 1 output, got "
                          f"{len(score.graph.input)} and {len(score.graph.output)}")
+    if fast_elu:
+        score, _ = rewrite_elu(score)
     builders: dict[str, Callable[[], onnx.GraphProto]] = {
         "step": lambda: _step_graph(score.graph, shape, GRAPHS["step"], noise_variant="bitwise"),
         "gpu_step": lambda: _step_graph(score.graph, shape, GRAPHS["gpu_step"], noise_variant=None),
@@ -145,9 +151,17 @@ def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timeste
     return rename(score.output[0].name)
 
 
-def langevin(b: GraphBuilder, sample: str, score: str, step_size: str, sqrt_step_size: str, noise: str, output: str) -> str:
-    """``(x + (0.5 * alpha) * score) + sqrt_alpha * z``: :func:`ncsn_runtime.schedule.langevin_update`'s float32 order."""
-    drift = b.op("Mul", b.op("Mul", b.const(0.5, np.float32), step_size), score)
+def half(b: GraphBuilder, step_size: str) -> str:
+    """``0.5 * alpha`` (float32), the drift factor of the Langevin update."""
+    return b.op("Mul", b.const(0.5, np.float32), step_size)
+
+
+def langevin(b: GraphBuilder, sample: str, score: str, half_step_size: str, sqrt_step_size: str, noise: str, output: str) -> str:
+    """``(x + (0.5 * alpha) * score) + sqrt_alpha * z``: :func:`ncsn_runtime.schedule.langevin_update`'s float32 order.
+
+    ``half_step_size`` is ``0.5 * alpha`` (see :func:`half`), computed once per level in the samplers.
+    """
+    drift = b.op("Mul", half_step_size, score)
     return b.op("Add", b.op("Add", sample, drift), b.op("Mul", sqrt_step_size, noise), outputs=[output])
 
 
@@ -166,7 +180,7 @@ def _step_graph(score: onnx.GraphProto, shape: tuple[int, ...], spec: GraphSpec,
         draw = counter_normal(b, "seed", counters, shape, noise_variant)  # [1, B, ...]
         noise = b.op("Squeeze", draw, b.const([0], np.int64))
     network_score = inline_network(b, score, "sample", _batch_levels(b, "sample", "timestep"))
-    langevin(b, "sample", network_score, "step_size", b.op("Sqrt", "step_size"), noise, spec.outputs[0].name)
+    langevin(b, "sample", network_score, half(b, "step_size"), b.op("Sqrt", "step_size"), noise, spec.outputs[0].name)
     inputs, outputs = _io(spec, shape)
     return b.graph(spec.key, inputs, outputs)
 
@@ -178,19 +192,20 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
     main = GraphBuilder("main/")
     num_positions = main.op("Size", "timesteps")
     steps = main.op("Reshape", "num_annealed_steps", main.const([], np.int64))  # T, scalar
-    last_step = main.op("Sub", steps, main.const(1, np.int64))
     if final_denoise:
+        last_step = main.op("Sub", steps, main.const(1, np.int64))
         last_position = main.op("Sub", num_positions, main.const(1, np.int64))
         sigma_last = main.op("Gather", main.const(train_sigmas, np.float32, hint="train_sigmas"),
                              main.op("Gather", "timesteps", last_position))
-        sigma_last_squared = main.op("Mul", sigma_last, sigma_last)
-        denoise_step_size = main.op("Mul", main.const(2.0, np.float32), sigma_last_squared)
+        # the denoising step is the update with alpha = 2 * sigma_last**2: 0.5 * alpha == sigma_last**2 exactly
+        denoise_half_step = main.op("Mul", sigma_last, sigma_last)
 
     # outer body: position i
     outer = GraphBuilder("outer/")
     level = outer.op("Gather", "timesteps", "outer/i")
     alpha = outer.op("Gather", "step_sizes", "outer/i")
     sqrt_alpha = outer.op("Sqrt", alpha)
+    half_alpha = half(outer, alpha)
     start = outer.op("Mul", "outer/i", steps)
     counters = outer.op("Add", start, outer.op("Range", outer.const(0, np.int64), steps, outer.const(1, np.int64)))
     noise_all = counter_normal(outer, "seed", counters, shape, noise_variant)  # [T, B, ...]
@@ -203,15 +218,16 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
 
     # inner body: annealed step t (t == T only in the final denoising iteration)
     inner = GraphBuilder("inner/")
-    noise = inner.op("Gather", noise_all, inner.op("Min", "inner/t", last_step), axis=0)
     if final_denoise:
+        noise = inner.op("Gather", noise_all, inner.op("Min", "inner/t", last_step), axis=0)
         denoising = inner.op("Equal", "inner/t", steps)
-        step_size = inner.op("Where", denoising, denoise_step_size, alpha)
+        half_step = inner.op("Where", denoising, denoise_half_step, half_alpha)
         noise_scale = inner.op("Where", denoising, inner.const(0.0, np.float32), sqrt_alpha)
     else:
-        step_size, noise_scale = alpha, sqrt_alpha
+        noise = inner.op("Gather", noise_all, "inner/t", axis=0)
+        half_step, noise_scale = half_alpha, sqrt_alpha
     network_score = inline_network(inner, score, "inner/x", levels)
-    langevin(inner, "inner/x", network_score, step_size, noise_scale, noise, "inner/x_next")
+    langevin(inner, "inner/x", network_score, half_step, noise_scale, noise, "inner/x_next")
     inner.op("Identity", "inner/cond", outputs=["inner/cond_out"])
     inner_body = inner.graph(
         "annealed_step",

@@ -1,15 +1,14 @@
-"""ONNX export of the three graphs: ``score.onnx``, ``step.onnx`` and the fused ``sampler.onnx``.
+"""The one trace of the network: ``score.onnx`` through ``torch.onnx.export(dynamo=True)``.
 
-All three go through ``torch.onnx.export(dynamo=True)`` (the legacy TorchScript exporter cannot take
-instance norm inside a loop body). The counter noise shifts only non-negative int64 values, so its
-``>>`` is lowered to a single ONNX ``Div`` by a power of two (exact for x >= 0) instead of the
-exporter's generic signed-shift emulation (Cast/BitShift/Less/Where/BitwiseOr per shift): this
-halves the noise subgraph (527 -> 281 nodes) and its run time. That lowering is used only when the
-user's score network has no right shift of its own, so it can never change the network's numbers.
+``step.onnx``, ``sampler.onnx`` and the accelerator graphs are composed from this graph in ONNX
+(:mod:`.compose`); nothing else traces the network to ONNX. :func:`export_onnx` is the generic
+traced export (also used by tests for small torch modules): after export the graph is cleaned
+(per-node exporter metadata, ~2 KB a node, and unused initializers are dropped; weights used only
+inside a ``Loop`` move into its body, see :func:`_move_initializers_into_loops`) and checked.
 
-After export each graph is cleaned: per-node exporter metadata (stack traces, ~2 KB a node) and
-unused initializers are dropped, and weights used only inside the sampler's ``Loop`` move into the
-loop body (see :func:`_move_initializers_into_loops`).
+``lean_shift``: a constant right shift of non-negative int64 values can be lowered to one ``Div``
+(:func:`lean_shift_table`); it was written for the traced counter noise, which the composed graphs no
+longer trace, and is applied only when the network has no right shift of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import torch
 from onnxscript import opset18 as op
 from torch import nn
 
-from ..sampler import AnnealedLangevinSampler
 from ..step import LangevinStep
 from .errors import ExportError, tracing_error
 
@@ -286,20 +284,3 @@ def export_score_onnx(model: nn.Module, sample_shape: Sequence[int], path: str |
     if lean_shift and info["shifts_right"]:
         info = export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset, lean_shift=False)
     return {**info, "lean_shift": lean_shift and not info.pop("shifts_right")}
-
-
-def export_step_onnx(model: nn.Module, sample_shape: Sequence[int], path: str | Path, opset: int, lean_shift: bool) -> dict:
-    """``step.onnx``: sample, seed i64[B], timestep i64[], step_size f32[], counter i64[] -> next_sample."""
-    inputs = example_inputs(sample_shape)
-    args = tuple(inputs[name] for name in STEP_INPUTS)
-    shapes = batch_shapes(STEP_INPUTS, batched=("sample", "seed"))
-    return export_onnx(StepGraph(model), args, path, STEP_INPUTS, STEP_OUTPUTS, shapes, opset, lean_shift)
-
-
-def export_sampler_onnx(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], path: str | Path, opset: int,
-                        lean_shift: bool) -> dict:
-    """``sampler.onnx``: the fused loop (one ONNX ``Loop``); inputs :data:`SAMPLER_INPUTS` -> ``final_sample``."""
-    inputs = example_inputs(sample_shape)
-    args = tuple(inputs[name] for name in SAMPLER_INPUTS)
-    shapes = batch_shapes(SAMPLER_INPUTS, batched=("sample", "seed"), levels=("timesteps", "step_sizes"))
-    return export_onnx(sampler, args, path, SAMPLER_INPUTS, SAMPLER_OUTPUTS, shapes, opset, lean_shift)
