@@ -34,7 +34,7 @@ writes OUTPUT/ atomically (staged, then renamed; nothing is left behind on failu
 validation, through the runtime (ncsn_runtime.NCSNPipeline) against torch eager, seeds 0..B-1:
   every graph and torch file at B=--batch-size, --num-inference-steps levels x --num-annealed-steps steps
   (max abs diff <= 1e-4 fp32, 5e-2 relative with --fp16), then the fused graph over the full default
-  schedule at B=--full-validation-batch-size (default 4; <= 5e-3); else exit 1 and nothing is written.
+  schedule at B=--full-validation-batch-size (default 16; <= 5e-3); else exit 1 and nothing is written.
 
 examples:
   ncsn-export --model toy-gmm --output exports/toy-gmm
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", dest="num_inference_steps", type=int, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--num-annealed-steps", type=int, default=3, metavar="T",
                         help="validation: Langevin steps per level (default: 3)")
-    parser.add_argument("--full-validation-batch-size", type=int, default=4, metavar="B",
-                        help="batch of the full-default-schedule check of sampler.onnx (default: 4; 0 skips it)")
+    parser.add_argument("--full-validation-batch-size", type=int, default=16, metavar="B",
+                        help="batch of the full-default-schedule check of sampler.onnx (default: 16; 0 skips it)")
     parser.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None,
                         help="NCSNv2 final denoising step x + sigma_last^2 * score in the samplers (default: the model's)")
     parser.add_argument("--tolerance", type=float, default=None, metavar="TOL",

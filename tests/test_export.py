@@ -98,7 +98,7 @@ def test_manifest_records_files_validation_and_model(toy_export):
     assert all(row["max_abs_diff"] <= 1e-4 for (_, check), row in rows.items() if check == "dynamic")
     dynamic, full = manifest["validation_schedule"]["dynamic"], manifest["validation_schedule"]["full"]
     assert dynamic["batch_size"] == 3 and len(dynamic["timesteps"]) == 4  # not the trace shapes (B=2, N=3)
-    assert full["batch_size"] == 4 and full["timesteps"] == list(range(10)) and full["num_annealed_steps"] == 100
+    assert full["batch_size"] == 16 and full["timesteps"] == list(range(10)) and full["num_annealed_steps"] == 100
     assert manifest["opset"] == 18 and set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime"}
     config = json.loads((output / "scheduler" / "scheduler_config.json").read_text())
     assert config["num_annealed_steps"] == 100 and config["_class_name"] == "AnnealedLangevinDynamicsScheduler"

@@ -9,7 +9,7 @@ through every graph the export ships, then compares each result with the eager
   the dynamic axes are exercised. Rows: ``sampler`` (fused), ``step`` (stepwise, IO binding),
   ``score`` (stepwise with the numpy scheduler), the gpu graphs when the pipeline can select them
   (``graph=``), and ``sampler.pt`` / ``sampler.pt2`` when shipped;
-* the **full check** (default B=4, ``FULL_BATCH``): the fused graph over the export's full default schedule (all
+* the **full check** (default B=16, ``FULL_BATCH``): the fused graph over the export's full default schedule (all
   trained levels, the scheduler's T, the model's final denoise). It records the real difference
   after the whole loop.
 
@@ -54,7 +54,7 @@ FP16_TOLERANCE = 5e-2
 DYNAMIC_BATCH = 3  # the dynamic check's default shapes differ from the trace's (B=2, N=3)
 DYNAMIC_LEVELS = 4
 TORCH_THREADS = 1
-FULL_BATCH = 4  # the full check's default batch (B=16 costs ~1600 RefineNet calls in eager torch; see docs/design.md)
+FULL_BATCH = 16  # the full check's default batch (MNIST RefineNet: 10 s of eager torch, bench/bench_export_time.py)
 SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
 
