@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         from ncsn_export.exporters import export_model
 
         export = work / args.model
-        export_model(args.model, export, validate=False, log=None)
+        export_model(args.model, export, validate=False)
     seed, batch, steps = args.seed, args.batch_size, args.steps
 
     rows: list[dict] = []

@@ -79,9 +79,9 @@ def prepare_exports(workdir: Path) -> dict[str, Path]:
     if not (exports["small-conv"] / "manifest.json").is_file():
         model = small_conv_model()
         save_file(model.state_dict(), str(workdir / "small-conv.safetensors"))
-        export_model(small_conv_spec(model), exports["small-conv"], log=None, force=True)
+        export_model(small_conv_spec(model), exports["small-conv"], force=True)
     if not (exports["toy-gmm"] / "manifest.json").is_file():
-        export_model("toy-gmm", exports["toy-gmm"], log=None, force=True)
+        export_model("toy-gmm", exports["toy-gmm"], force=True)
     return exports
 
 

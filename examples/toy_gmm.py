@@ -50,7 +50,7 @@ def lower_left_share(points: np.ndarray) -> float:
 def sample_exported(spec: ModelSpec, export_dir: Path, num_samples: int, seed: int) -> np.ndarray:
     """Export ``spec`` (validated) and draw ``num_samples`` with the fused ``sampler.onnx`` on CPU."""
     levels = int(spec.scheduler_config["num_train_timesteps"])
-    export_model(spec, export_dir, force=True, log=None, num_inference_steps=min(3, levels))
+    export_model(spec, export_dir, force=True, num_inference_steps=min(3, levels))
     pipe = NCSNPipeline.from_pretrained(export_dir, provider="cpu")
     out = pipe(batch_size=num_samples, seed=seed, mode="fused", output_type="raw", progress=False)
     return np.asarray(out.images, dtype=np.float64)

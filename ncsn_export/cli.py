@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,14 +21,22 @@ directory left by a killed export is removed by the next export to the same plac
 earlier export that holds nothing but the files its manifest lists (add --allow-extra-files to delete others):
   manifest.json                    shapes, graph I/O, sha256 of every file, validation results, versions
   scheduler/scheduler_config.json  the scheduler config (diffusers format)
-  score.onnx     sample f32[B,...], timestep i64[B] -> score
+  score.onnx     sample f32[B,...], timestep i64[B] -> score   (the one dynamo export of the network)
   step.onnx      sample, seed i64[B], timestep i64[], step_size f32[], counter i64[] -> next_sample
   sampler.onnx   sample, seed i64[B], timesteps i64[N], step_sizes f32[N], num_annealed_steps i64[]
                  -> final_sample   (the whole annealed loop in one ONNX Loop)
+  gpu_step.onnx, gpu_sampler.onnx  the accelerator graphs (noise as input / no bitwise ops)
   sampler.pt     TorchScript (torch.jit.load; needs no ncsn_export)    sampler.pt2  torch.export.save
 
-validation: torch eager vs every artifact on a short schedule (--num-inference-steps levels x
---num-annealed-steps steps, seeds 0..B-1); max abs diff <= 1e-4 (fp32) or 5e-2 (--fp16), else exit 1.
+--artifacts (comma-separated; default "default" = every ONNX graph + sampler.pt):
+  default, onnx, torch, all, score, step, sampler, gpu_step, gpu_sampler, torchscript (pt), torch_export (pt2).
+  An artifact you name must be made, else the export fails; one only implied by "default" that cannot be
+  made (or fails validation) is skipped and reported as such in the table and the manifest.
+
+validation, through the runtime (ncsn_runtime.NCSNPipeline) against torch eager, seeds 0..B-1:
+  every graph and torch file at B=--batch-size, --num-inference-steps levels x --num-annealed-steps steps
+  (max abs diff <= 1e-4 fp32, 5e-2 relative with --fp16), then the fused graph over the full default
+  schedule at B=--full-validation-batch-size (default 16; <= 5e-3); else exit 1 and nothing is written.
 
 examples:
   ncsn-export --model toy-gmm --output exports/toy-gmm
@@ -64,11 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace OUTPUT if it is an earlier export directory holding only the files it lists")
     parser.add_argument("--allow-extra-files", action="store_true",
                         help="with --force: also delete files in OUTPUT that the earlier export did not write")
-    parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="validation batch size (default: 2)")
+    parser.add_argument("--artifacts", action="append", default=None, metavar="LIST",
+                        help="what to make, comma-separated (default: every ONNX graph + sampler.pt; see below)")
+    parser.add_argument("--batch-size", type=int, default=3, metavar="B", help="validation batch size (default: 3)")
     parser.add_argument("--num-inference-steps", type=int, default=None, metavar="N",
-                        help="validation schedule: number of noise levels (default: 3, or all if fewer are trained)")
-    parser.add_argument("--num-annealed-steps", type=int, default=5, metavar="T",
-                        help="validation schedule: Langevin steps per level (default: 5)")
+                        help="validation: number of noise levels (default: 4, or all if fewer are trained)")
+    parser.add_argument("--steps", dest="num_inference_steps", type=int, help=argparse.SUPPRESS)  # old spelling
+    parser.add_argument("--num-annealed-steps", type=int, default=3, metavar="T",
+                        help="validation: Langevin steps per level (default: 3)")
+    parser.add_argument("--full-validation-batch-size", type=int, default=16, metavar="B",
+                        help="batch of the full-default-schedule check of sampler.onnx (default: 16; 0 skips it)")
     parser.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None,
                         help="NCSNv2 final denoising step x + sigma_last^2 * score in the samplers (default: the model's)")
     parser.add_argument("--tolerance", type=float, default=None, metavar="TOL",
@@ -90,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a killed export cleans up like Ctrl-C
     try:
         from .exporters import ExportError, export_model  # imports torch: after --help
+        from .exporters.artifacts import select_artifacts
         from .exporters.directory import check_output_dir
         from .exporters.errors import ExportInputError
         from .exporters.inputs import check_export_arguments
@@ -99,18 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     try:  # the arguments and the output directory, before loading the model or writing anything
         check_export_arguments(args.batch_size, args.num_inference_steps, args.num_annealed_steps, args.tolerance)
+        select_artifacts(args.artifacts)
         check_output_dir(args.output, args.force, args.allow_extra_files)
         check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     except ExportError as error:
         print(f"ncsn-export: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
 
-    def log(line: str) -> None:
-        if not args.quiet or line.startswith("artifact"):  # the validation table is one multi-line entry
-            print(line, flush=True)
-
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("ncsn_export").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        export_model(
+        report = export_model(
             args.model,
             args.output,
             opset=DEFAULT_OPSET if args.opset is None else args.opset,
@@ -118,13 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             validate=args.validate,
             force=args.force,
             allow_extra_files=args.allow_extra_files,
+            artifacts=args.artifacts,
             batch_size=args.batch_size,
             num_inference_steps=args.num_inference_steps,
             num_annealed_steps=args.num_annealed_steps,
+            full_batch_size=args.full_validation_batch_size,
             final_denoise=args.final_denoise,
             tolerance=args.tolerance,
-            log=log,
         )
+        print(report.table, flush=True)
     except (ExportInputError, ValueError, TypeError) as error:  # the caller's input (model, spec, output, ranges)
         print(f"ncsn-export: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE

@@ -88,7 +88,7 @@ def build_export(name: str) -> Path:
     torch.set_num_threads(1)
     model = tiny_conv_spec() if name == "tiny-conv" else name
     output = _export_root() / name
-    export_model(model, output, validate=False, log=None)
+    export_model(model, output, validate=False)
     return output
 
 

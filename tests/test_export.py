@@ -16,14 +16,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from ncsn_runtime.contract import GRAPHS
 from ncsn_runtime.manifest import ExportDirectoryError, load_manifest, verified_path
 from ncsn_runtime.noise import counter_normal, initial_sample, langevin_counter, seeds_for_batch
 from ncsn_runtime.scheduler import AnnealedLangevinDynamicsScheduler
-from test_export_nets import tiny_conv_spec
+from test_export_nets import ort_session, tiny_conv_spec
 
 from ncsn_export.exporters import export_model
 from ncsn_export.exporters.onnx_export import SAMPLER_INPUTS
-from ncsn_export.exporters.validate import ort_session, validation_inputs
+from ncsn_export.exporters.validate import validate_export, validation_inputs
 from ncsn_export.models.gmm import toy_gmm_spec
 from ncsn_export.sampler import AnnealedLangevinSampler
 
@@ -33,14 +34,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def toy_export(tmp_path_factory):
     output = tmp_path_factory.mktemp("exports") / "toy-gmm"
-    report = export_model("toy-gmm", output, log=None)
+    report = export_model("toy-gmm", output, artifacts=["default", "torch_export"])
     return output, report
 
 
 @pytest.fixture(scope="module")
 def conv_export(tmp_path_factory):
     output = tmp_path_factory.mktemp("exports") / "tiny-conv"
-    report = export_model(tiny_conv_spec(), output, batch_size=3, log=None)
+    report = export_model(tiny_conv_spec(), output, batch_size=3)
     return output, report
 
 
@@ -78,15 +79,26 @@ def test_manifest_records_files_validation_and_model(toy_export):
     output, _ = toy_export
     manifest = load_manifest(output)
     assert manifest == json.loads((output / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"score.onnx", "step.onnx", "sampler.onnx", "sampler.pt", "sampler.pt2",
-                                      "scheduler/scheduler_config.json"}
+    assert {"score", "step", "sampler"} <= set(manifest["graphs"])
+    graph_files = {GRAPHS[key].file for key in manifest["graphs"]}
+    assert set(manifest["files"]) == graph_files | {"sampler.pt", "sampler.pt2", "scheduler/scheduler_config.json"}
+    assert manifest["artifacts"]["torchscript"]["status"] == manifest["artifacts"]["torch_export"]["status"] == "written"
+    for key in ("gpu_step", "gpu_sampler"):  # written, or skipped with the reason (never silently absent)
+        entry = manifest["artifacts"][key]
+        assert (entry["status"] == "written") == (key in manifest["graphs"]) and (entry["status"] == "written" or entry["reason"])
     for relative in manifest["files"]:
         verified_path(output, manifest, relative)
     assert manifest["model"]["name"] == "toy-gmm" and manifest["model"]["sample_shape"] == [2]
     assert manifest["model"]["init_range"] == [-8.0, 8.0] and manifest["model"]["final_denoise"] is False
-    rows = {row["artifact"]: row for row in manifest["validation"]}
-    assert set(rows) == {"sampler.onnx", "step.onnx", "score.onnx", "sampler.pt", "sampler.pt2"}
-    assert all(row["passed"] and row["max_abs_diff"] <= 1e-4 for row in rows.values())
+    rows = {(row["artifact"], row["check"]): row for row in manifest["validation"]}
+    validated = {GRAPHS[key].file for key in manifest["graphs"] if manifest["artifacts"].get(key, {}).get("validated", True)}
+    assert {"score.onnx", "step.onnx", "sampler.onnx"} <= validated  # gpu_step needs the runtime's graph=
+    assert set(rows) >= {(name, "dynamic") for name in validated | {"sampler.pt", "sampler.pt2"}} | {("sampler.onnx", "full")}
+    assert all(row["passed"] for row in rows.values())
+    assert all(row["max_abs_diff"] <= 1e-4 for (_, check), row in rows.items() if check == "dynamic")
+    dynamic, full = manifest["validation_schedule"]["dynamic"], manifest["validation_schedule"]["full"]
+    assert dynamic["batch_size"] == 3 and len(dynamic["timesteps"]) == 4  # not the trace shapes (B=2, N=3)
+    assert full["batch_size"] == 16 and full["timesteps"] == list(range(10)) and full["num_annealed_steps"] == 100
     assert manifest["opset"] == 18 and set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime"}
     config = json.loads((output / "scheduler" / "scheduler_config.json").read_text())
     assert config["num_annealed_steps"] == 100 and config["_class_name"] == "AnnealedLangevinDynamicsScheduler"
@@ -163,8 +175,8 @@ def test_conv_export_with_final_denoise_validates(conv_export):
     manifest = report.manifest
     assert manifest["model"]["final_denoise"] is True and manifest["model"]["sample_shape"] == [1, 8, 8]
     assert all(row["passed"] for row in manifest["validation"])
-    assert manifest["validation_schedule"]["batch_size"] == 3
-    assert manifest["torchscript"]["network"] == "script"
+    assert manifest["validation_schedule"]["dynamic"]["batch_size"] == 3
+    assert manifest["artifacts"]["torchscript"]["network"] == "script"
 
 
 def test_conv_sampler_holds_the_network_once_inside_the_loop_with_its_weights(conv_export):
@@ -256,3 +268,22 @@ def test_report_table_lists_every_artifact(toy_export):
     assert "FAIL" not in table
     assert Path(report.output_dir).is_dir()
 
+
+
+def test_validate_export_runs_on_its_own_and_catches_a_wrong_model(toy_export):
+    output, _ = toy_export
+    report = validate_export(output, toy_gmm_spec(), batch_size=5, num_inference_steps=2, num_annealed_steps=4,
+                             full_batch_size=0)
+    assert report.passed and {row.mode for row in report.rows} >= {"fused", "stepwise", "torch"}
+    assert report.schedules["dynamic"]["batch_size"] == 5 and "full" not in report.schedules
+
+    class Halved(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, t):
+            return 0.5 * self.model(x, t)
+
+    wrong = validate_export(output, Halved(toy_gmm_spec().model), full_batch_size=0)
+    assert not wrong.passed and all(not row.passed for row in wrong.rows)

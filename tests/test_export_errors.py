@@ -10,14 +10,13 @@ import onnx
 import pytest
 import torch
 from ncsn_runtime.manifest import MANIFEST_NAME, file_entry
-from test_export_nets import TINY_CONFIG, TinyConvScore, tiny_conv_spec
+from test_export_nets import TINY_CONFIG, TinyConvScore, ort_session, tiny_conv_spec
 from torch import nn
 
 from ncsn_export.exporters import ExportError, api, export_model
 from ncsn_export.exporters.directory import atomic_directory
-from ncsn_export.exporters.onnx_export import export_score_onnx, lean_shift_table, uses_right_shift
+from ncsn_export.exporters.onnx_export import export_score_onnx, lean_shift_table
 from ncsn_export.exporters.torchscript_export import script_or_trace
-from ncsn_export.exporters.validate import ort_session
 from ncsn_export.models.registry import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -64,7 +63,7 @@ class GeneratorScore(nn.Module):
 
 def test_unknown_model_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ExportError, match="unknown `model` 'no-such-model'"):
-        export_model("no-such-model", tmp_path / "out", log=None)
+        export_model("no-such-model", tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
@@ -72,23 +71,23 @@ def test_a_sample_shape_the_network_rejects(tmp_path):
     spec = tiny_conv_spec()
     spec.sample_shape = (3, 8, 8)  # the net takes 1 channel
     with pytest.raises(ExportError, match=r"rejects sample shape \[B, 3, 8, 8\]"):
-        export_model(spec, tmp_path / "out", log=None)
+        export_model(spec, tmp_path / "out")
     with pytest.raises(ExportError, match="must return a float32 score shaped like its input"):
-        export_model(spec_with(SummingScore()), tmp_path / "out", log=None)
+        export_model(spec_with(SummingScore()), tmp_path / "out")
     assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("opset", [12, 17, 99])
 def test_an_opset_outside_the_range_is_refused(tmp_path, opset):
     with pytest.raises(ExportError, match=r"`opset` must be in \[18, "):
-        export_model("toy-gmm", tmp_path / "out", opset=opset, log=None)
+        export_model("toy-gmm", tmp_path / "out", opset=opset)
 
 
 def test_an_untraceable_network_names_the_op_and_leaves_nothing(tmp_path):
     with pytest.raises(ExportError, match=r"at op `aten\._linalg_eigh` .*make forward\(sample, timestep\) use tensor ops only"):
-        export_model(spec_with(EighScore()), tmp_path / "out", log=None)
+        export_model(spec_with(EighScore()), tmp_path / "out")
     with pytest.raises(ExportError, match=r"data-dependent"):
-        export_model(spec_with(ItemScore()), tmp_path / "out", log=None)
+        export_model(spec_with(ItemScore()), tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
@@ -97,9 +96,9 @@ def test_a_non_empty_output_is_refused_and_force_replaces_only_an_export(tmp_pat
     output.mkdir()
     (output / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty; pass --force"):
-        export_model("toy-gmm", output, log=None)
+        export_model("toy-gmm", output)
     with pytest.raises(ExportError, match="not an ncsn-export directory"):
-        export_model("toy-gmm", output, force=True, log=None)
+        export_model("toy-gmm", output, force=True)
     assert (output / "notes.txt").read_text() == "mine"
 
 
@@ -128,22 +127,20 @@ def test_ctrl_c_during_export_leaves_no_directory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(api, "compose_graphs", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export_model("toy-gmm", tmp_path / "out", log=None)
+        export_model("toy-gmm", tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
 def test_failed_validation_exits_with_the_table_and_leaves_no_directory(tmp_path):
     spec = tiny_conv_spec(final_denoise=False)
-    with pytest.raises(ExportError, match=r"(?s)validation failed for sampler\.onnx.*FAIL") as info:
-        export_model(spec, tmp_path / "out", tolerance=1e-12, num_inference_steps=2, num_annealed_steps=2, log=None)
+    with pytest.raises(ExportError, match=r"(?s)validation failed for .*sampler\.onnx.*FAIL") as info:
+        export_model(spec, tmp_path / "out", tolerance=1e-12, num_inference_steps=2, num_annealed_steps=2)
     assert "max abs diff" in str(info.value)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
 def test_lean_shift_is_skipped_for_a_network_that_shifts(tmp_path):
-    x, t = torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64)
-    assert uses_right_shift(ShiftingScore(), (x, t))
-    assert not uses_right_shift(TinyConvScore(), (torch.zeros(2, 1, 8, 8), t))
+    assert export_score_onnx(TinyConvScore(), (1, 8, 8), tmp_path / "conv.onnx", 18, lean_shift=True)["lean_shift"] is True
     assert torch.ops.aten.bitwise_right_shift.Tensor_Scalar in lean_shift_table()
     info = export_score_onnx(ShiftingScore(), (2,), tmp_path / "score.onnx", 18, lean_shift=True)
     assert info["lean_shift"] is False  # re-exported with the exporter's exact signed lowering
@@ -166,4 +163,31 @@ def test_an_unscriptable_network_is_traced_for_torchscript():
 @pytest.mark.parametrize("name,value", [("batch_size", 0), ("num_annealed_steps", 0), ("num_inference_steps", 7)])
 def test_validation_schedule_arguments_are_checked(tmp_path, name, value):
     with pytest.raises(ValueError, match=f"`{name}` must be in"):
-        export_model(tiny_conv_spec(), tmp_path / "out", log=None, **{name: value})
+        export_model(tiny_conv_spec(), tmp_path / "out", **{name: value})
+
+
+def test_an_optional_artifact_that_fails_is_skipped_and_an_explicit_one_fails(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no TorchScript today")
+
+    monkeypatch.setattr(api, "export_torchscript", broken)
+    report = export_model("toy-gmm", tmp_path / "out", num_annealed_steps=2, full_batch_size=0)
+    entry = report.manifest["artifacts"]["torchscript"]
+    assert entry["status"] == "skipped" and "no TorchScript today" in entry["reason"]
+    assert not (tmp_path / "out" / "sampler.pt").exists() and (tmp_path / "out" / "sampler.onnx").is_file()
+    assert "sampler.pt " in report.table and "skipped: RuntimeError: no TorchScript today" in report.table
+    assert all(row["passed"] for row in report.manifest["validation"])
+    with pytest.raises(ExportError, match=r"sampler\.pt was requested but could not be made: RuntimeError"):
+        export_model("toy-gmm", tmp_path / "explicit", artifacts="sampler,pt", num_annealed_steps=2, full_batch_size=0)
+    assert not (tmp_path / "explicit").exists() and leftovers(tmp_path) == []
+
+
+def test_artifact_names_are_checked_before_tracing(tmp_path):
+    from ncsn_export.exporters.artifacts import select_artifacts
+
+    assert select_artifacts(None).keys == ("score", "step", "sampler", "gpu_step", "gpu_sampler", "torchscript")
+    assert not select_artifacts(None).is_required("torchscript") and select_artifacts(None).is_required("sampler")
+    chosen = select_artifacts("score,pt2")
+    assert chosen.keys == ("score", "step", "sampler", "torch_export") and chosen.is_required("torch_export")
+    with pytest.raises(ExportError, match=r"`artifacts`: unknown entry 'sampler\.pt3'"):
+        export_model("toy-gmm", tmp_path / "out", artifacts="sampler.pt3")

@@ -40,3 +40,10 @@ def tiny_conv_spec(final_denoise: bool = True) -> ModelSpec:
     return ModelSpec(name="tiny-conv", model=TinyConvScore().eval(), scheduler_config=dict(TINY_CONFIG), sample_shape=(1, 8, 8),
                      is_image=True, init_range=(0.0, 1.0), data_range=(0.0, 1.0), final_denoise=final_denoise,
                      description="3-conv test network")
+
+
+def ort_session(path):
+    """A CPU session with the runtime's own options (ncsn_runtime.providers)."""
+    from ncsn_runtime.providers import Device, open_session
+
+    return open_session(path, Device("cpu"))

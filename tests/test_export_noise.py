@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 from ncsn_runtime import noise as reference
+from test_export_nets import ort_session
 from torch import nn
 
 from ncsn_export.exporters.onnx_export import batch_shapes, export_onnx
-from ncsn_export.exporters.validate import ort_session
 from ncsn_export.noise import _words, counter_normal
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -158,3 +158,23 @@ def test_cli_trains_on_a_folder_and_writes_a_run_directory(tmp_path, capsys):
         assert spec.model(torch.rand(2, 3, 8, 8), torch.tensor([0, 2])).shape == (2, 3, 8, 8)
     assert cli.main(["--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_training_sampler_denoises_with_the_trained_sigma_of_the_last_level():
+    """With set_sigmas the schedule's last sigma differs from the trained one; the final denoise uses the
+    trained level's sigma, as the exported graphs do (train_sigmas[timesteps[-1]])."""
+    from ncsn_export.training.sampling import annealed_langevin
+
+    class Ones(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.ones_like(x)
+
+    scheduler = AnnealedLangevinDynamicsScheduler(num_train_timesteps=5, num_annealed_steps=2, sigma_min=0.1,
+                                                  sigma_max=1.0, sampling_eps=1e-3)
+    scheduler.set_sigmas(3, sigma_min=0.3)
+    last = int(scheduler.timesteps[-1])
+    assert abs(float(scheduler.sigmas[-1]) - float(scheduler.train_sigmas[last])) > 0.1
+    x0 = torch.zeros(2, 3)
+    plain = annealed_langevin(Ones(), scheduler, x0, torch.Generator().manual_seed(0))
+    denoised = annealed_langevin(Ones(), scheduler, x0, torch.Generator().manual_seed(0), final_denoise=True)
+    torch.testing.assert_close(denoised - plain, torch.full((2, 3), float(scheduler.train_sigmas[last]) ** 2))

@@ -113,7 +113,8 @@ def test_baked_step_count_and_cli(toy, tmp_path, capsys):
     assert "--max-batch-size" in capsys.readouterr().err
     assert sorted(p.name for p in root.iterdir()) == ["toy3"], "a failed run left files behind"
     # gpu_sampler (noise from ops with CUDA kernels) serves the same samples as the fused sampler
-    assert triton.main([str(toy), "--output", str(root), "--graph", "gpu_sampler", "--model-name", "toy-gpu"]) == 0, capsys.readouterr().err
+    code = triton.main([str(toy), "--output", str(root), "--graph", "gpu_sampler", "--model-name", "toy-gpu"])
+    assert code == 0, capsys.readouterr().err
     session = ort.InferenceSession(str(root / "toy-gpu" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(["final_sample"], feeds([3, 4]))[0]
     np.testing.assert_allclose(got, python_samples(toy, [3, 4], 2, "fused"), atol=1e-5, rtol=0)

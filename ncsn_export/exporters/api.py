@@ -1,42 +1,61 @@
-"""``export_model``: from a model (name, ``module:factory``, directory or :class:`ModelSpec`) to a validated export directory."""
+"""``export_model``: from a model (name, ``module:factory``, directory or :class:`ModelSpec`) to a validated export directory.
+
+Five steps, each a function with a typed result (docs/design.md, "Export pipeline"):
+
+1. :func:`trace`: one ``torch.onnx.export(dynamo=True)`` of the score network -> ``score.onnx`` (:class:`TraceResult`).
+2. :func:`compose`: every other ONNX graph of the contract composed from that score graph with
+   :func:`ncsn_export.exporters.compose.compose_graphs` (:class:`ComposeResult`); no second trace.
+3. :func:`write`: the graphs (checked against :mod:`ncsn_runtime.contract`), the scheduler config and the
+   requested torch artifacts into the staging directory (:class:`WriteResult`).
+4. :func:`run_validation`: :func:`~ncsn_export.exporters.validate.validate_export`, the runtime against torch eager
+   (:class:`~ncsn_export.exporters.validate.ValidationReport`); optional artifacts that fail are removed.
+5. :func:`finish_manifest`: the manifest through :class:`~ncsn_export.exporters.manifest_builder.ManifestBuilder`.
+
+Progress goes to the ``ncsn_export`` logger (the CLI configures it); nothing is printed.
+"""
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
-import platform
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
-import onnxruntime
-import onnxscript
 import torch
 from ncsn_runtime.config import save_scheduler_config
-from ncsn_runtime.manifest import FORMAT_NAME, FORMAT_VERSION, file_entry, write_manifest
+from ncsn_runtime.contract import GRAPHS
 from ncsn_runtime.schedule import check_count, geometric_sigmas
 from torch import nn
 
 from ..models.registry import ModelSpec
 from ..sampler import AnnealedLangevinSampler
+from .artifacts import ArtifactSelection, select_artifacts
 from .compose import compose_graphs
 from .directory import atomic_directory, check_output_dir
 from .errors import ExportError
-from .inputs import check_export_arguments, load_spec
+from .inputs import MAX_VALIDATION_BATCH, check_export_arguments, load_spec
+from .manifest_builder import ArtifactEntry, GraphEntry, ManifestBuilder, ModelInfo, versions
 from .onnx_export import (
     DEFAULT_OPSET,
     check_opset,
+    count_nodes,
     example_inputs,
     export_score_onnx,
-    save_graph,
 )
 from .torchscript_export import export_pt2, export_torchscript
-from .validate import FP16_TOLERANCE, FP32_TOLERANCE, ValidationResult, format_table, validate_export, validation_inputs
+from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_BATCH, FULL_TOLERANCE, ValidationReport, validate_export
 
-SCHEDULER_CONFIG_PATH = "scheduler/scheduler_config.json"
+logger = logging.getLogger("ncsn_export")
+
+TRACE_BATCH = 2  # trace shapes: B=2, N=3 (example_inputs); validation runs at other sizes to prove the dynamic axes
+TRACE_LEVELS = 3
 
 
 class HalfPrecisionScore(nn.Module):
@@ -44,26 +63,74 @@ class HalfPrecisionScore(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model.half()
+        self.model = copy.deepcopy(model).half()  # .half() converts in place: the caller's fp32 model stays untouched
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         return self.model(sample.to(torch.float16), timestep).to(torch.float32)
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """Everything decided before tracing: the model, the network to trace and the options."""
+
+    spec: ModelSpec
+    network: nn.Module  # spec.model, or its fp16 wrapper
+    sample_shape: tuple[int, ...]
+    train_sigmas: np.ndarray  # float32 [L]
+    final_denoise: bool
+    opset: int
+    fp16: bool
+    artifacts: ArtifactSelection
+
+    def sampler(self) -> AnnealedLangevinSampler:
+        return AnnealedLangevinSampler(self.network, torch.from_numpy(self.train_sigmas), self.final_denoise).eval()
+
+
+@dataclass
+class TraceResult:
+    """Step 1: the score graph from the one dynamo export of the network."""
+
+    score: onnx.ModelProto
+    seconds: float
+
+
+@dataclass
+class ComposeResult:
+    """Step 2: every requested ONNX graph (contract key -> model) and the ones that could not be made."""
+
+    graphs: dict[str, onnx.ModelProto]
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> reason
+    seconds: float = 0.0
+
+
+@dataclass
+class WriteResult:
+    """Step 3: what is on disk in the staging directory."""
+
+    graphs: list[GraphEntry]
+    artifacts: list[ArtifactEntry]
+    seconds: dict[str, float]
+
+
 @dataclass
 class ExportReport:
-    """What :func:`export_model` wrote: the directory, its manifest, and the validation rows."""
+    """What :func:`export_model` wrote: the directory, its manifest, the validation and the artifact table."""
 
     output_dir: Path
     manifest: dict[str, Any]
-    validation: list[ValidationResult] = field(default_factory=list)
+    validation: ValidationReport = field(default_factory=ValidationReport)
 
     @property
     def table(self) -> str:
-        return format_table(self.validation)
+        """The validation table followed by one line per skipped artifact."""
+        lines = [self.validation.table]
+        for entry in self.manifest.get("artifacts", {}).values():
+            if entry.get("status") == "skipped":
+                lines.append(f"{entry['file']:<17} skipped: {entry.get('reason', '')}")
+        return "\n".join(lines)
 
 
-def check_network(spec: ModelSpec, batch_size: int = 2) -> None:
+def check_network(spec: ModelSpec, batch_size: int = TRACE_BATCH) -> None:
     """Run the network once on ``[B, *sample_shape]``; raise :class:`ExportError` when it rejects the shape."""
     shape = tuple(spec.sample_shape)
     if not shape or any(not isinstance(size, int) or size < 1 for size in shape):
@@ -84,11 +151,173 @@ def check_network(spec: ModelSpec, batch_size: int = 2) -> None:
                               f"got {got}")
 
 
-def _versions() -> dict[str, str]:
-    from .. import __version__
+def plan_export(model: str | ModelSpec | None, *, opset: int, fp16: bool, final_denoise: bool | None,
+                artifacts: str | Iterable[str] | None) -> ExportPlan:
+    """Resolve the model and options; raise :class:`ExportError` for anything invalid (before any trace)."""
+    opset = check_opset(opset)
+    selection = select_artifacts(artifacts)
+    spec = load_spec(model)
+    check_network(spec)
+    config = spec.scheduler_config
+    sigmas = geometric_sigmas(config["sigma_max"], config["sigma_min"], int(config["num_train_timesteps"]))
+    network = HalfPrecisionScore(spec.model).eval() if fp16 else spec.model
+    denoise = spec.final_denoise if final_denoise is None else bool(final_denoise)
+    return ExportPlan(spec, network, tuple(spec.sample_shape), sigmas, denoise, opset, fp16, selection)
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "onnxscript": onnxscript.__version__, "ncsn_export": __version__, "python": platform.python_version()}
+
+def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
+    """Step 1: ``torch.onnx.export(dynamo=True)`` of the score network, once."""
+    start = time.perf_counter()
+    path = workdir / GRAPHS["score"].file
+    export_score_onnx(plan.network, plan.sample_shape, path, plan.opset, lean_shift=False)  # no noise in this graph
+    proto = onnx.load(str(path))
+    path.unlink()
+    seconds = time.perf_counter() - start
+    logger.info("traced the score network (one dynamo export) in %.1f s", seconds)
+    return TraceResult(proto, seconds)
+
+
+def compose(plan: ExportPlan, traced: TraceResult) -> ComposeResult:
+    """Step 2: the requested graphs, composed from the traced score graph (no re-trace).
+
+    Each graph is composed on its own, so one that fails skips only itself (or fails the export when required).
+    """
+    start = time.perf_counter()
+    graphs: dict[str, onnx.ModelProto] = {}
+    skipped: dict[str, str] = {}
+    for key in plan.artifacts.graphs:  # "score" too: the composer applies its graph rewrites (e.g. Elu) to it
+        try:
+            graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise, keys=(key,),
+                                         opset=plan.opset)[key]
+        except Exception as error:  # onnx checker / shape inference errors: this graph only
+            skipped[key] = f"{type(error).__name__}: {error}"
+            logger.warning("could not make %s: %s", GRAPHS[key].file, skipped[key])
+    seconds = time.perf_counter() - start
+    logger.info("composed %s from the score graph in %.1f s", ", ".join(k for k in graphs if k != "score"), seconds)
+    return ComposeResult(graphs, skipped, seconds)
+
+
+def check_graph_io(key: str, model: onnx.ModelProto, sample_shape: Sequence[int]) -> None:
+    """Check ``model``'s inputs/outputs against the contract (names, order, dtypes, fixed dims); name symbolic dims
+    as the contract does (``batch``, ``num_levels``) so the manifest and the graph agree."""
+    spec = GRAPHS[key]
+    for kind, actual, expected in (("inputs", model.graph.input, spec.inputs), ("outputs", model.graph.output, spec.outputs)):
+        names = [value.name for value in actual]
+        if names != [tensor.name for tensor in expected]:
+            raise ExportError(f"{spec.file}: {kind} {names} differ from the contract's {[t.name for t in expected]}")
+        for value, tensor in zip(actual, expected, strict=True):
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+            dims = value.type.tensor_type.shape.dim
+            shape = tensor.concrete_shape(sample_shape)
+            if dtype != tensor.dtype or len(dims) != len(shape):
+                raise ExportError(f"{spec.file}: {value.name} is {dtype}[{len(dims)} dims], the contract says "
+                                  f"{tensor.dtype}{shape}")
+            for dim, want in zip(dims, shape, strict=True):
+                if isinstance(want, int):
+                    if dim.dim_value != want:
+                        raise ExportError(f"{spec.file}: {value.name} has shape {_dims(dims)}, the contract says {shape}")
+                elif dim.dim_value:
+                    raise ExportError(f"{spec.file}: {value.name} has a fixed {dim.dim_value} where the contract has "
+                                      f"the dynamic axis {want!r}")
+                else:
+                    dim.dim_param = str(want)
+
+
+def _dims(dims: Any) -> list[int | str]:
+    return [dim.dim_param or dim.dim_value for dim in dims]
+
+
+def _unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]] | None:
+    try:
+        from .placement import unsupported_ops
+    except ImportError:  # the placement audit is not in this build
+        return None
+    return unsupported_ops(model)
+
+
+def write(plan: ExportPlan, composed: ComposeResult, staging: Path) -> WriteResult:
+    """Step 3: graphs (contract-checked), scheduler config and the requested torch artifacts into ``staging``."""
+    seconds: dict[str, float] = {}
+    entries: list[GraphEntry] = []
+    artifacts: list[ArtifactEntry] = [ArtifactEntry(key, "skipped", reason) for key, reason in composed.skipped.items()]
+    save_scheduler_config(staging / "scheduler", dict(plan.spec.scheduler_config))
+    for key in (key for key in GRAPHS if key in composed.graphs):
+        start = time.perf_counter()
+        model = composed.graphs[key]
+        check_graph_io(key, model, plan.sample_shape)
+        path = staging / GRAPHS[key].file
+        onnx.save(model, str(path))
+        onnx.checker.check_model(str(path), full_check=True)
+        entries.append(GraphEntry(key, count_nodes(model.graph), _unsupported_ops(model)))
+        if key not in ("score", "step", "sampler"):
+            artifacts.append(ArtifactEntry(key, "written"))
+        seconds[GRAPHS[key].file] = round(time.perf_counter() - start, 3)
+    for key in plan.artifacts.torch:
+        start = time.perf_counter()
+        entry = _write_torch_artifact(plan, key, staging)
+        seconds[entry.file] = round(time.perf_counter() - start, 3)
+        artifacts.append(entry)
+    for entry in artifacts:
+        if entry.status == "skipped" and plan.artifacts.is_required(entry.key):
+            raise ExportError(f"{entry.file} was requested but could not be made: {entry.reason}")
+    return WriteResult(entries, artifacts, seconds)
+
+
+def _write_torch_artifact(plan: ExportPlan, key: str, staging: Path) -> ArtifactEntry:
+    path = staging / ArtifactEntry(key, "").file
+    try:
+        if key == "torchscript":
+            details = export_torchscript(plan.network, torch.from_numpy(plan.train_sigmas), plan.final_denoise,
+                                         plan.sample_shape, path)
+        else:
+            details = export_pt2(plan.sampler(), plan.sample_shape, path)
+    except Exception as error:  # an optional artifact that cannot be made must not discard the ONNX graphs
+        path.unlink(missing_ok=True)
+        logger.warning("could not make %s: %s", path.name, error)
+        return ArtifactEntry(key, "skipped", f"{type(error).__name__}: {error}")
+    logger.info("wrote %s", path.name)
+    return ArtifactEntry(key, "written", details=details)
+
+
+def run_validation(plan: ExportPlan, staging: Path, builder: ManifestBuilder, **options: Any) -> ValidationReport:
+    """Step 4: the runtime through every shipped graph vs torch eager; optional artifacts that fail are removed.
+
+    Writes a provisional manifest first (the runtime opens an export directory through its manifest).
+    Raises :class:`ExportError` when a required graph fails.
+    """
+    builder.write(staging)
+    start = time.perf_counter()
+    report = validate_export(staging, plan.spec.model, **options)
+    builder.export_seconds["validation"] = round(time.perf_counter() - start, 3)
+    logger.info("validated %d runs in %.1f s (%d failed)", len(report.rows), builder.export_seconds["validation"],
+                len(report.failed()))
+    logger.debug("validation table:\n%s", report.table)
+    for row in report.failed():
+        if plan.artifacts.is_required(row.graph):
+            continue
+        reason = (f"validation failed: max abs diff {row.max_abs_diff:.3e} > {row.tolerance * row.scale:.1e} "
+                  f"({row.mode}, {row.reference})")
+        (staging / row.artifact).unlink(missing_ok=True)
+        builder.graphs = [entry for entry in builder.graphs if entry.key != row.graph]
+        builder.artifacts = [entry if entry.key != row.graph else ArtifactEntry(row.graph, "skipped", reason)
+                             for entry in builder.artifacts]
+        logger.warning("skipped %s: %s", row.artifact, reason)
+    checked = {row.graph for row in report.rows}
+    for entry in builder.artifacts:
+        if entry.status == "written":
+            entry.details["validated"] = entry.key in checked  # False: this runtime has no driver for it (gpu_step)
+            if entry.key not in checked:
+                logger.warning("%s is written but not validated: the runtime in this build cannot drive it", entry.file)
+    failed = [row for row in report.failed() if plan.artifacts.is_required(row.graph)]
+    if failed:
+        raise ExportError(f"validation failed for {', '.join(sorted({row.artifact for row in failed}))}; nothing was "
+                          f"written\n{report.table}")
+    return report
+
+
+def finish_manifest(builder: ManifestBuilder, staging: Path) -> dict[str, Any]:
+    """Step 5: the final ``manifest.json`` (validation rows, timings, sha256 of every file)."""
+    return builder.write(staging)
 
 
 def export_model(
@@ -100,15 +329,16 @@ def export_model(
     validate: bool = True,
     force: bool = False,
     allow_extra_files: bool = False,
-    batch_size: int = 2,
+    artifacts: str | Iterable[str] | None = None,
+    batch_size: int = 3,
     num_inference_steps: int | None = None,
-    num_annealed_steps: int = 5,
+    num_annealed_steps: int | None = 3,
+    full_batch_size: int = FULL_BATCH,
     final_denoise: bool | None = None,
     tolerance: float | None = None,
-    lean_shift: bool = True,
-    log: Callable[[str], None] | None = print,
+    full_tolerance: float | None = None,
 ) -> ExportReport:
-    """Export a score network to ``output_dir``: score/step/sampler ONNX, ``sampler.pt``, ``sampler.pt2``, manifest.
+    """Export a score network to ``output_dir``: the contract's ONNX graphs, optional torch files, manifest.
 
     Args:
         model: built-in name, ``package.module:factory``, diffusers-ncsn directory, a :class:`ModelSpec`,
@@ -116,119 +346,49 @@ def export_model(
         output_dir: directory to create; written atomically (staged, then renamed).
         opset: ONNX opset of every graph, in [18, onnx's newest].
         fp16: run the score network in float16 inside every artifact (I/O stays float32).
-        validate: compare every artifact with torch eager; on failure nothing is written.
+        validate: run :func:`validate_export` before anything is written.
         force: replace an existing export directory (only an ncsn-export directory holding nothing but its listed files).
         allow_extra_files: with ``force``, also delete files in it that the earlier export did not write.
-        batch_size, num_inference_steps, num_annealed_steps: the validation schedule (levels are spread
-            over the trained range; ``num_inference_steps=None`` means min(3, trained levels)).
+        artifacts: ``--artifacts`` entries (see :mod:`.artifacts`; None: every ONNX graph + ``sampler.pt``).
+        batch_size, num_inference_steps, num_annealed_steps: the validation's dynamic check (levels spread
+            over the trained range, in [1, L]; ``None``: min(4, L) levels; ``None`` T: the scheduler's).
+        full_batch_size: batch of the full-default-schedule check (0: skip it).
         final_denoise: NCSNv2 final denoising step in the samplers; None takes the model's default.
-        tolerance: max abs difference allowed; default 1e-4 (fp32), or 5e-2 relative to the output's
-            magnitude for fp16 (see :mod:`.validate`).
-        lean_shift: lower the noise's right shifts to one ``Div`` each (see :mod:`.onnx_export`).
-        log: where progress lines and the table go (None: silent).
+        tolerance, full_tolerance: max abs difference allowed (see :mod:`.validate`).
 
     Raises:
-        ExportError: unknown/broken model, untraceable network, bad opset, failed validation, existing output.
+        ExportError: unknown/broken model, untraceable network, bad opset or artifact name, failed validation
+        of a required graph, existing output.
     """
-    say = log or (lambda _line: None)
-    opset = check_opset(opset)
-    check_export_arguments(batch_size, num_inference_steps, num_annealed_steps, tolerance)
+    check_export_arguments(batch_size, num_inference_steps, num_annealed_steps, tolerance, full_tolerance)
+    full_batch_size = check_count("full_batch_size", full_batch_size, 0, MAX_VALIDATION_BATCH)
     check_output_dir(output_dir, force, allow_extra_files)
-    spec = load_spec(model)
-    config = dict(spec.scheduler_config)
-    num_levels = int(config["num_train_timesteps"])
-    if num_inference_steps is None:
-        num_inference_steps = min(3, num_levels)
-    num_inference_steps = check_count("num_inference_steps", num_inference_steps, 1, num_levels)
-    check_network(spec, min(batch_size, 2))
-    denoise = spec.final_denoise if final_denoise is None else bool(final_denoise)
-    tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else float(tolerance)
-    train_sigmas = torch.from_numpy(geometric_sigmas(config["sigma_max"], config["sigma_min"], num_levels))
-    reference = AnnealedLangevinSampler(spec.model, train_sigmas, denoise).eval()
-    network = HalfPrecisionScore(_clone(spec.model)).eval() if fp16 else spec.model
-    sampler = AnnealedLangevinSampler(network, train_sigmas, denoise).eval()
-    shape = tuple(spec.sample_shape)
-
-    say(f"exporting {spec.name!r} (sample shape {list(shape)}, opset {opset}, {'fp16' if fp16 else 'fp32'}, "
-        f"final_denoise={denoise}) to {output_dir}")
-    timings: dict[str, float] = {}
-
-    def timed(name: str, function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        start = time.perf_counter()
-        result = function()
-        timings[name] = round(time.perf_counter() - start, 3)
-        say(f"  wrote {name} in {timings[name]:.1f} s")
-        return result
-
-    with atomic_directory(output_dir, force, allow_extra_files) as staging:
-        save_scheduler_config(staging / "scheduler", config)
-        score = timed("score.onnx", lambda: export_score_onnx(network, shape, staging / "score.onnx", opset, lean_shift))
-        lean = score.pop("lean_shift")  # False when the network shifts right itself
-        graphs = {"score": score}
-
-        def composed() -> dict[str, Any]:
-            models = compose_graphs(onnx.load(str(staging / "score.onnx")), shape, train_sigmas.numpy(), denoise,
-                                    keys=("score", "step", "sampler"), opset=opset)
-            return {key: save_graph(model, staging / f"{key}.onnx") for key, model in models.items()}
-
-        graphs.update(timed("step.onnx + sampler.onnx (composed)", composed))
-        for graph in graphs.values():
-            graph.pop("shifts_right", None)
-        torchscript = timed("sampler.pt",
-                            lambda: export_torchscript(network, train_sigmas, denoise, shape, staging / "sampler.pt"))
-        torch_export = timed("sampler.pt2", lambda: export_pt2(sampler, shape, staging / "sampler.pt2"))
-        inputs = validation_inputs(config, shape, spec.init_range, batch_size, num_inference_steps, num_annealed_steps)
-        results: list[ValidationResult] = []
+    plan = plan_export(model, opset=opset, fp16=fp16, final_denoise=final_denoise, artifacts=artifacts)
+    if num_inference_steps is not None:
+        check_count("num_inference_steps", num_inference_steps, 1, len(plan.train_sigmas))
+    logger.info("exporting %r (sample shape %s, opset %d, %s, final_denoise=%s, artifacts %s) to %s", plan.spec.name,
+                list(plan.sample_shape), plan.opset, "fp16" if fp16 else "fp32", plan.final_denoise,
+                ",".join(plan.artifacts.keys), output_dir)
+    builder = ManifestBuilder(
+        ModelInfo(plan.spec.name, plan.spec.description, plan.sample_shape, "float16" if fp16 else "float32",
+                  bool(plan.spec.is_image), tuple(plan.spec.init_range), tuple(plan.spec.data_range), plan.final_denoise,
+                  len(plan.train_sigmas)),
+        plan.opset, versions=versions())
+    report = ValidationReport(tolerance=(FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else tolerance,
+                              full_tolerance=FULL_TOLERANCE if full_tolerance is None else full_tolerance)
+    with (atomic_directory(output_dir, force, allow_extra_files) as staging,
+          tempfile.TemporaryDirectory(prefix="ncsn-trace-") as scratch):
+        traced = trace(plan, Path(scratch))
+        composed = compose(plan, traced)
+        written = write(plan, composed, staging)
+        builder.graphs, builder.artifacts = written.graphs, written.artifacts
+        builder.export_seconds = {"trace": round(traced.seconds, 3), "compose": round(composed.seconds, 3), **written.seconds}
         if validate:
-            results = validate_export(staging, reference, inputs, tolerance, relative=fp16)
-            say(format_table(results))
-            failed = [row.artifact for row in results if not row.passed]
-            if failed:
-                raise ExportError(f"validation failed for {', '.join(failed)} (max abs diff above {tolerance:g}); "
-                                  f"nothing was written to {output_dir}\n{format_table(results)}")
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model": {
-                "name": spec.name,
-                "description": spec.description,
-                "sample_shape": list(shape),
-                "dtype": "float32",
-                "compute_dtype": "float16" if fp16 else "float32",
-                "is_image": bool(spec.is_image),
-                "init_range": [float(value) for value in spec.init_range],
-                "data_range": [float(value) for value in spec.data_range],
-                "final_denoise": denoise,
-                "num_train_timesteps": num_levels,
-            },
-            "scheduler_config": SCHEDULER_CONFIG_PATH,
-            "opset": opset,
-            "graphs": graphs,
-            "torchscript": torchscript,
-            "torch_export": torch_export,
-            "noise": {"lean_shift": lean},
-            "export_seconds": timings,
-            "validation": [row.as_dict() for row in results],
-            "validation_schedule": {
-                "batch_size": batch_size,
-                "timesteps": inputs["timesteps"].tolist(),
-                "num_annealed_steps": num_annealed_steps,
-                "seeds": inputs["seed"].tolist(),
-                "tolerance": tolerance,
-                "relative_tolerance": bool(fp16),
-                "validated": bool(validate),
-            },
-            "versions": _versions(),
-            "files": {},
-        }
-        files = sorted(path for path in staging.rglob("*") if path.is_file())
-        manifest["files"] = {path.relative_to(staging).as_posix(): file_entry(path) for path in files}
-        write_manifest(staging, manifest)
+            report = run_validation(plan, staging, builder, batch_size=batch_size, num_inference_steps=num_inference_steps,
+                              num_annealed_steps=num_annealed_steps, full_batch_size=full_batch_size, tolerance=tolerance,
+                              full_tolerance=full_tolerance)
+        builder.validation, builder.validated = report, bool(validate)
+        manifest = finish_manifest(builder, staging)
     output = Path(output_dir)
-    say(f"export written to {output} ({len(manifest['files'])} files)")
-    return ExportReport(output, manifest, results)
-
-
-def _clone(model: nn.Module) -> nn.Module:
-    """A deep copy (``.half()`` converts in place; the caller's fp32 model stays untouched)."""
-    return copy.deepcopy(model)
+    logger.info("export written to %s (%d files)", output, len(manifest["files"]))
+    return ExportReport(output, manifest, report)

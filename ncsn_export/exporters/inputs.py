@@ -46,25 +46,29 @@ def check_spec(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def check_tolerance(tolerance: Any) -> float | None:
+def check_tolerance(tolerance: Any, name: str = "tolerance") -> float | None:
     """None (the default) or a finite float in (0, MAX_TOLERANCE]; NaN would write invalid JSON and pass nothing."""
     if tolerance is None:
         return None
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
-        raise ExportInputError(f"`tolerance` must be a float, got {type(tolerance).__name__}")
+        raise ExportInputError(f"`{name}` must be a float, got {type(tolerance).__name__}")
     value = float(tolerance)
     if not math.isfinite(value) or not 0.0 < value <= MAX_TOLERANCE:
-        raise ExportInputError(f"`tolerance` must be a finite float in (0, {MAX_TOLERANCE:g}], got {tolerance!r}")
+        raise ExportInputError(f"`{name}` must be a finite float in (0, {MAX_TOLERANCE:g}], got {tolerance!r}")
     return value
 
 
-def check_export_arguments(batch_size: Any, num_inference_steps: Any, num_annealed_steps: Any, tolerance: Any) -> None:
-    """Range checks of the validation schedule (``num_inference_steps`` is checked against the model later)."""
+def check_export_arguments(batch_size: Any, num_inference_steps: Any, num_annealed_steps: Any, tolerance: Any,
+                           full_tolerance: Any = None) -> None:
+    """Range checks of the validation schedule (``num_inference_steps`` is checked against the model later;
+    ``None`` steps mean the defaults)."""
     try:
         check_count("batch_size", batch_size, 1, MAX_VALIDATION_BATCH)
         if num_inference_steps is not None:
             check_count("num_inference_steps", num_inference_steps, 1)
-        check_count("num_annealed_steps", num_annealed_steps, 1, MAX_ANNEALED_STEPS)
+        if num_annealed_steps is not None:
+            check_count("num_annealed_steps", num_annealed_steps, 1, MAX_ANNEALED_STEPS)
     except (TypeError, ValueError) as error:
         raise ExportInputError(str(error)) from None
     check_tolerance(tolerance)
+    check_tolerance(full_tolerance, "full_tolerance")

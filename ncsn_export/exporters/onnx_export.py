@@ -88,16 +88,6 @@ def lean_shift_table() -> dict:
     return {torch.ops.aten.bitwise_right_shift.Tensor_Scalar: _shift_right_nonnegative}
 
 
-def uses_right_shift(model: nn.Module, args: tuple[torch.Tensor, ...]) -> bool:
-    """Whether ``model``'s traced graph shifts right itself (then the lean lowering must not be used)."""
-    try:
-        with quiet_exporter():
-            program = torch.export.export(model, args, strict=False)
-    except Exception:  # untraceable: export_onnx reports it with the op; no lowering decision needed
-        return False
-    return _shifts_right(program)
-
-
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's progress prints and known-harmless warnings."""
@@ -177,20 +167,8 @@ def export_onnx(
         "file": path.name,
         "inputs": [_value_info(value) for value in model.graph.input],
         "outputs": [_value_info(value) for value in model.graph.output],
-        "nodes": _count_nodes(model.graph),
+        "nodes": count_nodes(model.graph),
         "shifts_right": shifts_right,
-    }
-
-
-def save_graph(model: onnx.ModelProto, path: str | Path) -> dict[str, Any]:
-    """Write a composed graph to ``path``; returns ``{"file", "inputs", "outputs", "nodes"}`` for the manifest."""
-    path = Path(path)
-    onnx.save(model, str(path))
-    return {
-        "file": path.name,
-        "inputs": [_value_info(value) for value in model.graph.input],
-        "outputs": [_value_info(value) for value in model.graph.output],
-        "nodes": _count_nodes(model.graph),
     }
 
 
@@ -269,13 +247,13 @@ def _move_initializers_into_loops(graph: onnx.GraphProto) -> int:
     return moved
 
 
-def _count_nodes(graph: onnx.GraphProto) -> int:
+def count_nodes(graph: onnx.GraphProto) -> int:
     count = 0
     for node in graph.node:
         count += 1
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                count += _count_nodes(attribute.g)
+                count += count_nodes(attribute.g)
     return count
 
 

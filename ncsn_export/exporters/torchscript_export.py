@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import sympy
 import torch
 from torch import nn
+from torch.utils._sympy.numbers import int_oo
 
 from ..sampler import AnnealedLangevinSampler
 from .errors import ExportError, tracing_error
-from .onnx_export import SAMPLER_INPUTS, batch_shapes, example_inputs, quiet_exporter
+from .onnx_export import SAMPLER_INPUTS, example_inputs, quiet_exporter
 
 
 def script_or_trace(model: nn.Module, sample_shape: Sequence[int]) -> tuple[torch.jit.ScriptModule, str]:
@@ -38,7 +40,7 @@ def script_or_trace(model: nn.Module, sample_shape: Sequence[int]) -> tuple[torc
 def export_torchscript(
     model: nn.Module, train_sigmas: torch.Tensor, final_denoise: bool, sample_shape: Sequence[int], path: str | Path
 ) -> dict[str, Any]:
-    """Write ``sampler.pt``; returns ``{"file", "network"}`` where network is "script" or "trace"."""
+    """Write ``sampler.pt``; returns ``{"network": "script" | "trace"}`` (how the score network was compiled)."""
     network, how = script_or_trace(model, sample_shape)
     sampler = AnnealedLangevinSampler(network, train_sigmas, final_denoise).eval()
     try:
@@ -47,14 +49,20 @@ def export_torchscript(
     except Exception as error:
         raise tracing_error(Path(path).name, error) from error
     torch.jit.save(scripted, str(path))
-    return {"file": Path(path).name, "network": how}
+    return {"network": how}
 
 
 def export_pt2(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], path: str | Path) -> dict[str, Any]:
-    """Write ``sampler.pt2`` (``torch.export.save``) with dynamic batch and number of levels."""
+    """Write ``sampler.pt2`` (``torch.export.save``) with dynamic batch and number of levels.
+
+    The dims are ``Dim.DYNAMIC``: torch.export keeps whatever range the network allows instead of failing
+    on a named ``Dim`` (diffusers' ``Upsample2D`` branches on ``batch >= 64``, which bounds the batch to
+    [1, 63] in a diffusers UNet's program). Returns ``{"batch_range": [lo, hi or None]}`` as exported.
+    """
     inputs = example_inputs(sample_shape)
     args = tuple(inputs[name] for name in SAMPLER_INPUTS)
-    shapes = batch_shapes(SAMPLER_INPUTS, batched=("sample", "seed"), levels=("timesteps", "step_sizes"))
+    dynamic = torch.export.Dim.DYNAMIC
+    shapes = tuple({0: dynamic} if name in ("sample", "seed", "timesteps", "step_sizes") else None for name in SAMPLER_INPUTS)
     try:
         with quiet_exporter(), torch.no_grad():
             program = torch.export.export(sampler.eval(), args, dynamic_shapes=shapes, strict=False)
@@ -62,7 +70,21 @@ def export_pt2(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], pa
         raise tracing_error(Path(path).name, error) from error
     _drop_stack_traces(program)
     torch.export.save(program, str(path))
-    return {"file": Path(path).name}
+    return {"batch_range": _batch_range(program)}
+
+
+def _batch_range(program: torch.export.ExportedProgram) -> list[int | None]:
+    """``[lo, hi]`` of the sample's batch dim in ``program`` (hi None when unbounded; lo 1 as 0/1 are accepted)."""
+    placeholder = next(node for node in program.graph.nodes if node.op == "placeholder" and node.name == "sample")
+    size = placeholder.meta["val"].shape[0]
+    if isinstance(size, int):
+        return [size, size]
+    bounds = program.range_constraints.get(size.node.expr)
+    if bounds is None:
+        return [1, None]
+    lower = int(bounds.lower)
+    upper = None if bounds.upper in (int_oo, sympy.oo) else int(bounds.upper)
+    return [1 if lower <= 2 else lower, upper]
 
 
 def _drop_stack_traces(program: torch.export.ExportedProgram) -> None:

@@ -1,43 +1,86 @@
-"""Validation of an export against torch eager: every artifact, the full loop, fixed seeds.
+"""Validation of an export directory through the runtime's own code, against the torch eager sampler.
 
-The reference is the eager :class:`~ncsn_export.sampler.AnnealedLangevinSampler` on a short schedule
-(``num_inference_steps`` levels x ``num_annealed_steps`` steps, seeds ``0..B-1``, the initial sample of
-:func:`ncsn_runtime.noise.initial_sample`). Checked against it:
+:func:`validate_export` opens the directory with :class:`ncsn_runtime.NCSNPipeline` (CPU) and samples
+through every graph the export ships, then compares each result with the eager
+:class:`~ncsn_export.sampler.AnnealedLangevinSampler` on the same seeds, initial sample and schedule:
 
-* ``sampler.onnx`` on onnxruntime CPU (``ORT_ENABLE_ALL``): the fused loop;
-* ``step.onnx`` (+ ``score.onnx`` for the final denoising step) driven by a Python loop, as the
-  runtime's per-step path does it;
-* ``score.onnx`` on its own, at every level of the schedule;
-* ``sampler.pt`` through ``torch.jit.load`` and ``sampler.pt2`` through ``torch.export.load``.
+* the **dynamic check** (default B=3, N=4 levels, T=3): at a batch size and level count different
+  from the trace shapes (B=2, N=3, see :func:`ncsn_export.exporters.onnx_export.example_inputs`), so
+  the dynamic axes are exercised. Rows: ``sampler`` (fused), ``step`` (stepwise, IO binding),
+  ``score`` (stepwise with the numpy scheduler), the gpu graphs when the pipeline can select them
+  (``graph=``), and ``sampler.pt`` / ``sampler.pt2`` when shipped;
+* the **full check** (default B=16, ``FULL_BATCH``): the fused graph over the export's full default schedule (all
+  trained levels, the scheduler's T, the model's final denoise). It records the real difference
+  after the whole loop.
 
-Tolerance: ``FP32_TOLERANCE`` on the max abs difference of samples. ``score.onnx`` compares scores,
-whose magnitude grows like 1/sigma_min, so its bound is scaled by ``max(1, max|score|)``.
-fp16 artifacts are compared with the fp32 torch model under ``FP16_TOLERANCE`` relative to the
-reference's magnitude, i.e. ``max|a - r| <= FP16_TOLERANCE * max(1, max|r|)`` (half precision has
-about 3 significant digits, so an absolute bound would depend on the model).
+Tolerances bound the max abs difference of samples relative to the reference's magnitude,
+``max|a - r| <= tol * max(1, max|r|)`` (float32 rounding scales with the values; samples in [0, 1] get
+the plain absolute bound): ``FP32_TOLERANCE`` for the dynamic check; ``FULL_TOLERANCE`` for the full
+check, whose difference grows with the number of steps (float32 rounding differences between
+onnxruntime and torch, amplified by the score's 1/sigma_min gain; the spread over seeds is in
+docs/design.md). fp16 exports are compared with the fp32 torch model under ``FP16_TOLERANCE``.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from ncsn_runtime.noise import initial_sample, langevin_counter, seeds_for_batch
-from ncsn_runtime.schedule import denoise_update
+from ncsn_runtime.contract import ARTIFACTS, GRAPHS
+from ncsn_runtime.manifest import load_manifest
+from ncsn_runtime.noise import initial_sample, seeds_for_batch
+from ncsn_runtime.pipeline import NCSNPipeline
+from ncsn_runtime.providers import open_session
+from ncsn_runtime.schedule import check_count
 from ncsn_runtime.scheduler import AnnealedLangevinDynamicsScheduler
+from torch import nn
 
+from ..models.registry import ModelSpec
 from ..sampler import AnnealedLangevinSampler
-from .onnx_export import SAMPLER_INPUTS
 from .torchscript_export import load_pt2
 
+logger = logging.getLogger("ncsn_export")
+
 FP32_TOLERANCE = 1e-4
+FULL_TOLERANCE = 5e-3  # 3x the worst of 8 seed groups at B=16 (docs/design.md, "Validation")
 FP16_TOLERANCE = 5e-2
+DYNAMIC_BATCH = 3  # the dynamic check's default shapes differ from the trace's (B=2, N=3)
+DYNAMIC_LEVELS = 4
+TORCH_THREADS = 1
+FULL_BATCH = 16  # the full check's default batch (MNIST RefineNet: 10 s of eager torch, bench/bench_export_time.py)
+SAMPLER_INPUTS = GRAPHS["sampler"].input_names
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One validation schedule: batch size, seeds, level indices, step sizes and T (numpy, graph dtypes)."""
+
+    name: str
+    seeds: np.ndarray  # int64 [B]
+    sample: np.ndarray  # float32 [B, ...], the initial sample
+    timesteps: np.ndarray  # int64 [N]
+    step_sizes: np.ndarray  # float32 [N]
+    num_annealed_steps: int
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.seeds)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The fused sampler's inputs keyed by graph input name."""
+        return {"sample": self.sample, "seed": self.seeds, "timesteps": self.timesteps, "step_sizes": self.step_sizes,
+                "num_annealed_steps": np.array(self.num_annealed_steps, dtype=np.int64)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "timesteps": self.timesteps.tolist(),
+                "num_annealed_steps": self.num_annealed_steps, "seeds": self.seeds.tolist()}
 
 
 @dataclass
@@ -51,6 +94,9 @@ class ValidationResult:
     seconds: float
     bytes: int
     scale: float = 1.0  # the tolerance applies to max_abs_diff / scale
+    check: str = "dynamic"  # "dynamic" or "full"
+    graph: str = ""  # contract key or artifact key
+    mode: str = ""  # how the runtime drove it: fused, stepwise, torch
 
     @property
     def passed(self) -> bool:
@@ -60,138 +106,231 @@ class ValidationResult:
         return {**asdict(self), "passed": self.passed}
 
 
-def validation_inputs(
-    scheduler_config: dict[str, Any],
-    sample_shape: Sequence[int],
-    init_range: Sequence[float],
-    batch_size: int = 2,
-    num_inference_steps: int = 3,
-    num_annealed_steps: int = 5,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """The fused sampler's inputs (numpy, keyed by graph input name) for a short schedule.
+@dataclass
+class ValidationReport:
+    """What :func:`validate_export` checked: the rows and the schedules they ran."""
 
-    ``num_inference_steps`` levels spread over the trained range (clipped to it) and ``num_annealed_steps`` per level.
+    rows: list[ValidationResult] = field(default_factory=list)
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference_seconds: dict[str, float] = field(default_factory=dict)  # the torch eager runs, per check
+    tolerance: float = FP32_TOLERANCE
+    full_tolerance: float = FULL_TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    def failed(self) -> list[ValidationResult]:
+        return [row for row in self.rows if not row.passed]
+
+    @property
+    def table(self) -> str:
+        return format_table(self.rows)
+
+
+def make_schedule(scheduler_config: dict[str, Any], sample_shape: Sequence[int], init_range: Sequence[float],
+                  batch_size: int, num_inference_steps: int | None, num_annealed_steps: int | None,
+                  seed: int = 0, name: str = "dynamic") -> Schedule:
+    """The runtime's schedule for ``num_inference_steps`` levels (None: all trained) and T (None: the config's).
+
+    The same seeds (``seed + b``), initial sample and arrays as ``NCSNPipeline(batch_size, num_inference_steps, seed)``.
     """
     scheduler = AnnealedLangevinDynamicsScheduler(**scheduler_config)
-    scheduler.set_timesteps(min(num_inference_steps, scheduler.num_train_timesteps))
-    timesteps, _, step_size = scheduler.schedule_arrays()
-    seeds = seeds_for_batch(seed, batch_size)
-    return {
-        "sample": initial_sample(seeds, tuple(sample_shape), float(init_range[0]), float(init_range[1])),
-        "seed": seeds,
-        "timesteps": timesteps,
-        "step_sizes": step_size,
-        "num_annealed_steps": np.array(num_annealed_steps, dtype=np.int64),
-    }
+    levels = scheduler.num_train_timesteps
+    count = levels if num_inference_steps is None else check_count("num_inference_steps", num_inference_steps, 1, levels)
+    scheduler.set_timesteps(count)
+    timesteps, _, step_sizes = scheduler.schedule_arrays()
+    steps = scheduler.num_annealed_steps if num_annealed_steps is None else check_count("num_annealed_steps", num_annealed_steps)
+    seeds = seeds_for_batch(seed, check_count("batch_size", batch_size, 1))
+    sample = initial_sample(seeds, tuple(sample_shape), float(init_range[0]), float(init_range[1]))
+    return Schedule(name, seeds, sample, timesteps, step_sizes, steps)
 
 
-def ort_session(path: str | Path, intra_op_threads: int = 0) -> ort.InferenceSession:
-    """CPU session at ``ORT_ENABLE_ALL`` (fails loudly if onnxruntime cannot load or optimise the graph)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = intra_op_threads
-    options.log_severity_level = 3  # errors only
-    # Spinning intra-op threads fight other processes for cores and make timings swing (bench/bench_loop.py).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _timed(function: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    result = function()
-    return np.asarray(result), time.perf_counter() - start
+def validation_inputs(scheduler_config: dict[str, Any], sample_shape: Sequence[int], init_range: Sequence[float],
+                      batch_size: int = 3, num_inference_steps: int | None = None, num_annealed_steps: int | None = 3,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """The fused sampler's feeds for a schedule (see :func:`make_schedule`)."""
+    return make_schedule(scheduler_config, sample_shape, init_range, batch_size, num_inference_steps, num_annealed_steps,
+                         seed).feeds()
 
 
 def _diff(result: np.ndarray, reference: np.ndarray) -> float:
+    result, reference = np.asarray(result), np.asarray(reference)
     if result.shape != reference.shape:
         return float("inf")
     return float(np.max(np.abs(result.astype(np.float64) - reference.astype(np.float64)))) if result.size else 0.0
 
 
-def run_step_loop(step: ort.InferenceSession, score: ort.InferenceSession | None, inputs: dict[str, np.ndarray],
-                  sigma_last: float | None) -> np.ndarray:
-    """The per-step path: ``step.onnx`` once per Langevin step (counter ``i*T + t``), then the optional denoise."""
-    x = inputs["sample"]
-    num_steps = int(inputs["num_annealed_steps"])
-    for position, (level, alpha) in enumerate(zip(inputs["timesteps"], inputs["step_sizes"], strict=True)):
-        for t in range(num_steps):
-            feed = {"sample": x, "seed": inputs["seed"], "timestep": np.asarray(level, dtype=np.int64),
-                    "step_size": np.asarray(alpha, dtype=np.float32),
-                    "counter": np.asarray(langevin_counter(position, t, num_steps), dtype=np.int64)}
-            x = step.run(None, feed)[0]
-    if sigma_last is not None and score is not None:
-        levels = np.full(len(x), inputs["timesteps"][-1], dtype=np.int64)
-        x = denoise_update(x, score.run(None, {"sample": x, "timestep": levels})[0], np.float32(sigma_last) ** 2)
-    return x
+def _timed(function: Callable[[], Any]) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    result = function()
+    return np.asarray(result), time.perf_counter() - start
+
+
+def eager_sampler(model: nn.Module, scheduler_config: dict[str, Any], final_denoise: bool) -> AnnealedLangevinSampler:
+    """The torch reference: the eager sampler around ``model`` with the export's trained sigmas."""
+    sigmas = torch.from_numpy(AnnealedLangevinDynamicsScheduler(**scheduler_config).train_sigmas.astype(np.float32))
+    return AnnealedLangevinSampler(model, sigmas, final_denoise).eval()
+
+
+def run_torch(module: Callable[..., torch.Tensor], schedule: Schedule) -> np.ndarray:
+    """Run a torch sampler (eager, TorchScript or torch.export) on ``schedule``."""
+    feeds = schedule.feeds()
+    with torch.no_grad():
+        return module(*(torch.from_numpy(np.array(feeds[name])) for name in SAMPLER_INPUTS)).numpy()
+
+
+def _pipeline_supports_graph() -> bool:
+    return "graph" in inspect.signature(NCSNPipeline.__call__).parameters
+
+
+def runtime_routes(graphs: Sequence[str]) -> list[tuple[str, dict[str, Any], str]]:
+    """``(graph key, pipeline options, mode label)`` for every shipped graph the runtime can drive.
+
+    With the pipeline's ``graph=`` every shipped graph is selected by name; without it (an older runtime)
+    ``mode`` picks sampler/step, ``stepwise_graph="score"`` the score path, and ``gpu_sampler`` runs as
+    one direct session call (``gpu_step`` then stays unvalidated).
+    """
+    modes = {"sampler": "fused", "gpu_sampler": "fused", "step": "stepwise", "gpu_step": "stepwise", "score": "stepwise"}
+    present = [key for key in GRAPHS if key in graphs]
+    if _pipeline_supports_graph():
+        return [(key, {"graph": key}, modes[key]) for key in present]
+    fallback = {"sampler": {"mode": "fused"}, "step": {"mode": "stepwise"},
+                "score": {"mode": "stepwise", "stepwise_graph": "score"}, "gpu_sampler": {"direct": "gpu_sampler"}}
+    return [(key, fallback[key], modes[key]) for key in present if key in fallback]
+
+
+def _open(export_dir: Path, stepwise_graph: str = "auto", threads: int | None = None) -> NCSNPipeline:
+    return NCSNPipeline.from_pretrained(export_dir, provider="cpu", stepwise_graph=stepwise_graph, intra_op_threads=threads)
+
+
+def _run_pipeline(pipe: NCSNPipeline, schedule: Schedule, options: dict[str, Any]) -> np.ndarray:
+    """Sample ``schedule`` through ``pipe`` (its seeds are ``seed + b`` from ``schedule.seeds[0]``)."""
+    if "direct" in options:  # a fused graph with the sampler's I/O, on the pipeline's device and session options
+        session = open_session(pipe.graph_path(options["direct"]), pipe.device, intra_op_threads=pipe.intra_op_threads)
+        return session.run(None, schedule.feeds())[0]
+    pipe.scheduler.num_annealed_steps = schedule.num_annealed_steps
+    out = pipe(batch_size=schedule.batch_size, num_inference_steps=len(schedule.timesteps), seed=int(schedule.seeds[0]),
+               output_type="raw", progress=False, **{k: v for k, v in options.items() if k != "stepwise_graph"})
+    return out.images
 
 
 def validate_export(
-    directory: str | Path,
-    sampler: AnnealedLangevinSampler,
-    inputs: dict[str, np.ndarray],
-    tolerance: float = FP32_TOLERANCE,
-    relative: bool = False,
-    artifacts: Sequence[str] = ("sampler.onnx", "step.onnx", "score.onnx", "sampler.pt", "sampler.pt2"),
-) -> list[ValidationResult]:
-    """Compare each artifact in ``directory`` with the eager ``sampler`` on ``inputs``.
+    export_dir: str | Path,
+    model: ModelSpec | nn.Module,
+    *,
+    batch_size: int = 3,
+    num_inference_steps: int | None = None,
+    num_annealed_steps: int | None = 3,
+    full_batch_size: int = FULL_BATCH,
+    seed: int = 0,
+    tolerance: float | None = None,
+    full_tolerance: float | None = None,
+    intra_op_threads: int | None = None,
+    torch_threads: int | None = TORCH_THREADS,
+) -> ValidationReport:
+    """Sample through every graph and torch artifact of ``export_dir`` with the runtime; compare with torch eager.
 
-    ``relative``: scale the tolerance by ``max(1, max|reference|)`` per artifact (used for fp16).
+    Args:
+        export_dir: an export directory (its ``manifest.json`` names the graphs, schedule and model facts).
+        model: the fp32 score network (or its :class:`ModelSpec`) the export was made from.
+        batch_size, num_inference_steps, num_annealed_steps: the dynamic check's schedule (levels in [1, L];
+            ``None`` levels = min(4, L), ``None`` T = the scheduler's).
+        full_batch_size: batch of the full-default-schedule check of the fused graph (0: skip it).
+        seed: seed of sample 0 (sample b uses ``seed + b``).
+        tolerance, full_tolerance: max abs difference allowed (defaults: module constants; fp16 exports
+            use ``FP16_TOLERANCE`` relative to the reference's magnitude).
+        intra_op_threads: onnxruntime threads per operator (None: its default).
+        torch_threads: torch intra-op threads for the eager reference and the torch artifacts (None: torch's
+            default). Default 1: on a busy 2-core machine torch's default threads made the RefineNet
+            reference ~100x slower (B=3, 4x3 steps: 73-92 s with 2 threads, 0.8 s with 1).
+
+    Returns:
+        :class:`ValidationReport` (rows in the order run; check ``.passed``). Does not raise on a mismatch.
     """
-    directory = Path(directory)
-    torch_inputs = [torch.from_numpy(np.array(inputs[name])) for name in SAMPLER_INPUTS]
-    with torch.no_grad():
-        reference, _ = _timed(lambda: sampler(*torch_inputs).numpy())
-    results: list[ValidationResult] = []
-
-    def add(artifact: str, reference: str, run: Callable[[], np.ndarray], expected: np.ndarray, scaled: bool = False) -> None:
-        result, seconds = _timed(run)
-        size = (directory / artifact).stat().st_size
-        scale = max(1.0, float(np.max(np.abs(expected)))) if (relative or scaled) and expected.size else 1.0
-        results.append(ValidationResult(artifact, reference, _diff(result, expected), tolerance, round(seconds, 4), size,
-                                        round(scale, 4)))
-
-    sessions = {name: ort_session(directory / name) for name in artifacts if name.endswith(".onnx")}
-    loop = f"torch eager loop {len(inputs['timesteps'])}x{int(inputs['num_annealed_steps'])}, B={len(inputs['seed'])}"
-    if "sampler.onnx" in sessions:
-        add("sampler.onnx", loop, lambda: sessions["sampler.onnx"].run(None, dict(inputs))[0], reference)
-    if "step.onnx" in sessions:
-        sigma_last = None
-        if sampler.final_denoise:
-            sigma_last = float(sampler.train_sigmas[int(inputs["timesteps"][-1])])
-        add("step.onnx", loop + " (per-step)",
-            lambda: run_step_loop(sessions["step.onnx"], sessions.get("score.onnx"), inputs, sigma_last), reference)
-    if "score.onnx" in sessions:
-        x = inputs["sample"]
-        levels = [np.full(len(x), level, dtype=np.int64) for level in inputs["timesteps"]]
-        with torch.no_grad():
-            expected = np.stack([sampler.score_model(torch.from_numpy(x), torch.from_numpy(lv)).numpy() for lv in levels])
-        add("score.onnx", f"torch score at {len(levels)} levels",
-            lambda: np.stack([sessions["score.onnx"].run(None, {"sample": x, "timestep": lv})[0] for lv in levels]), expected,
-            scaled=True)
-    if "sampler.pt" in artifacts:
-        scripted = torch.jit.load(str(directory / "sampler.pt"))
-        with torch.jit.optimized_execution(False):  # the profiling executor's warm-up passes cost ~30 s on a RefineNet
-            add("sampler.pt", loop, lambda: _run_torch(scripted, torch_inputs), reference)
-    if "sampler.pt2" in artifacts:
-        program = load_pt2(directory / "sampler.pt2")
-        add("sampler.pt2", loop, lambda: _run_torch(program, torch_inputs), reference)
-    return results
+    previous = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(check_count("torch_threads", torch_threads, 1))
+    try:
+        return _validate(Path(export_dir), model.model if isinstance(model, ModelSpec) else model, batch_size,
+                         num_inference_steps, num_annealed_steps, full_batch_size, seed, tolerance, full_tolerance,
+                         intra_op_threads)
+    finally:
+        torch.set_num_threads(previous)
 
 
-def _run_torch(module: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor]) -> np.ndarray:
-    with torch.no_grad():
-        return module(*inputs).numpy()
+def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_steps: int | None,
+              num_annealed_steps: int | None, full_batch_size: int, seed: int, tolerance: float | None,
+              full_tolerance: float | None, intra_op_threads: int | None) -> ValidationReport:
+    manifest = load_manifest(root)
+    info = manifest["model"]
+    shape = tuple(info["sample_shape"])
+    fp16 = info.get("compute_dtype", "float32") == "float16"
+    tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else float(tolerance)
+    full_tolerance = (FP16_TOLERANCE if fp16 else FULL_TOLERANCE) if full_tolerance is None else float(full_tolerance)
+    report = ValidationReport(tolerance=tolerance, full_tolerance=full_tolerance)
+    pipe = _open(root, threads=intra_op_threads)
+    config = dict(pipe.scheduler.config)
+    reference = eager_sampler(network.eval(), config, bool(info.get("final_denoise", False)))
+
+    def add(artifact: str, graph: str, mode: str, label: str, run: Callable[[], np.ndarray], expected: np.ndarray,
+            schedule: Schedule, bound: float) -> None:
+        try:
+            result, seconds = _timed(run)
+            diff = _diff(result, expected)
+        except Exception as error:  # a graph the runtime cannot run is a failed row, not a crash of the export
+            logger.warning("validation of %s (%s) raised %s: %s", artifact, mode, type(error).__name__, error)
+            diff, seconds = float("inf"), 0.0
+        scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+        size = (root / artifact).stat().st_size if (root / artifact).is_file() else 0
+        report.rows.append(ValidationResult(artifact, label, diff, bound, round(seconds, 4), size, round(scale, 4),
+                                            schedule.name, graph, mode))
+
+    if num_inference_steps is None:
+        num_inference_steps = min(DYNAMIC_LEVELS, int(config["num_train_timesteps"]))
+    dynamic = make_schedule(config, shape, info["init_range"], batch_size, num_inference_steps, num_annealed_steps, seed)
+    report.schedules["dynamic"] = dynamic.describe()
+    expected, report.reference_seconds["dynamic"] = _timed(lambda: run_torch(reference, dynamic))
+    label = f"torch eager {len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size}"
+    score_pipe: NCSNPipeline | None = None
+    for key, options, mode in runtime_routes(list(manifest["graphs"])):
+        runner = pipe
+        if options.get("stepwise_graph") == "score":
+            score_pipe = score_pipe or _open(root, stepwise_graph="score", threads=intra_op_threads)
+            runner = score_pipe
+        add(GRAPHS[key].file, key, mode, label, lambda r=runner, o=options: _run_pipeline(r, dynamic, o), expected, dynamic,
+            tolerance)
+    for key, loader in (("torchscript", _load_torchscript), ("torch_export", load_pt2)):
+        entry = manifest.get("artifacts", {}).get(key, {})
+        if entry.get("status") == "written":
+            path = root / ARTIFACTS[key]
+            with torch.jit.optimized_execution(False):  # the profiling executor's warm-up passes cost ~30 s on a RefineNet
+                add(ARTIFACTS[key], key, "torch", label, lambda p=path, f=loader: run_torch(f(p), dynamic), expected, dynamic,
+                    tolerance)
+
+    if full_batch_size and "sampler" in manifest["graphs"]:
+        full = make_schedule(config, shape, info["init_range"], full_batch_size, None, None, seed, name="full")
+        report.schedules["full"] = full.describe()
+        expected, report.reference_seconds["full"] = _timed(lambda: run_torch(reference, full))
+        label = f"torch eager {len(full.timesteps)}x{full.num_annealed_steps}, B={full.batch_size} (full default schedule)"
+        add(GRAPHS["sampler"].file, "sampler", "fused", label, lambda: _run_pipeline(pipe, full, {"mode": "fused"}), expected,
+            full, full_tolerance)
+    return report
+
+
+def _load_torchscript(path: Path) -> Any:
+    return torch.jit.load(str(path))
 
 
 def format_table(results: Sequence[ValidationResult]) -> str:
-    """A plain-text table: artifact, size, max abs diff, tolerance, time, verdict."""
-    header = f"{'artifact':<13} {'size':>10} {'max abs diff':>13} {'allowed':>10} {'time s':>8}  {'result':<6} reference"
+    """A plain-text table: artifact, size, max abs diff, tolerance, time, verdict, check, reference."""
+    header = (f"{'artifact':<17} {'size':>10} {'max abs diff':>13} {'allowed':>10} {'time s':>8}  {'result':<6} "
+              f"{'mode':<9} reference")
     lines = [header, "-" * len(header)]
     for row in results:
         size = f"{row.bytes / 1024:.1f} KiB" if row.bytes < 1 << 20 else f"{row.bytes / (1 << 20):.2f} MiB"
         verdict = "ok" if row.passed else "FAIL"
         allowed = row.tolerance * row.scale
-        lines.append(f"{row.artifact:<13} {size:>10} {row.max_abs_diff:>13.3e} {allowed:>10.1e} {row.seconds:>8.3f}  "
-                     f"{verdict:<6} {row.reference}")
+        lines.append(f"{row.artifact:<17} {size:>10} {row.max_abs_diff:>13.3e} {allowed:>10.1e} {row.seconds:>8.3f}  "
+                     f"{verdict:<6} {row.mode:<9} {row.reference}")
     return "\n".join(lines)

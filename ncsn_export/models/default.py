@@ -64,7 +64,6 @@ def load_training_run(directory: str | Path, name: str | None = None) -> ModelSp
         sample_shape=tuple(model.sample_shape),
         final_denoise=bool(record.get("sampling", {}).get("final_denoise", True)),
         description=f"NCSN RefineNet (ngf={model.config['ngf']}) from the ncsn-train run {root}",
-        extra={"record": record},
     )
 
 
@@ -87,5 +86,4 @@ def mnist_spec(weights_dir: str | Path | None = None) -> ModelSpec:
             f"NCSN RefineNet (ngf={model.config['ngf']}, {record.get('num_parameters', '?')} params) "
             "trained on the MNIST 5k subset"
         ),
-        extra={"record": record},
     )

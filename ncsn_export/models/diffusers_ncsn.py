@@ -128,5 +128,4 @@ def load_diffusers_ncsn(directory: str | Path, name: str | None = None) -> Model
         data_range=(0.0, 1.0),
         final_denoise=False,
         description=f"diffusers-ncsn {unet_class.__name__} from {root}",
-        extra={"model_index": index, "unet_config": unet_config},
     )

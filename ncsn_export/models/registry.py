@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class ModelSpec:
     data_range: tuple[float, float] = (0.0, 1.0)
     final_denoise: bool = False
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _import_callable(reference: str) -> Callable[..., Any]:

@@ -28,7 +28,8 @@ def annealed_langevin(
         scheduler: schedule already set (``set_timesteps``); T = ``config.num_annealed_steps``.
         sample: initial x, float32 [B, ...] (e.g. uniform in the init range).
         generator: draws the Langevin noise.
-        final_denoise: finish with ``x + sigma_last^2 * s(x, last level)`` (NCSNv2).
+        final_denoise: finish with ``x + sigma_last^2 * s(x, last level)`` (NCSNv2), ``sigma_last =
+            train_sigmas[timesteps[-1]]`` like :class:`~ncsn_export.sampler.AnnealedLangevinSampler`.
 
     Returns:
         final x, float32 [B, ...].
@@ -41,7 +42,7 @@ def annealed_langevin(
             x = scheduler.step(model(x, levels), int(level), x, generator=generator).prev_sample
     if final_denoise:
         last = int(scheduler.timesteps[-1])
-        sigma = float(scheduler.sigmas[-1])
+        sigma = float(scheduler.train_sigmas[last])  # the trained level's sigma, as the exported graphs use
         x = denoise_update(x, model(x, torch.full((batch,), last, dtype=torch.int64)), sigma**2)
     return x
 

@@ -64,16 +64,6 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_model(model_config: dict[str, Any], sigmas: np.ndarray | None = None) -> CondRefineNetDilated:
-    """A :class:`CondRefineNetDilated` from its ``config`` dict (``sigmas`` needed when ``ncsnv2``)."""
-    kwargs = {key: model_config[key] for key in ("in_channels", "image_size", "num_classes", "ngf", "centered")}
-    if model_config.get("ncsnv2"):
-        if sigmas is None:
-            raise ValueError("an NCSNv2 model config needs `sigmas`")
-        kwargs["sigmas"] = sigmas
-    return CondRefineNetDilated(**kwargs)
-
-
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     atomic_write(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
 

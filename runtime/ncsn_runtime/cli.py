@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="directory written by ncsn-export")
     parser.add_argument("--num-samples", "-n", type=int, default=16, help="number of samples N")
     parser.add_argument("--seed", "-s", type=int, default=0, help="sample n uses seed S + n")
-    parser.add_argument("--steps", type=int, default=None, help="noise levels to anneal through (default: all trained levels)")
+    parser.add_argument("--num-inference-steps", dest="steps", type=int, default=None, metavar="N",
+                        help="noise levels to anneal through (default: all trained levels)")
+    parser.add_argument("--steps", dest="steps", type=int, default=None, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--mode", choices=("auto", "fused", "stepwise"), default="auto",
                         help="shorthand for --graph: fused = sampler (the whole loop in one graph), stepwise = step (a "
                              "Python loop of steps; gpu_step on CUDA); auto = gpu_step with a CUDA graph on CUDA, "

@@ -9,22 +9,25 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
                 "data_range": [lo, hi], "final_denoise": bool, "num_train_timesteps": int},
       "scheduler_config": "scheduler/scheduler_config.json",
       "opset": int,
-      "graphs": {"<key of ncsn_runtime.contract.GRAPHS>": {"file": "score.onnx", "nodes": int,
-                 "inputs": [{"name", "dtype", "shape"}], "outputs": [...],
-                 "unsupported_ops": {"cpu" | "cuda" | "webgpu": ["BitwiseAnd(int64)", ...]}}},
-      "torchscript": {"file": "sampler.pt", "network": "script" | "trace"},
-      "torch_export": {"file": "sampler.pt2"},
-      "noise": {"lean_shift": bool},
-      "export_seconds": {"<file>": float},
+      "graphs": {"score" | "step" | "sampler" | "gpu_step" | "gpu_sampler": {"file": "score.onnx", "nodes": int,
+                 "inputs": [{"name", "dtype", "shape"}], "outputs": [...],      # from ncsn_runtime.contract
+                 "unsupported_ops": {"cpu" | "cuda" | "webgpu": ["Op(dtype)", ...]}}},   # optional
+      "artifacts": {"<key>": {"file": str, "status": "written" | "skipped", "reason": str (when skipped),
+                    "validated": bool (when written and validation ran), ...}},
+                               # optional artifacts that were requested: gpu_step, gpu_sampler, torchscript
+                               # ("network": "script" | "trace"), torch_export ("batch_range": [lo, hi | null])
+      "export_seconds": {"trace": float, "compose": float, "<file>": float, "validation": float},
       "files": {"<relative path>": {"sha256": hex, "bytes": int}},
-      "validation": [{"artifact", "reference", "max_abs_diff", "tolerance", "scale", "seconds", "bytes", "passed"}],
-      "validation_schedule": {"batch_size", "timesteps", "num_annealed_steps", "seeds", "tolerance",
-                              "relative_tolerance", "validated"},
+      "validation": [{"artifact", "graph", "mode", "check": "dynamic" | "full", "reference", "max_abs_diff",
+                      "tolerance", "scale", "seconds", "bytes", "passed"}],
+      "validation_schedule": {"dynamic": {"batch_size", "timesteps", "num_annealed_steps", "seeds"},
+                              "full": {...same keys...} (when run), "tolerance", "full_tolerance",
+                              "validated"},
       "versions": {"torch", "onnx", "onnxruntime", "onnxscript", "ncsn_export", "python"}
     }
 
-A validation row passes when ``max_abs_diff <= tolerance * scale`` (``scale`` is 1 for fp32 samples,
-``max(1, max|reference|)`` for scores and for fp16 exports). Keys other than those checked by
+A validation row passes when ``max_abs_diff <= tolerance * scale`` (``scale = max(1, max|reference|)``).
+The builder is ``ncsn_export.exporters.manifest_builder``. Keys other than those checked by
 :func:`read_manifest` are informative; readers must ignore keys they do not know (including graph
 keys this runtime does not know).
 

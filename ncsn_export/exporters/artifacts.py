@@ -1,0 +1,80 @@
+"""Which artifacts an export makes (``--artifacts``), and which of them may be skipped.
+
+Names are the contract's keys (:data:`ncsn_runtime.contract.GRAPHS` for ONNX graphs,
+:data:`ncsn_runtime.contract.ARTIFACTS` for the torch files), plus the aliases and groups below.
+``default`` is every ONNX graph of the contract plus ``sampler.pt`` (a ``torch.jit.script``, seconds);
+``sampler.pt2`` (a second ``torch.export`` of the whole sampler) is made only on request.
+
+An artifact the user named explicitly must be made (else the export fails); one that is only in
+``default`` and cannot be made, or fails validation, is skipped with its reason in the export table
+and the manifest. ``score``, ``step`` and ``sampler`` are always required: the runtime needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ncsn_runtime.contract import ARTIFACTS, GRAPH_NAMES
+
+from .errors import ExportInputError
+
+ONNX_KEYS: tuple[str, ...] = GRAPH_NAMES
+TORCH_KEYS: tuple[str, ...] = tuple(ARTIFACTS)  # torchscript (sampler.pt), torch_export (sampler.pt2)
+ALL_KEYS: tuple[str, ...] = ONNX_KEYS + TORCH_KEYS
+REQUIRED: frozenset[str] = frozenset({"score", "step", "sampler"})
+ALIASES: dict[str, str] = {"pt": "torchscript", "sampler.pt": "torchscript", "pt2": "torch_export",
+                           "sampler.pt2": "torch_export", **{f"{key}.onnx": key for key in ONNX_KEYS}}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "default": ONNX_KEYS + ("torchscript",),
+    "onnx": ONNX_KEYS,
+    "torch": TORCH_KEYS,
+    "all": ALL_KEYS,
+}
+CHOICES_HELP = ", ".join([*GROUPS, *ALL_KEYS, "pt", "pt2"])
+
+
+@dataclass(frozen=True)
+class ArtifactSelection:
+    """The artifacts to make (in contract order) and which of them must not be skipped."""
+
+    keys: tuple[str, ...]
+    required: frozenset[str]
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        return tuple(key for key in self.keys if key in ONNX_KEYS)
+
+    @property
+    def torch(self) -> tuple[str, ...]:
+        return tuple(key for key in self.keys if key in TORCH_KEYS)
+
+    def is_required(self, key: str) -> bool:
+        return key in self.required
+
+
+def select_artifacts(names: str | Iterable[str] | None = None) -> ArtifactSelection:
+    """Parse ``--artifacts`` (comma-separated string or a list; None = ``default``).
+
+    Raises :class:`ExportError` naming an unknown entry and the accepted names.
+    """
+    if names is None:
+        names = ["default"]
+    elif isinstance(names, str):
+        names = [names]
+    chosen: set[str] = set(REQUIRED)
+    explicit: set[str] = set(REQUIRED)
+    for item in (part.strip() for name in names for part in str(name).split(",")):
+        if not item:
+            continue
+        key = ALIASES.get(item, item)
+        if key in GROUPS:
+            chosen.update(GROUPS[key])
+            if key != "default":
+                explicit.update(GROUPS[key])
+        elif key in ALL_KEYS:
+            chosen.add(key)
+            explicit.add(key)
+        else:
+            raise ExportInputError(f"`artifacts`: unknown entry {item!r}; accepted: {CHOICES_HELP}")
+    return ArtifactSelection(tuple(key for key in ALL_KEYS if key in chosen), frozenset(explicit))

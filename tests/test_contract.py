@@ -1,0 +1,65 @@
+"""The JavaScript and C hosts' constants equal the one contract (ncsn_runtime.contract, ncsn_runtime.noise).
+
+The hosts keep a few facts as literals (graph I/O names, file names, noise constants); these tests read
+those literals from the source files and compare them with the Python modules, so the contract stays
+defined once (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from ncsn_runtime import noise
+from ncsn_runtime.contract import GRAPHS
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST_JS = ROOT / "runtime" / "js" / "manifest.js"
+NOISE_JS = ROOT / "runtime" / "js" / "noise.js"
+C_SOURCE = ROOT / "examples" / "c" / "ncsn_sample.c"
+
+
+def _js_graph_contract() -> dict[str, dict[str, list[str]]]:
+    text = MANIFEST_JS.read_text(encoding="utf-8")
+    block = re.search(r"export const GRAPH_CONTRACT = \{(.*?)\n\};", text, re.S)
+    assert block, "GRAPH_CONTRACT not found in runtime/js/manifest.js"
+    contract = {}
+    for key, inputs, outputs in re.findall(r"(\w+): \{ inputs: \[([^\]]*)\], outputs: \[([^\]]*)\] \}", block.group(1)):
+        contract[key] = {"inputs": re.findall(r"'(\w+)'", inputs), "outputs": re.findall(r"'(\w+)'", outputs)}
+    return contract
+
+
+def test_js_graph_contract_equals_the_python_contract():
+    contract = _js_graph_contract()
+    assert {"score", "step", "sampler"} <= set(contract), sorted(contract)
+    for key, io in contract.items():
+        assert key in GRAPHS, f"runtime/js/manifest.js names graph {key!r}, which the contract does not have"
+        assert io["inputs"] == list(GRAPHS[key].input_names), key
+        assert io["outputs"] == list(GRAPHS[key].output_names), key
+
+
+@pytest.mark.parametrize("name", ["PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "LANGEVIN_STREAM", "INIT_STREAM"])
+def test_js_noise_constants_equal_the_python_noise(name):
+    match = re.search(rf"export const {name} = (0x[0-9a-fA-F]+|\d+);", NOISE_JS.read_text(encoding="utf-8"))
+    assert match, f"{name} not found in runtime/js/noise.js"
+    assert int(match.group(1), 0) == getattr(noise, name)
+
+
+def test_c_sampler_io_and_file_equal_the_python_contract():
+    text = C_SOURCE.read_text(encoding="utf-8")
+    inputs = re.search(r"static const char \*SAMPLER_INPUTS\[\] = \{([^}]*)\};", text)
+    output = re.search(r'static const char \*SAMPLER_OUTPUT = "(\w+)";', text)
+    assert inputs and output
+    assert re.findall(r'"(\w+)"', inputs.group(1)) == list(GRAPHS["sampler"].input_names)
+    assert [output.group(1)] == list(GRAPHS["sampler"].output_names)
+    assert f'"{GRAPHS["sampler"].file}"' in text
+
+
+def test_c_noise_constants_equal_the_python_noise():
+    text = C_SOURCE.read_text(encoding="utf-8")
+    for name in ("PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1"):
+        assert re.search(rf"0x{getattr(noise, name):08x}u", text, re.I), name
+    stream = re.search(r"uint32_t c\[4\] = \{\(uint32_t\)\(e / 4\), 0u, 0u, (\d+)u\};", text)
+    assert stream, "initial_sample's counter block not found in examples/c/ncsn_sample.c"
+    assert int(stream.group(1)) == noise.INIT_STREAM
