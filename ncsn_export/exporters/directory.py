@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ncsn_runtime.contract import FORMAT_NAME, MANIFEST_NAME
-from ncsn_runtime.fileio import read_json_object
+from ncsn_runtime.fileio import check_ancestor_writable, read_json_object
 
 from .errors import ExportInputError
 
@@ -46,13 +46,10 @@ def resolve_output(output_dir: str | os.PathLike) -> Path:
 def check_output_dir(output_dir: str | os.PathLike, force: bool, allow_extra_files: bool = False) -> Path:
     """Check that ``output_dir`` may be written (see the module docstring); returns its resolved path."""
     output = resolve_output(output_dir)
-    for ancestor in output.parents:
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise ExportInputError(f"`output` {output_dir}: {ancestor} is not a directory")
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise ExportInputError(f"`output` {output_dir}: {ancestor} is not writable")
-            break
+    try:
+        check_ancestor_writable(output, f"`output` {output_dir}")
+    except ValueError as error:
+        raise ExportInputError(str(error)) from None
     if output.exists() and not output.is_dir():
         raise ExportInputError(f"`output` {output} exists and is not a directory")
     if not output.is_dir() or not any(output.iterdir()):

@@ -148,13 +148,18 @@ def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
     if path.is_dir():
         raise ValueError(f"{what} {path} is a directory; give a file name")
     parent = path.parent
-    for ancestor in (parent, *parent.parents):
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise ValueError(f"{what} {path}: {ancestor} is not a directory")
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise ValueError(f"{what} {path}: {ancestor} is not writable")
-            break
+    check_ancestor_writable(path, f"{what} {path}")
     if path.exists() and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
         raise ValueError(f"{what} {path} is not writable")
     return path
+
+
+def check_ancestor_writable(path: Path, label: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory (``ValueError`` starting with ``label``)."""
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"{label}: {ancestor} is not a directory")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise ValueError(f"{label}: {ancestor} is not writable")
+            return
