@@ -230,8 +230,8 @@ def test_output_path_is_checked_before_sampling(toy_dir, tmp_path, capsys, monke
 @pytest.mark.parametrize(("args", "message"), [
     (["--seed", str(2**63 - 1), "-n", "2"], "--seed must be in [0, 2**63 - N] = [0, 9223372036854775806]"),
     (["--seed", "-1"], "--seed must be in"),
-    (["--steps", "0"], "--steps must be >= 1"),
-    (["--steps", "11"], "--steps must be in [1, 10]"),
+    (["--steps", "0"], "--num-inference-steps must be >= 1"),  # the old spelling is an alias
+    (["--num-inference-steps", "11"], "--num-inference-steps must be in [1, 10]"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["-n", "0"], "--num-samples must be >= 1"),
     (["--device-id", "-1"], "--device-id must be >= 0"),

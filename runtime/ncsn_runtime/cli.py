@@ -98,6 +98,12 @@ def _check_args(args: argparse.Namespace) -> Path:
     output = Path(args.output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name!r}")
+    check_ranges(args)
+    return check_output_file(output)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Range checks of the numeric arguments, shared by both engines (``ValueError`` naming the flag)."""
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -107,12 +113,11 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise ValueError(f"--seed must be in [0, 2**63 - N] = [0, {top}] for N = {args.num_samples} samples "
                          f"(sample n uses seed S + n), got {args.seed}")
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        raise ValueError(f"--num-inference-steps must be >= 1, got {args.steps}")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
     if args.device_id < 0:
         raise ValueError(f"--device-id must be >= 0, got {args.device_id}")
-    return check_output_file(output)
 
 
 def check_against_export(pipe, args: argparse.Namespace, output: Path) -> None:
@@ -125,7 +130,8 @@ def check_against_export(pipe, args: argparse.Namespace, output: Path) -> None:
                          "(or several runs with different --seed)")
     levels = pipe.scheduler.num_train_timesteps
     if args.steps is not None and args.steps > levels:
-        raise ValueError(f"--steps must be in [1, {levels}] (this export was trained on {levels} noise levels), got {args.steps}")
+        raise ValueError(f"--num-inference-steps must be in [1, {levels}] (this export was trained on {levels} noise levels), "
+                         f"got {args.steps}")
     if output.suffix.lower() == ".png" and not pipe.is_image and tuple(pipe.sample_shape) != (2,):
         raise ValueError(f"samples of shape {list(pipe.sample_shape)} are neither images nor 2-D points; "
                          "write them with --output FILE.npy")

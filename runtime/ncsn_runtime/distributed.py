@@ -382,6 +382,7 @@ def run_cli(args: Any) -> int:
     import sys
     import time
 
+    from .cli import check_ranges
     from .manifest import ExportDirectoryError
     from .providers import ProviderError
     from .steppers import NonFiniteSampleError
@@ -395,12 +396,7 @@ def run_cli(args: Any) -> int:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
             raise ValueError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
-        if args.num_samples < 1:
-            raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-        if args.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {args.seed}")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        check_ranges(args)
         result = generate(args.export_dir, args.num_samples, args.seed, output=args.output, num_workers=args.num_workers or 1,
                           num_gpus=gpus, batch_size=args.batch_size, shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
                           num_inference_steps=_arg(args, "num_inference_steps", "steps"), mode=args.mode,
