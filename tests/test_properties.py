@@ -190,5 +190,6 @@ def test_export_argument_checks(batch, levels, steps, tolerance):
         check_export_arguments(batch, levels, steps, tolerance)
     except ExportInputError:
         return
-    assert isinstance(batch, int) and 1 <= batch <= MAX_VALIDATION_BATCH and 1 <= steps <= MAX_ANNEALED_STEPS
+    assert isinstance(batch, int) and 1 <= batch <= MAX_VALIDATION_BATCH
+    assert steps is None or 1 <= steps <= MAX_ANNEALED_STEPS  # None: the scheduler's own num_annealed_steps
     assert tolerance is None or (math.isfinite(tolerance) and tolerance > 0)
