@@ -106,7 +106,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     num_steps = int(config["num_annealed_steps"]) if args.steps is None else args.steps
     sigmas = geometric_sigmas(config["sigma_max"], config["sigma_min"], int(config["num_train_timesteps"]))
     start = time.perf_counter()
-    export_score_onnx(spec.model, shape, workdir / f"{name}-score.onnx", 18, lean_shift=True)
+    export_score_onnx(spec.model, shape, workdir / f"{name}-score.onnx", 18)
     trace_s = time.perf_counter() - start
     traced = onnx.load(str(workdir / f"{name}-score.onnx"))
     start = time.perf_counter()

@@ -76,7 +76,7 @@ def test_arithmetic_noise_has_no_bitwise_op(xor_method):
 
 def compose_for(spec, final_denoise, tmp_path):
     path = tmp_path / "score.onnx"
-    export_score_onnx(spec.model, spec.sample_shape, path, 18, lean_shift=True)
+    export_score_onnx(spec.model, spec.sample_shape, path, 18)
     config = spec.scheduler_config
     sigmas = geometric_sigmas(config["sigma_max"], config["sigma_min"], config["num_train_timesteps"])
     return compose_graphs(onnx.load(str(path)), spec.sample_shape, sigmas, final_denoise), sigmas
@@ -192,7 +192,7 @@ def test_compose_rejects_bad_arguments(composed):
 def test_elu_rewrite_keeps_the_network(tmp_path):
     spec = tiny_conv_spec()
     path = tmp_path / "score.onnx"
-    export_score_onnx(spec.model, spec.sample_shape, path, 18, lean_shift=True)
+    export_score_onnx(spec.model, spec.sample_shape, path, 18)
     traced = onnx.load(str(path))
     rewritten, count = rewrite_elu(traced)
     assert count == [node.op_type for node in traced.graph.node].count("Elu") == 2

@@ -71,7 +71,7 @@ def test_score_graph_exported_with_dynamo_matches_eager(spec, tmp_path):
     from ncsn_export.exporters.onnx_export import DEFAULT_OPSET, export_score_onnx
 
     path = tmp_path / "score.onnx"
-    export_score_onnx(spec.model, spec.sample_shape, path, DEFAULT_OPSET, True)
+    export_score_onnx(spec.model, spec.sample_shape, path, DEFAULT_OPSET)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     for batch in (1, 5):  # dynamic batch

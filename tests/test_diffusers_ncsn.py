@@ -99,7 +99,7 @@ def test_exported_score_graph_matches_original_module(checkpoint, tmp_path):
     directory, unet = checkpoint
     spec = load_diffusers_ncsn(directory)
     path = tmp_path / "score.onnx"
-    export_score_onnx(spec.model, spec.sample_shape, path, DEFAULT_OPSET, True)
+    export_score_onnx(spec.model, spec.sample_shape, path, DEFAULT_OPSET)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 3):  # dynamic batch
         sample, levels = _inputs(batch)

@@ -10,12 +10,12 @@ import onnx
 import pytest
 import torch
 from ncsn_runtime.manifest import MANIFEST_NAME, file_entry
-from test_export_nets import TINY_CONFIG, TinyConvScore, ort_session, tiny_conv_spec
+from test_export_nets import TINY_CONFIG, ort_session, tiny_conv_spec
 from torch import nn
 
 from ncsn_export.exporters import ExportError, api, export_model
 from ncsn_export.exporters.directory import atomic_directory
-from ncsn_export.exporters.onnx_export import export_score_onnx, lean_shift_table
+from ncsn_export.exporters.onnx_export import export_score_onnx
 from ncsn_export.exporters.torchscript_export import script_or_trace
 from ncsn_export.models.registry import ModelSpec
 
@@ -139,11 +139,8 @@ def test_failed_validation_exits_with_the_table_and_leaves_no_directory(tmp_path
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
-def test_lean_shift_is_skipped_for_a_network_that_shifts(tmp_path):
-    assert export_score_onnx(TinyConvScore(), (1, 8, 8), tmp_path / "conv.onnx", 18, lean_shift=True)["lean_shift"] is True
-    assert torch.ops.aten.bitwise_right_shift.Tensor_Scalar in lean_shift_table()
-    info = export_score_onnx(ShiftingScore(), (2,), tmp_path / "score.onnx", 18, lean_shift=True)
-    assert info["lean_shift"] is False  # re-exported with the exporter's exact signed lowering
+def test_a_network_that_shifts_right_keeps_the_exact_signed_shift(tmp_path):
+    export_score_onnx(ShiftingScore(), (2,), tmp_path / "score.onnx", 18)
     graph = onnx.load(str(tmp_path / "score.onnx")).graph
     assert "BitShift" in [node.op_type for node in graph.node] and "Div" not in [node.op_type for node in graph.node]
     session = ort_session(tmp_path / "score.onnx")

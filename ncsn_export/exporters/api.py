@@ -169,7 +169,7 @@ def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
     """Step 1: ``torch.onnx.export(dynamo=True)`` of the score network, once."""
     start = time.perf_counter()
     path = workdir / GRAPHS["score"].file
-    export_score_onnx(plan.network, plan.sample_shape, path, plan.opset, lean_shift=False)  # no noise in this graph
+    export_score_onnx(plan.network, plan.sample_shape, path, plan.opset)
     proto = onnx.load(str(path))
     path.unlink()
     seconds = time.perf_counter() - start

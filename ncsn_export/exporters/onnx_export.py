@@ -5,10 +5,6 @@
 traced export (also used by tests for small torch modules): after export the graph is cleaned
 (per-node exporter metadata, ~2 KB a node, and unused initializers are dropped; weights used only
 inside a ``Loop`` move into its body, see :func:`_move_initializers_into_loops`) and checked.
-
-``lean_shift``: a constant right shift of non-negative int64 values can be lowered to one ``Div``
-(:func:`lean_shift_table`); it was written for the traced counter noise, which the composed graphs no
-longer trace, and is applied only when the network has no right shift of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from typing import Any
 
 import onnx
 import torch
-from onnxscript import opset18 as op
+from ncsn_runtime.contract import GRAPHS
 from torch import nn
 
 from ..step import LangevinStep
@@ -32,12 +28,9 @@ from .errors import ExportError, tracing_error
 MIN_OPSET = 18  # BitwiseAnd / BitwiseXor of the counter noise
 DEFAULT_OPSET = 18  # the broadest runtime support (onnxruntime CPU/CUDA/web)
 
-SCORE_INPUTS = ("sample", "timestep")
-SCORE_OUTPUTS = ("score",)
-STEP_INPUTS = ("sample", "seed", "timestep", "step_size", "counter")
-STEP_OUTPUTS = ("next_sample",)
-SAMPLER_INPUTS = ("sample", "seed", "timesteps", "step_sizes", "num_annealed_steps")
-SAMPLER_OUTPUTS = ("final_sample",)  # ONNX forbids an output named like an input (docs/design.md)
+SCORE_INPUTS = GRAPHS["score"].input_names
+SCORE_OUTPUTS = GRAPHS["score"].output_names
+SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64"}
 
@@ -78,15 +71,6 @@ class StepGraph(nn.Module):
         return self.step(sample, self.score_model(sample, level), step_size, seed, counter)
 
 
-def _shift_right_nonnegative(self, other: int):
-    """``x >> s`` as ``x / 2**s`` (ONNX int Div truncates; exact for the noise's x >= 0)."""
-    return op.Div(self, op.CastLike(op.Constant(value_int=1 << int(other)), self))
-
-
-def lean_shift_table() -> dict:
-    """``custom_translation_table`` giving the noise's constant right shifts a one-node lowering."""
-    return {torch.ops.aten.bitwise_right_shift.Tensor_Scalar: _shift_right_nonnegative}
-
 
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
@@ -122,12 +106,11 @@ def export_onnx(
     output_names: Sequence[str],
     dynamic_shapes: tuple[Any, ...],
     opset: int,
-    lean_shift: bool = True,
     loop_weights_inside: bool = True,
 ) -> dict[str, Any]:
     """Export ``module`` to ``path`` and check it; returns ``{"file", "inputs", "outputs", "nodes"}`` for the manifest.
 
-    ``lean_shift`` and ``loop_weights_inside`` switch off the two speed-ups (for the benchmark's before/after).
+    ``loop_weights_inside=False`` keeps a ``Loop``'s weights as outer-scope values (the benchmark's "before").
 
     Raises :class:`ExportError` naming the unsupported op when the network cannot be traced.
     """
@@ -145,11 +128,9 @@ def export_onnx(
                 output_names=list(output_names),
                 dynamic_shapes=dynamic_shapes,
                 opset_version=opset,
-                custom_translation_table=lean_shift_table() if lean_shift else None,
             )
     except Exception as error:  # the exporter raises many types; all mean "could not trace"
         raise tracing_error(path.name, error) from error
-    shifts_right = _shifts_right(program.exported_program)
     proto = program.model_proto
     emitted = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
     if emitted != opset:
@@ -168,20 +149,8 @@ def export_onnx(
         "inputs": [_value_info(value) for value in model.graph.input],
         "outputs": [_value_info(value) for value in model.graph.output],
         "nodes": count_nodes(model.graph),
-        "shifts_right": shifts_right,
     }
 
-
-def _shifts_right(program: torch.export.ExportedProgram | None) -> bool:
-    """Whether a traced program contains a right shift (in any subgraph)."""
-    if program is None:
-        return False
-    for module in program.graph_module.modules():
-        if isinstance(module, torch.fx.GraphModule):
-            for node in module.graph.nodes:
-                if node.op == "call_function" and ("right_shift" in str(node.target) or "rshift" in str(node.target)):
-                    return True
-    return False
 
 
 def _value_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -271,16 +240,9 @@ def example_inputs(sample_shape: Sequence[int], batch_size: int = 2, num_levels:
     }
 
 
-def export_score_onnx(model: nn.Module, sample_shape: Sequence[int], path: str | Path, opset: int, lean_shift: bool) -> dict:
-    """``score.onnx``: sample f32[B, ...], timestep i64[B] -> score f32[B, ...].
-
-    The returned ``"lean_shift"`` says whether the lean shift lowering is safe for this network (it has no
-    right shift of its own); if the network shifts, the graph is exported again with the default lowering.
-    """
+def export_score_onnx(model: nn.Module, sample_shape: Sequence[int], path: str | Path, opset: int) -> dict:
+    """``score.onnx``, the one trace of the network: sample f32[B, ...], timestep i64[B] -> score f32[B, ...]."""
     inputs = example_inputs(sample_shape)
     args = (inputs["sample"], torch.zeros(inputs["sample"].shape[0], dtype=torch.int64))
     shapes = batch_shapes(SCORE_INPUTS, batched=SCORE_INPUTS)
-    info = export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset, lean_shift)
-    if lean_shift and info["shifts_right"]:
-        info = export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset, lean_shift=False)
-    return {**info, "lean_shift": lean_shift and not info.pop("shifts_right")}
+    return export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset)
