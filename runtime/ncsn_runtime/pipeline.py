@@ -542,26 +542,17 @@ class NCSNPipeline:
         """The final denoising step through gpu_step: step_size = 2 * sigma_last**2, z = 0 (the contract's definition)."""
         sigma = float(self.scheduler.train_sigmas[last_level])
         stepper.denoise(last_level, float(np.float32(2.0 * sigma * sigma)))
-        samples = stepper.read()
-        bad = bad_samples(samples)
-        if bad:
-            raise NonFiniteSampleError(f"NaN/inf appeared in the final denoising step (level {last_level}) in samples {bad[:10]}",
-                                       level=last_level, samples=bad)
-        return samples
+        return _check_denoised(stepper.read(), last_level)
 
     def _denoise(self, samples: np.ndarray, last_level: int) -> np.ndarray:
         """NCSNv2's ``x + sigma_last**2 * s(x, level_last)`` with sigma of the trained level (as the fused graph)."""
         session = self.session("score")
-        output = check_graph_io(session, "score.onnx", ("sample", "timestep"))
+        spec = GRAPHS["score"]
+        output = check_graph_io(session, spec.file, spec.input_names)
         score = session.run([output], {"sample": samples, "timestep": np.full(len(samples), last_level, dtype=np.int64)})[0]
-        check_graph_output(score, samples.shape, "score.onnx")
+        check_graph_output(score, samples.shape, spec.file)
         sigma = self.scheduler.train_sigmas[last_level]
-        samples = denoise_update(samples, score, sigma * sigma).astype(np.float32)
-        bad = bad_samples(samples)
-        if bad:
-            raise NonFiniteSampleError(f"NaN/inf appeared in the final denoising step (level {last_level}) in samples {bad[:10]}",
-                                       level=last_level, samples=bad)
-        return samples
+        return _check_denoised(denoise_update(samples, score, sigma * sigma).astype(np.float32), last_level)
 
     def _postprocess(self, samples: np.ndarray, output_type: str) -> Any:
         from .images import to_numpy_images, to_pil_images
@@ -570,6 +561,15 @@ class NCSNPipeline:
             return samples
         images = to_numpy_images(samples, self.data_range)
         return images if output_type == "np" else to_pil_images(images)
+
+
+def _check_denoised(samples: np.ndarray, last_level: int) -> np.ndarray:
+    """``samples`` after the final denoising step, or :class:`NonFiniteSampleError` naming the samples gone NaN/inf."""
+    bad = bad_samples(samples)
+    if bad:
+        raise NonFiniteSampleError(f"NaN/inf appeared in the final denoising step (level {last_level}) in samples {bad[:10]}",
+                                   level=last_level, samples=bad)
+    return samples
 
 
 def _check_output_type(output_type: str) -> None:
