@@ -155,7 +155,8 @@ INTS = st.one_of(st.integers(-(2**64), 2**64), st.sampled_from([0, 1, 2**63 - 1,
 @given(num_samples=INTS, seed=INTS, steps=st.none() | INTS, batch=st.none() | INTS, nrow=st.none() | INTS,
        suffix=st.sampled_from([".npy", ".png", ".txt", ""]))
 def test_sample_cli_argument_checks(tmp_path_factory, num_samples, seed, steps, batch, nrow, suffix):
-    from ncsn_runtime.cli import MAX_SEED, _check_args
+    from ncsn_runtime.cli import _check_args
+    from ncsn_runtime.noise import MAX_SEED
 
     out = tmp_path_factory.getbasetemp() / f"out{suffix}"
     args = argparse.Namespace(num_samples=num_samples, seed=seed, steps=steps, batch_size=batch, nrow=nrow, output=str(out),

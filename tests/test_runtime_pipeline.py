@@ -143,7 +143,10 @@ def test_callback_on_step_end(conv: NCSNPipeline):
         return {"sample": np.zeros_like(kwargs["sample"])} if step_index == 11 else None
 
     zeroed = conv(batch_size=2, seed=1, mode="stepwise", output_type="raw", progress=False, callback_on_step_end=zero_at_end)
-    expected = conv._denoise(np.zeros((2, 1, 8, 8), np.float32), 3)  # only the final denoising step remains
+    from ncsn_runtime.sampling import denoise
+
+    # only the final denoising step remains
+    expected = denoise(conv.graphs, np.zeros((2, 1, 8, 8), np.float32), 3, conv.scheduler.train_sigmas[3])
     np.testing.assert_allclose(zeroed.images, expected, atol=1e-6)
     with pytest.raises(ValueError, match="callback_on_step_end"):
         conv(batch_size=1, seed=0, mode="fused", callback_on_step_end=record)

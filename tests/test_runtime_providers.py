@@ -144,7 +144,7 @@ def test_bound_stepper_matches_session_run_and_keeps_its_buffers(toy_dir: Path):
 def test_graph_stepper_logic_on_a_static_shape_session(toy_dir: Path):
     """The CUDA-graph stepper's session has the batch fixed; on CPU its run options are inert, the logic is the same."""
     pipe = NCSNPipeline.from_pretrained(toy_dir, provider="cpu")
-    dims = pipe._batch_dimensions("step", 3)
+    dims = pipe.graphs.batch_dimensions("step", 3)
     assert dims == {"batch": 3}
     session = open_session(toy_dir / "step.onnx", Device("cpu"), free_dimensions=dims)
     stepper = CudaGraphStepper(session, Device("cpu"), (3, 2))
@@ -176,11 +176,11 @@ def test_auto_mode_rule(toy_dir: Path):
     assert pipe.choose_mode("auto", callback=lambda *a: None) == "stepwise"
     pipe.device = Device("cuda")  # rule only; nothing runs
     assert pipe.choose_mode("auto") == "stepwise"  # CUDA: the CUDA-graph step
-    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items()
-                                                 if k not in ("step", "gpu_step")}}
+    for name in ("step", "gpu_step"):  # the pipeline's graph table is the manifest's
+        pipe.manifest["graphs"].pop(name, None)
     assert pipe.choose_mode("auto") == "fused"  # CUDA without step.onnx / gpu_step.onnx: fused
-    pipe.manifest = {**pipe.manifest, "graphs": {k: v for k, v in pipe.manifest["graphs"].items()
-                                                 if k not in ("sampler", "gpu_sampler")}}
+    for name in ("sampler", "gpu_sampler"):
+        pipe.manifest["graphs"].pop(name, None)
     assert pipe.choose_mode("auto") == "stepwise"  # only score.onnx left
 
 
@@ -215,11 +215,11 @@ def _pretend_cuda(pipe: NCSNPipeline, monkeypatch, fail: bool) -> list:
     """Make ``pipe`` take its CUDA branches while every buffer and session stays on CPU; record graph-session requests."""
     import types
 
-    from ncsn_runtime import pipeline as pipeline_module
+    from ncsn_runtime import sessions as sessions_module
 
     pipe.device = types.SimpleNamespace(kind="cpu", device_id=0, is_cuda=True, provider=CUDA_PROVIDER)
     requests = []
-    real_open = pipeline_module.open_session
+    real_open = sessions_module.open_session
 
     def fake_open(path, device, **kwargs):
         requests.append((Path(path).name, kwargs.get("cuda_graph"), kwargs.get("free_dimensions")))
@@ -227,7 +227,7 @@ def _pretend_cuda(pipe: NCSNPipeline, monkeypatch, fail: bool) -> list:
             raise RuntimeError("This session cannot use the graph capture feature: not all nodes are on CUDA")
         return real_open(path, Device("cpu"), free_dimensions=kwargs.get("free_dimensions"))
 
-    monkeypatch.setattr(pipeline_module, "open_session", fake_open)
+    monkeypatch.setattr(sessions_module, "open_session", fake_open)
     return requests
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .arguments import check_ranges
+
 OUTPUT_SUFFIXES = (".png", ".npy")
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
 GRAPH_CHOICES = ("sampler", "gpu_sampler", "step", "gpu_step", "score")  # ncsn_runtime.contract.GRAPH_NAMES (a test checks)
-MAX_SEED = 2**63 - 1  # as ncsn_runtime.noise.MAX_SEED
 MAX_OUTPUT_BYTES = 2 << 30  # all N samples are held in memory and written at once: at most 2 GiB of float32
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -100,24 +101,6 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise ValueError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name!r}")
     check_ranges(args)
     return check_output_file(output)
-
-
-def check_ranges(args: argparse.Namespace) -> None:
-    """Range checks of the numeric arguments, shared by both engines (``ValueError`` naming the flag)."""
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.seed <= MAX_SEED - (args.num_samples - 1):
-        top = MAX_SEED - (args.num_samples - 1)
-        raise ValueError(f"--seed must be in [0, 2**63 - N] = [0, {top}] for N = {args.num_samples} samples "
-                         f"(sample n uses seed S + n), got {args.seed}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--num-inference-steps must be >= 1, got {args.steps}")
-    if args.nrow is not None and args.nrow < 1:
-        raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
-    if args.device_id < 0:
-        raise ValueError(f"--device-id must be >= 0, got {args.device_id}")
 
 
 def check_against_export(pipe, args: argparse.Namespace, output: Path) -> None:

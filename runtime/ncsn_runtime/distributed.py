@@ -35,10 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import check_ranges
 from .fileio import confined_path, read_json_object, write_json_atomic
 from .images import save_npy
-from .manifest import MANIFEST_NAME, load_manifest, sha256_file
+from .manifest import MANIFEST_NAME, load_manifest
 from .noise import MAX_SEED
+from .verify import sha256_file
 
 logger = logging.getLogger("ncsn_runtime")
 
@@ -286,7 +288,7 @@ def generate(
         float32 [N, *sample_shape] (``output=None``) or the path written.
     """
     _check_int("num_samples", num_samples, 1, None)
-    _check_int("seed", seed, 0, MAX_SEED - num_samples)
+    _check_int("seed", seed, 0, MAX_SEED - (num_samples - 1))
     _check_int("num_workers", num_workers, 1, None)
     _check_int("shard_size", shard_size, 1, None)
     _check_int("max_retries", max_retries, 0, None)
@@ -382,7 +384,6 @@ def run_cli(args: Any) -> int:
     import sys
     import time
 
-    from .cli import check_ranges
     from .manifest import ExportDirectoryError
     from .providers import ProviderError
     from .steppers import NonFiniteSampleError

@@ -9,15 +9,25 @@ when the level starts and again after every Langevin step; the unknown region ev
 paper; values in between blend. ``z_i`` is drawn once per level from the counter generator on its own
 stream (:data:`INPAINT_STREAM`, counter ``i``), so inpainting is as reproducible as sampling and its
 noise never collides with the Langevin noise (stream 0) or the initial sample (stream 1).
+
+:func:`inpaint` is the flow behind :meth:`ncsn_runtime.pipeline.NCSNPipeline.inpaint` (stepwise, on any stepwise
+graph of the export); :func:`prepare_image_and_mask` and :class:`KnownRegionProjection` are its numpy parts.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .noise import INPAINT_STREAM, counter_normal
+from .noise import INPAINT_STREAM, counter_normal, initial_sample
+
+if TYPE_CHECKING:
+    from .pipeline import Callback, NCSNPipeline, NCSNPipelineOutput
+
+__all__ = ["KnownRegionProjection", "inpaint", "prepare_image_and_mask"]
 
 
 def prepare_image_and_mask(
@@ -95,3 +105,50 @@ class KnownRegionProjection:
 
     def after_step(self, position: int, annealed_step: int, sample: np.ndarray) -> np.ndarray:
         return self.project(position, sample)
+
+
+def inpaint(
+    pipe: NCSNPipeline,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    seed: int | Sequence[int] | None = None,
+    generator: np.random.Generator | None = None,
+    batch_size: int | None = None,
+    num_inference_steps: int | None = None,
+    output_type: str = "np",
+    return_dict: bool = True,
+    callback_on_step_end: Callback | None = None,
+    progress: bool = True,
+) -> NCSNPipelineOutput | tuple[Any]:
+    """Algorithm 2 on ``pipe``'s stepwise graph; arguments as :meth:`~ncsn_runtime.pipeline.NCSNPipeline.inpaint`."""
+    from .pipeline import NCSNPipelineOutput, RunInfo, check_output_type
+    from .sessions import graph_run_errors
+
+    if batch_size is not None:
+        batch_size = pipe._check_batch(batch_size)
+    image, mask = prepare_image_and_mask(image, mask, pipe.sample_shape, batch_size)
+    seeds = pipe._seeds(seed, generator, len(image))
+    timesteps, sigmas, step_sizes = pipe._schedule(num_inference_steps)
+    check_output_type(output_type)
+    graph = pipe.choose_graph("stepwise")
+    projection = KnownRegionProjection(image, mask, seeds, sigmas)
+    user_hook = None if callback_on_step_end is None else pipe._callback_hook(callback_on_step_end, timesteps, sigmas)
+
+    def after_step(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray:
+        x = projection.after_step(position, annealed_step, x)
+        if user_hook is not None:
+            replaced = user_hook(position, annealed_step, x)
+            x = x if replaced is None else replaced
+        return x
+
+    start = time.perf_counter()
+    x = initial_sample(seeds, pipe.sample_shape, *pipe.init_range)
+    with graph_run_errors(pipe.export_dir):
+        samples, engine = pipe._run_stepwise(x, seeds, timesteps, step_sizes, progress,
+                                             before_level=projection.before_level, after_step=after_step, graph=graph)
+    samples = samples * projection.keep + image * mask
+    pipe.last_run = RunInfo("stepwise (inpaint)", engine, pipe.provider, len(image), len(timesteps),
+                            pipe.scheduler.num_annealed_steps, time.perf_counter() - start, graph)
+    images = pipe._postprocess(samples.astype(np.float32), output_type)
+    return NCSNPipelineOutput(images, seeds) if return_dict else (images,)

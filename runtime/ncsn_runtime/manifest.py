@@ -1,4 +1,7 @@
-"""The export directory's ``manifest.json``: its format, reading, hashing and verification.
+"""The export directory's ``manifest.json``: its format and its typed, checked reader.
+
+File hashing and verification (sha256 of listed files, session I/O against the contract) live in
+:mod:`ncsn_runtime.verify`; the names are re-exported here for existing callers.
 
 Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1)::
 
@@ -49,7 +52,6 @@ graph is opened:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -59,8 +61,10 @@ from pathlib import Path
 from typing import Any
 
 from .contract import FORMAT_NAME, FORMAT_VERSION, GRAPHS, MANIFEST_NAME, SCHEDULER_CONFIG_PATH, GraphSpec
-from .fileio import PathConfinementError, confined_path, read_json_object, write_json_atomic
+from .errors import ExportDirectoryError
+from .fileio import read_json_object, write_json_atomic
 from .schedule import MAX_TRAIN_TIMESTEPS
+from .verify import check_session_io, confined, file_entry, sha256_file, verify_listed_file
 
 __all__ = [
     "FORMAT_NAME",
@@ -76,10 +80,13 @@ __all__ = [
     "ModelInfo",
     "TensorInfo",
     "check_session_io",
+    "file_entry",
     "load_manifest",
     "parse_manifest",
     "read_manifest",
+    "sha256_file",
     "verified_path",
+    "write_manifest",
 ]
 
 MAX_SAMPLE_RANK = 8
@@ -87,12 +94,6 @@ MAX_SAMPLE_ELEMENTS = 1 << 24  # per sample (64 MiB of float32): a 2048 x 2048 x
 MAX_FILES = 10_000
 MAX_FILE_BYTES = 1 << 40
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
-
-
-class ExportDirectoryError(ValueError):
-    """An export directory is missing, incomplete, corrupt, of an unknown format, or breaks a resource limit."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class Manifest:
 
     def verified_path(self, relative: str) -> Path:
         """Path of a listed file inside ``root`` after checking its size and sha256 against the manifest."""
-        return _verify(self.root, self.files, relative)
+        return verify_listed_file(self.root, self.files, relative)
 
     def graph_path(self, key: str) -> Path:
         """Verified path of graph ``key``, after also verifying its listed external-data files (``FILE.*``)."""
@@ -175,20 +176,6 @@ class Manifest:
             if other != relative and other.startswith(relative + "."):  # e.g. score.onnx.data (external weights)
                 self.verified_path(other)
         return path
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_entry(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"sha256", "bytes"}`` of one file, as stored under ``manifest["files"]``."""
-    return {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
 
 
 def write_manifest(export_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -248,35 +235,7 @@ def verified_path(export_dir: str | os.PathLike, manifest: dict[str, Any] | Mani
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         raise ExportDirectoryError(f"{MANIFEST_NAME} lacks the `files` section")
-    return _verify(Path(export_dir), _files(Path(export_dir), files, MANIFEST_NAME), relative)
-
-
-def check_session_io(session: Any, key: str, sample_shape: Sequence[int], path: str | os.PathLike) -> None:
-    """Compare an onnxruntime session's inputs and outputs with the contract's graph ``key``.
-
-    Names must match exactly; dtypes must match; ranks must match; every dim that both the graph and the
-    contract fix (the sample dims) must be equal. Raises :class:`ExportDirectoryError`.
-    """
-    spec = GRAPHS[key]
-    sides = (("inputs", spec.inputs, session.get_inputs()), ("outputs", spec.outputs, session.get_outputs()))
-    for kind, expected, actual in sides:
-        names = sorted(item.name for item in actual)
-        if names != sorted(item.name for item in expected):
-            raise ExportDirectoryError(f"{path} has {kind} {names}; the graph contract of `{key}` expects "
-                                       f"{[item.name for item in expected]}")
-        by_name = {item.name: item for item in actual}
-        for tensor in expected:
-            item = by_name[tensor.name]
-            dtype = _ORT_DTYPES.get(item.type, item.type)
-            want = tensor.concrete_shape(sample_shape)
-            shape = list(item.shape) if item.shape is not None else None
-            if dtype != tensor.dtype:
-                raise ExportDirectoryError(f"{path}: {kind[:-1]} `{tensor.name}` is {dtype}; the contract expects {tensor.dtype}")
-            fixed_differ = shape is not None and len(shape) == len(want) and any(
-                isinstance(got, int) and isinstance(need, int) and got != need for got, need in zip(shape, want, strict=True))
-            if shape is not None and (len(shape) != len(want) or fixed_differ):
-                raise ExportDirectoryError(f"{path}: {kind[:-1]} `{tensor.name}` has shape {shape}; the contract and the "
-                                           f"manifest's sample_shape {list(sample_shape)} give {want}")
+    return verify_listed_file(Path(export_dir), _files(Path(export_dir), files, MANIFEST_NAME), relative)
 
 
 # -- checks of each section ------------------------------------------------------------------------
@@ -294,15 +253,8 @@ def _is_int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _inside(root: Path, value: Any, what: str) -> Path:
-    try:
-        return confined_path(root, value, what)
-    except PathConfinementError as error:
-        raise ExportDirectoryError(str(error)) from None
-
-
 def _relative(root: Path, value: Any, what: str) -> str:
-    _inside(root, value, what)
+    confined(root, value, what)
     return value
 
 
@@ -405,19 +357,3 @@ def _graph(root: Path, key: str, entry: Any, sample_shape: Sequence[int], where:
             isinstance(ops, list) and all(isinstance(op, str) for op in ops) for ops in unsupported.values()):
         raise ExportDirectoryError(f"{what}.unsupported_ops must map provider names to lists of op names")
     return GraphInfo(key, relative, inputs, outputs, nodes, {name: tuple(ops) for name, ops in unsupported.items()})
-
-
-def _verify(root: Path, files: Mapping[str, FileEntry], relative: str) -> Path:
-    entry = files.get(relative)
-    if entry is None:
-        raise ExportDirectoryError(f"{relative} is not listed in {MANIFEST_NAME}")
-    path = _inside(root, relative, "file")
-    if not path.is_file():
-        raise ExportDirectoryError(f"{root / relative} is listed in {MANIFEST_NAME} but missing (or not a regular file)")
-    size = path.stat().st_size
-    if size != entry.bytes:
-        raise ExportDirectoryError(f"{path} is {size} bytes, {MANIFEST_NAME} says {entry.bytes} (truncated or replaced?)")
-    digest = sha256_file(path)
-    if digest != entry.sha256:
-        raise ExportDirectoryError(f"{path} sha256 {digest[:12]}... does not match {MANIFEST_NAME} ({entry.sha256[:12]}...)")
-    return path

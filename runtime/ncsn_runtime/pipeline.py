@@ -17,15 +17,17 @@ graph) when exported, else ``step``; everywhere else fused ``sampler``. On CPU s
 as a tie (``bench/bench_runtime.py``, onnxruntime 1.32, one thread: 0.94x-1.06x for a conv net and the
 2-D toy at batch 1/16/64), so the single fused call, which is also a graph the Node, browser and C hosts
 can run, is the default. A per-step callback always means stepwise.
+
+This module holds the pipeline's choices and its public API; sessions and steppers live in
+:mod:`ncsn_runtime.sessions`, the sampling modes in :mod:`ncsn_runtime.sampling` and the inpainting flow in
+:mod:`ncsn_runtime.inpaint`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,33 +35,22 @@ from typing import Any
 import numpy as np
 
 from .contract import GRAPH_NAMES, GRAPHS
-from .inpaint import KnownRegionProjection, prepare_image_and_mask
-from .interrupt import run_interruptibly
-from .manifest import ExportDirectoryError, Manifest, check_session_io, parse_manifest, read_manifest
+from .errors import ExportDirectoryError
+from .manifest import Manifest, parse_manifest, read_manifest
 from .noise import MAX_SEED, initial_sample, seeds_for_batch
-from .providers import Device, ProviderError, open_session, resolve_device
-from .schedule import check_count, denoise_update
+from .providers import Device, resolve_device
+from .sampling import StepHook, run_fused, run_stepwise
+from .schedule import check_count
 from .scheduler import AnnealedLangevinDynamicsScheduler
-from .steppers import (
-    BoundStepper,
-    CudaGraphStepper,
-    GpuStepCudaGraphStepper,
-    GpuStepStepper,
-    NonFiniteSampleError,
-    ScoreStepper,
-    bad_samples,
-    check_graph_io,
-    langevin_loop,
-)
+from .sessions import STEP_GRAPHS, GraphSessions, check_graph_output, graph_run_errors
 
-logger = logging.getLogger("ncsn_runtime")
+__all__ = ["NCSNPipeline", "NCSNPipelineOutput", "RunInfo", "check_graph_output", "graph_run_errors"]
 
 MAX_BATCH_BYTES = 2 << 30  # one call holds a few float32 [B, *sample_shape] arrays: at most 2 GiB each (SECURITY.md)
 
 MODES = ("auto", "fused", "stepwise")
 OUTPUT_TYPES = ("pil", "np", "raw")
 FUSED_GRAPHS = ("sampler", "gpu_sampler")
-STEP_GRAPHS = ("step", "gpu_step", "score")
 STEPWISE_GRAPHS = ("auto", *STEP_GRAPHS)  # choices of from_pretrained(stepwise_graph=...)
 SAMPLER_INPUTS = GRAPHS["sampler"].input_names
 
@@ -97,22 +88,6 @@ class RunInfo:
     graph: str = ""  # contract key of the graph that ran (score, step, sampler, gpu_step, gpu_sampler)
 
 
-def _progress(total: int, enabled: bool, description: str) -> Any:
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm is optional: no bar without it
-            pass
-        else:
-            return tqdm(total=total, desc=description, unit="step", leave=False)
-
-    class _NoBar:
-        def update(self, count: int = 1) -> None: ...
-        def close(self) -> None: ...
-
-    return _NoBar()
-
-
 class NCSNPipeline:
     """Annealed Langevin sampling from an ``ncsn-export`` directory on onnxruntime.
 
@@ -142,16 +117,10 @@ class NCSNPipeline:
         self.manifest = self.info.raw
         check_scheduler_matches(self.info, scheduler)
         self.scheduler = scheduler
-        self.device = device
         self.stepwise_graph = stepwise_graph
-        self.cuda_graph = bool(cuda_graph)
-        self.intra_op_threads = intra_op_threads
-        self.cuda_graph_error: str | None = None  # the last CUDA-graph capture failure (logged once per graph)
-        self._cuda_graph_failed: set[str] = set()
+        self.graphs = GraphSessions(self.info, device, sessions=sessions, graph_paths=graph_paths, cuda_graph=cuda_graph,
+                                    intra_op_threads=intra_op_threads)
         self.last_run: RunInfo | None = None
-        self._sessions = dict(sessions)
-        self._graph_paths = dict(graph_paths or {})  # graphs whose sha256 was already checked
-        self._steppers: dict[tuple[str, int], Any] = {}
         model = self.info.model  # checked by the manifest reader (shape, ranges, dtype, limits)
         self.sample_shape = model.sample_shape
         self.is_image = model.is_image
@@ -204,43 +173,54 @@ class NCSNPipeline:
         return cls(root, manifest, scheduler, device, {probe: session} if session is not None else {},
                    stepwise_graph=stepwise_graph, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads, graph_paths=graphs)
 
+    # -- sessions (ncsn_runtime.sessions.GraphSessions) ---------------------------------------------
+    @property
+    def device(self) -> Device:
+        """Where the graphs run (:class:`~ncsn_runtime.providers.Device`)."""
+        return self.graphs.device
+
+    @device.setter
+    def device(self, device: Device) -> None:
+        self.graphs.device = device
+
     @property
     def provider(self) -> str:
         """onnxruntime's name of the execution provider in use."""
         return self.device.provider
 
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether stepwise steps are captured as CUDA graphs on CUDA."""
+        return self.graphs.cuda_graph
+
+    @property
+    def cuda_graph_error(self) -> str | None:
+        """The last CUDA-graph capture failure (``None``: none)."""
+        return self.graphs.cuda_graph_error
+
+    @property
+    def intra_op_threads(self) -> int | None:
+        return self.graphs.intra_op_threads
+
     def has_graph(self, name: str) -> bool:
-        return name in self.manifest["graphs"]
+        return self.graphs.has_graph(name)
 
     def session(self, name: str) -> Any:
         """The onnxruntime session of graph ``name`` (a contract key, e.g. ``sampler``), opened once."""
-        if name not in self._sessions:
-            if not self.has_graph(name):
-                raise ExportDirectoryError(f"{self.export_dir} has no {name} graph (graphs: {sorted(self.manifest['graphs'])})")
-            path = self.graph_path(name)
-            try:
-                self._sessions[name] = open_session(path, self.device, intra_op_threads=self.intra_op_threads)
-            except ProviderError:
-                raise
-            except Exception as error:  # onnxruntime's own Fail / InvalidGraph / InvalidProtobuf
-                raise ExportDirectoryError(f"onnxruntime cannot load {path} (its sha256 matches the manifest, so the "
-                                           f"export itself is broken or needs a newer onnxruntime): {error}") from error
-            try:
-                check_session_io(self._sessions[name], name, self.sample_shape, path)
-            except ExportDirectoryError:
-                del self._sessions[name]
-                raise
-        return self._sessions[name]
+        return self.graphs.session(name)
 
     def graph_path(self, name: str) -> Path:
         """Path of graph ``name`` after its sha256 check (done once per pipeline)."""
-        if name not in self._graph_paths:
-            self._graph_paths[name] = self.info.graph_path(name)
-        return self._graph_paths[name]
+        return self.graphs.graph_path(name)
+
+    def stepper(self, batch_size: int, graph: str | None = None) -> Any:
+        """The stepwise engine of ``graph`` (``step``, ``gpu_step`` or ``score``; ``None``: the stepwise default)
+        for ``batch_size``, created once per graph and batch size and reused."""
+        return self.graphs.stepper(graph or self._stepwise_graph(), batch_size, self.scheduler)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(export_dir={str(self.export_dir)!r}, provider={self.provider!r}, "
-                f"sample_shape={self.sample_shape}, graphs={sorted(self.manifest['graphs'])})")
+                f"sample_shape={self.sample_shape}, graphs={self.graphs.names})")
 
     # -- choices ------------------------------------------------------------------------------------
     def choose_mode(self, mode: str = "auto", callback: Callback | None = None) -> str:
@@ -284,7 +264,7 @@ class NCSNPipeline:
             raise ValueError(f"`graph` must be one of {', '.join(GRAPH_NAMES)}, got {graph!r}")
         if not self.has_graph(graph):
             raise ExportDirectoryError(f"graph={graph!r} needs {GRAPHS[graph].file}, which {self.export_dir} does not have "
-                                       f"(graphs: {sorted(self.manifest['graphs'])})")
+                                       f"(graphs: {self.graphs.names})")
         kind = "fused" if graph in FUSED_GRAPHS else "stepwise"
         if mode != "auto" and mode != kind:
             raise ValueError(f"mode={mode!r} conflicts with graph={graph!r}, a {kind} graph: pass graph alone (mode is only "
@@ -303,53 +283,6 @@ class NCSNPipeline:
             return self.stepwise_graph
         order = ("gpu_step", "step") if self.device.is_cuda else ("step", "gpu_step")
         return next((name for name in order if self.has_graph(name)), "score")
-
-    def stepper(self, batch_size: int, graph: str | None = None) -> Any:
-        """The stepwise engine of ``graph`` (``step``, ``gpu_step`` or ``score``; ``None``: the stepwise default)
-        for ``batch_size``, created once per graph and batch size and reused."""
-        graph = graph or self._stepwise_graph()
-        if graph not in STEP_GRAPHS:
-            raise ValueError(f"stepper graph must be one of {STEP_GRAPHS}, got {graph!r}")
-        key = (graph, batch_size if graph != "score" else 0)
-        if key in self._steppers:
-            return self._steppers[key]
-        if graph == "score":
-            stepper = ScoreStepper(self.session("score"), self.scheduler)
-        else:
-            shape = (batch_size, *self.sample_shape)
-            # a graph whose capture failed once is not retried
-            use_graph = self.device.is_cuda and self.cuda_graph and graph not in self._cuda_graph_failed
-            stepper = self._cuda_graph_stepper(graph, shape) if use_graph else None
-            if stepper is None:
-                plain = GpuStepStepper if graph == "gpu_step" else BoundStepper
-                stepper = plain(self.session(graph), self.device, shape)
-        self._steppers[key] = stepper
-        return stepper
-
-    def _cuda_graph_stepper(self, graph: str, shape: tuple[int, ...]) -> Any:
-        path = self.graph_path(graph)
-        captured = GpuStepCudaGraphStepper if graph == "gpu_step" else CudaGraphStepper
-        try:
-            session = open_session(path, self.device, cuda_graph=True, free_dimensions=self._batch_dimensions(graph, shape[0]),
-                                   intra_op_threads=self.intra_op_threads)
-            return captured(session, self.device, shape)
-        except Exception as error:  # onnxruntime raises plain RuntimeErrors / its own Fail
-            self.cuda_graph_error = f"{type(error).__name__}: {error}"
-            self._cuda_graph_failed.add(graph)
-            logger.warning("CUDA graph capture of %s failed (%s); stepping with IO binding without it", path.name, error)
-            return None
-
-    def _batch_dimensions(self, graph: str, batch_size: int) -> dict[str, int]:
-        """Symbolic batch-dimension names of ``graph``'s inputs -> ``batch_size`` (static shapes for the CUDA graph)."""
-        inputs = self.manifest["graphs"][graph].get("inputs")
-        if not inputs:
-            inputs = [{"name": item.name, "shape": item.shape} for item in self.session(graph).get_inputs()]
-        names = {}
-        for item in inputs:
-            shape = item.get("shape") or []
-            if item.get("name") in ("sample", "seed", "noise") and shape and isinstance(shape[0], str):
-                names[shape[0]] = batch_size
-        return names
 
     # -- sampling -----------------------------------------------------------------------------------
     def __call__(
@@ -389,12 +322,13 @@ class NCSNPipeline:
         seeds = self._seeds(seed, generator, batch_size)
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
         chosen = self.choose_graph(mode, graph, callback_on_step_end)
-        _check_output_type(output_type)
+        check_output_type(output_type)
         x = initial_sample(seeds, self.sample_shape, *self.init_range)
         start = time.perf_counter()
         with graph_run_errors(self.export_dir):
             if chosen in FUSED_GRAPHS:
-                samples = self._run_fused(x, seeds, timesteps, step_sizes, progress, chosen)
+                samples = run_fused(self.graphs, chosen, x, seeds, timesteps, step_sizes, self.scheduler.num_annealed_steps,
+                                    progress)
                 engine = f"{GRAPHS[chosen].file} (fused Loop)"
             else:
                 after_step = None
@@ -429,35 +363,13 @@ class NCSNPipeline:
             Other arguments as in :meth:`__call__`. Always stepwise. The returned samples hold
             ``image`` itself in the known region (Algorithm 2 leaves ``image + sigma_L * z`` there).
         """
-        if batch_size is not None:
-            batch_size = self._check_batch(batch_size)
-        image, mask = prepare_image_and_mask(image, mask, self.sample_shape, batch_size)
-        seeds = self._seeds(seed, generator, len(image))
-        timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
-        _check_output_type(output_type)
-        graph = self.choose_graph("stepwise")
-        projection = KnownRegionProjection(image, mask, seeds, sigmas)
-        user_hook = None if callback_on_step_end is None else self._callback_hook(callback_on_step_end, timesteps, sigmas)
+        from .inpaint import inpaint
 
-        def after_step(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray:
-            x = projection.after_step(position, annealed_step, x)
-            if user_hook is not None:
-                replaced = user_hook(position, annealed_step, x)
-                x = x if replaced is None else replaced
-            return x
+        return inpaint(self, image, mask, seed=seed, generator=generator, batch_size=batch_size,
+                       num_inference_steps=num_inference_steps, output_type=output_type, return_dict=return_dict,
+                       callback_on_step_end=callback_on_step_end, progress=progress)
 
-        start = time.perf_counter()
-        x = initial_sample(seeds, self.sample_shape, *self.init_range)
-        with graph_run_errors(self.export_dir):
-            samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress,
-                                                 before_level=projection.before_level, after_step=after_step, graph=graph)
-        samples = samples * projection.keep + image * mask
-        self.last_run = RunInfo("stepwise (inpaint)", engine, self.provider, len(image), len(timesteps),
-                                self.scheduler.num_annealed_steps, time.perf_counter() - start, graph)
-        images = self._postprocess(samples.astype(np.float32), output_type)
-        return NCSNPipelineOutput(images, seeds) if return_dict else (images,)
-
-    # -- internals ----------------------------------------------------------------------------------
+    # -- internals (shared with ncsn_runtime.inpaint) ------------------------------------------------
     def _check_batch(self, batch_size: Any) -> int:
         """B in [1, the largest batch whose samples fit in MAX_BATCH_BYTES]."""
         per_sample = 4 * math.prod(self.sample_shape)
@@ -483,7 +395,7 @@ class NCSNPipeline:
         self.scheduler.set_timesteps(count)
         return self.scheduler.schedule_arrays()
 
-    def _callback_hook(self, callback: Callback, timesteps: np.ndarray, sigmas: np.ndarray) -> Callable[..., Any]:
+    def _callback_hook(self, callback: Callback, timesteps: np.ndarray, sigmas: np.ndarray) -> StepHook:
         steps = self.scheduler.num_annealed_steps
 
         def hook(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray | None:
@@ -495,64 +407,19 @@ class NCSNPipeline:
 
         return hook
 
-    def _run_fused(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray,
-                   progress: bool, graph: str = "sampler") -> np.ndarray:
-        session = self.session(graph)
-        output = check_graph_io(session, GRAPHS[graph].file, GRAPHS[graph].input_names)
-        steps = self.scheduler.num_annealed_steps
-        bar = _progress(1, progress, f"ncsn fused ({len(timesteps)} levels x {steps} steps in one graph)")
-        feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
-                 "num_annealed_steps": np.array(steps, dtype=np.int64)}
-        try:
-            samples = run_interruptibly(session, [output], feeds)[0]
-        finally:
-            bar.update(1)
-            bar.close()
-        check_graph_output(samples, (len(x), *self.sample_shape), GRAPHS[graph].file)
-        bad = bad_samples(samples)
-        if bad:
-            raise NonFiniteSampleError(
-                f"NaN/inf in the final samples {bad[:10]} (fused mode checks only the result; rerun with "
-                "mode='stepwise' to find the level and step where it first appears)", samples=bad)
-        return samples
-
     def _run_stepwise(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray, progress: bool,
-                      before_level: Any = None, after_step: Any = None, graph: str | None = None) -> tuple[np.ndarray, str]:
+                      before_level: StepHook | None = None, after_step: StepHook | None = None,
+                      graph: str | None = None) -> tuple[np.ndarray, str]:
+        """Stepwise sampling through ``graph`` (``None``: the stepwise default); (samples, engine name)."""
         graph = graph or self._stepwise_graph()
         if self.final_denoise and graph != "gpu_step" and not self.has_graph("score"):
             raise ExportDirectoryError(f"this export applies a final denoising step, which {graph}.onnx needs score.onnx "
                                        f"or gpu_step.onnx for ({self.export_dir})")
         stepper = self.stepper(len(x), graph)
-        stepper.reset(x, seeds)
-        steps = self.scheduler.num_annealed_steps
-        bar = _progress(len(timesteps) * steps, progress, "ncsn stepwise")
-        try:
-            langevin_loop(stepper, timesteps, step_sizes, steps, before_level=before_level, after_step=after_step,
-                          on_step=lambda _: bar.update(1))
-        finally:
-            bar.close()
-        if self.final_denoise and isinstance(stepper, GpuStepStepper):
-            return check_graph_output(self._denoise_on_stepper(stepper, int(timesteps[-1])), x.shape, stepper.kind), stepper.kind
-        samples = check_graph_output(stepper.read(), x.shape, stepper.kind)
-        if self.final_denoise:
-            samples = self._denoise(samples, int(timesteps[-1]))
+        sigma = self.scheduler.train_sigmas[int(timesteps[-1])] if self.final_denoise else None
+        samples = run_stepwise(self.graphs, stepper, x, seeds, timesteps, step_sizes, self.scheduler.num_annealed_steps,
+                               progress, final_denoise_sigma=sigma, before_level=before_level, after_step=after_step)
         return samples, stepper.kind
-
-    def _denoise_on_stepper(self, stepper: GpuStepStepper, last_level: int) -> np.ndarray:
-        """The final denoising step through gpu_step: step_size = 2 * sigma_last**2, z = 0 (the contract's definition)."""
-        sigma = float(self.scheduler.train_sigmas[last_level])
-        stepper.denoise(last_level, float(np.float32(2.0 * sigma * sigma)))
-        return _check_denoised(stepper.read(), last_level)
-
-    def _denoise(self, samples: np.ndarray, last_level: int) -> np.ndarray:
-        """NCSNv2's ``x + sigma_last**2 * s(x, level_last)`` with sigma of the trained level (as the fused graph)."""
-        session = self.session("score")
-        spec = GRAPHS["score"]
-        output = check_graph_io(session, spec.file, spec.input_names)
-        score = session.run([output], {"sample": samples, "timestep": np.full(len(samples), last_level, dtype=np.int64)})[0]
-        check_graph_output(score, samples.shape, spec.file)
-        sigma = self.scheduler.train_sigmas[last_level]
-        return _check_denoised(denoise_update(samples, score, sigma * sigma).astype(np.float32), last_level)
 
     def _postprocess(self, samples: np.ndarray, output_type: str) -> Any:
         from .images import to_numpy_images, to_pil_images
@@ -563,41 +430,10 @@ class NCSNPipeline:
         return images if output_type == "np" else to_pil_images(images)
 
 
-def _check_denoised(samples: np.ndarray, last_level: int) -> np.ndarray:
-    """``samples`` after the final denoising step, or :class:`NonFiniteSampleError` naming the samples gone NaN/inf."""
-    bad = bad_samples(samples)
-    if bad:
-        raise NonFiniteSampleError(f"NaN/inf appeared in the final denoising step (level {last_level}) in samples {bad[:10]}",
-                                   level=last_level, samples=bad)
-    return samples
-
-
-def _check_output_type(output_type: str) -> None:
+def check_output_type(output_type: str) -> None:
+    """``output_type`` must be one of :data:`OUTPUT_TYPES` (``ValueError`` otherwise)."""
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
-
-
-@contextlib.contextmanager
-def graph_run_errors(export_dir: Path) -> Iterator[None]:
-    """onnxruntime's own exceptions during a run (InvalidArgument, Fail, ...) -> :class:`ExportDirectoryError`.
-
-    The pipeline builds every input from the manifest, so such an error means the graph and its manifest disagree.
-    """
-    try:
-        yield
-    except Exception as error:
-        if type(error).__module__.startswith("onnxruntime"):
-            raise ExportDirectoryError(f"onnxruntime failed to run a graph of {export_dir} (the graph and its manifest "
-                                       f"disagree?): {type(error).__name__}: {str(error).strip()[:500]}") from error
-        raise
-
-
-def check_graph_output(array: Any, shape: Sequence[int], graph: str) -> np.ndarray:
-    """A graph's output must be float32 shaped ``shape`` (``[B, *sample_shape]``) as the manifest says."""
-    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.shape != tuple(shape):
-        got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
-        raise ExportDirectoryError(f"{graph} returned {got}; the manifest promises float32 {tuple(shape)}")
-    return array
 
 
 def check_scheduler_matches(manifest: Manifest, scheduler: AnnealedLangevinDynamicsScheduler) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .contract import GRAPHS
-from .manifest import ExportDirectoryError
+from .errors import ExportDirectoryError
 from .noise import counter_normal, langevin_counter
 from .providers import Device
 
