@@ -52,9 +52,12 @@ def check_tolerance(tolerance: Any, name: str = "tolerance") -> float | None:
         return None
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
         raise ExportInputError(f"`{name}` must be a float, got {type(tolerance).__name__}")
-    value = float(tolerance)
+    try:
+        value, shown = float(tolerance), repr(tolerance)
+    except (OverflowError, ValueError):  # an int beyond float64 (or too long to print)
+        value, shown = math.inf, "an int beyond float64"
     if not math.isfinite(value) or not 0.0 < value <= MAX_TOLERANCE:
-        raise ExportInputError(f"`{name}` must be a finite float in (0, {MAX_TOLERANCE:g}], got {tolerance!r}")
+        raise ExportInputError(f"`{name}` must be a finite float in (0, {MAX_TOLERANCE:g}], got {shown}")
     return value
 
 
