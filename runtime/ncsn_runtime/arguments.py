@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from .images import MAX_SCALE
 from .noise import MAX_SEED
 
 __all__ = ["check_ranges"]
@@ -27,5 +28,8 @@ def check_ranges(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-inference-steps must be >= 1, got {args.steps}")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
+    scale = getattr(args, "scale", None)
+    if scale is not None and not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"--scale must be in [1, {MAX_SCALE}] (each image enlarged K times, nearest-neighbour), got {scale}")
     if args.device_id < 0:
         raise ValueError(f"--device-id must be >= 0, got {args.device_id}")

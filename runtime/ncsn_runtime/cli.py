@@ -5,10 +5,16 @@ Examples::
     ncsn-sample exports/mnist --num-samples 16 --seed 0 --output samples.png
     ncsn-sample exports/toy-gmm --num-samples 1000 --seed 0 --output toy.png   # scatter plot
     ncsn-sample exports/toy-gmm --num-samples 1000 --seed 0 --output toy.npy   # raw [N, 2] float32
+    ncsn-sample exports/mnist -n 8 --seed 0 --output digits.png --trajectory annealing.png   # + the annealing
 
-``.png``: image models give a grid (``--nrow`` images per row); 2-D non-image models (the toy
+``.png``: image models give a grid (``--nrow`` images per row, each image enlarged ``--scale`` times,
+nearest-neighbour, by default to at least 64 px, with a thin grey gap); 2-D non-image models (the toy
 mixture) give a scatter plot over the manifest's data range; other non-image models must use
 ``.npy``. ``.npy``: the raw samples, float32 [N, *sample_shape], in model space.
+``--trajectory OUT.png`` (image models) adds the annealing: row n is sample n, column l its state after noise
+level l (the last column is the written samples, after the final denoising step when the export has one);
+``OUT.gif`` animates the grid level by level. The states come from the pipeline's step callback, so the run
+is stepwise (``step.onnx``): the fused ``sampler.onnx`` runs every level in one call and cannot stop between them.
 Sample ``n`` always uses seed ``S + n``, so ``--batch-size`` changes speed and memory, never the samples.
 """
 
@@ -27,10 +33,13 @@ import numpy as np
 from .arguments import check_ranges
 
 OUTPUT_SUFFIXES = (".png", ".npy")
+TRAJECTORY_SUFFIXES = (".png", ".gif")
+FUSED_GRAPHS = ("sampler", "gpu_sampler")  # ncsn_runtime.pipeline.FUSED_GRAPHS (not imported: --help stays light)
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
 GRAPH_CHOICES = ("sampler", "gpu_sampler", "step", "gpu_step", "score")  # ncsn_runtime.contract.GRAPH_NAMES (a test checks)
 MAX_OUTPUT_BYTES = 2 << 30  # all N samples are held in memory and written at once: at most 2 GiB of float32
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+logger = logging.getLogger("ncsn_runtime.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device ordinal")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per run (default: all N at once)")
     parser.add_argument("--nrow", type=int, default=None, help="images per grid row (default: about sqrt(N))")
+    parser.add_argument("--scale", type=int, default=None, metavar="K",
+                        help="enlarge every image of a .png / .gif K times, nearest-neighbour, K in [1, 16] (default: the "
+                             "smallest K giving at least 64 px, e.g. 3 for 28 x 28 digits)")
     parser.add_argument("--output", "-o", required=True, help="output file: .png (grid / scatter plot) or .npy (raw samples)")
+    parser.add_argument("--trajectory", default=None, metavar="OUT.png|OUT.gif",
+                        help="also write the annealing (image models): .png = rows are samples, columns the state after "
+                             "each noise level; .gif = the grid animated level by level. Runs stepwise (step.onnx, the "
+                             "same samples as fused): the fused sampler.onnx cannot stop between levels")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", help="log provider and engine choices")
     scale = parser.add_argument_group("scale out (--engine ray; see ncsn_runtime.distributed)")
@@ -100,6 +116,18 @@ def _check_args(args: argparse.Namespace) -> Path:
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name!r}")
     check_ranges(args)
+    if args.trajectory is not None:
+        trajectory = Path(args.trajectory)
+        if trajectory.suffix.lower() not in TRAJECTORY_SUFFIXES:
+            raise ValueError(f"--trajectory must end in {' or '.join(TRAJECTORY_SUFFIXES)}, got {trajectory.name!r}")
+        if trajectory.resolve() == output.resolve():
+            raise ValueError(f"--trajectory and --output must be different files, both are {output}")
+        if args.mode == "fused" or args.graph in FUSED_GRAPHS:
+            chosen = "--mode fused" if args.mode == "fused" else f"--graph {args.graph}"
+            raise ValueError(f"--trajectory needs the stepwise path, and {chosen} is fused: the fused graph runs every noise "
+                             "level in one call and cannot stop between them; drop it (with --mode auto, --trajectory runs "
+                             "stepwise, the same samples)")
+        check_output_file(trajectory, "--trajectory")
     return check_output_file(output)
 
 
@@ -118,32 +146,62 @@ def check_against_export(pipe, args: argparse.Namespace, output: Path) -> None:
     if output.suffix.lower() == ".png" and not pipe.is_image and tuple(pipe.sample_shape) != (2,):
         raise ValueError(f"samples of shape {list(pipe.sample_shape)} are neither images nor 2-D points; "
                          "write them with --output FILE.npy")
+    if not pipe.is_image:
+        if args.trajectory is not None:
+            raise ValueError(f"--trajectory needs an image model; this export's samples have shape {list(pipe.sample_shape)}")
+        return
+    from .images import check_picture_size, default_scale
+
+    height, width = pipe.sample_shape[-2:]
+    scale = default_scale(height, width) if args.scale is None else args.scale
+    if output.suffix.lower() == ".png":
+        check_picture_size(args.num_samples, height, width, args.nrow, scale, "--output")
+    if args.trajectory is not None:
+        levels = pipe.scheduler.num_train_timesteps if args.steps is None else args.steps
+        if levels * args.num_samples * per_sample > MAX_OUTPUT_BYTES:
+            raise ValueError(f"--trajectory keeps {levels} levels x {args.num_samples} samples x {per_sample} bytes, over the "
+                             f"{MAX_OUTPUT_BYTES >> 30} GiB limit; use fewer --num-samples")
+        if Path(args.trajectory).suffix.lower() == ".png":
+            check_picture_size(levels * args.num_samples, height, width, levels, scale, "--trajectory")
+        else:
+            check_picture_size(args.num_samples, height, width, args.nrow, scale, "--trajectory")
 
 
 def sample_all(pipe, num_samples: int, seed: int, steps: int | None, mode: str, batch_size: int | None,
-               progress: bool, graph: str | None = None) -> np.ndarray:
-    """Raw samples float32 [N, *sample_shape]; sample n uses seed ``seed + n`` whatever the batch size."""
+               progress: bool, graph: str | None = None, trajectory: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw samples float32 [N, *sample_shape]; sample n uses seed ``seed + n`` whatever the batch size.
+
+    With ``trajectory``, also float32 [L, N, *sample_shape]: the samples after each of the L levels, recorded by
+    :class:`~ncsn_runtime.trajectory.LevelRecorder` as the pipeline's ``callback_on_step_end`` (which makes the run
+    stepwise), the last level being the returned samples; else ``None``.
+    """
+    from .trajectory import LevelRecorder, trajectory_images
+
     batch = batch_size or num_samples
-    chunks = []
+    chunks, paths = [], []
     for offset in range(0, num_samples, batch):
         count = min(batch, num_samples - offset)
+        recorder = LevelRecorder(pipe.scheduler.num_annealed_steps) if trajectory else None
         output = pipe(batch_size=count, num_inference_steps=steps, seed=seed + offset, mode=mode, output_type="raw",
-                      progress=progress, graph=graph)
+                      progress=progress, graph=graph, callback_on_step_end=recorder)
         chunks.append(output.images)
-    return np.concatenate(chunks)
+        if recorder is not None:
+            paths.append(trajectory_images(recorder.levels, output.images))
+    return np.concatenate(chunks), (np.concatenate(paths, axis=1) if trajectory else None)
 
 
-def write_output(pipe, samples: np.ndarray, output: Path, nrow: int | None) -> str:
+def write_output(pipe, samples: np.ndarray, output: Path, nrow: int | None, scale: int | None = None) -> str:
     """Write samples to ``output`` (.png or .npy); returns a short description of what was written."""
-    from .images import save_grid_png, save_npy, save_scatter_png, to_numpy_images
+    from .images import default_scale, save_grid_png, save_npy, save_scatter_png, to_numpy_images
 
     shape = "x".join(str(size) for size in samples.shape[1:])
     if output.suffix.lower() == ".npy":
         save_npy(samples, output)
         return f"{len(samples)} raw samples, float32 [{len(samples)}, {shape.replace('x', ', ')}]"
     if pipe.is_image:
-        save_grid_png(to_numpy_images(samples, pipe.data_range), output, nrow)
-        return f"a grid of {len(samples)} images ({shape})"
+        scale = default_scale(*samples.shape[-2:]) if scale is None else scale
+        save_grid_png(to_numpy_images(samples, pipe.data_range), output, nrow, scale)
+        return f"a grid of {len(samples)} images ({shape}, shown {scale}x)"
     if samples.shape[1:] == (2,):
         save_scatter_png(samples, output, pipe.data_range)
         return f"a scatter plot of {len(samples)} 2-D samples (square covering {list(pipe.data_range)}^2 and every sample)"
@@ -155,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.engine == "ray":
+        if args.trajectory is not None:
+            parser.error("--trajectory needs --engine local (the Ray engine writes .npy or shards)")
         from .distributed import run_cli
 
         return run_cli(args)
@@ -181,10 +241,14 @@ def _run(args: argparse.Namespace, start: float) -> int:
         pipe.choose_graph(args.mode, args.graph)  # a --mode / --graph conflict fails before any work
         check_against_export(pipe, args, output)
         loaded = time.perf_counter()
-        samples = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size, not args.no_progress,
-                             args.graph)
+        if args.trajectory is not None:
+            logger.info("--trajectory: sampling stepwise (the fused graph cannot stop between noise levels)")
+        samples, path = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size,
+                                   not args.no_progress, args.graph, trajectory=args.trajectory is not None)
         sampled = time.perf_counter()
-        what = write_output(pipe, samples, output, args.nrow)
+        what = write_output(pipe, samples, output, args.nrow, args.scale)
+        if path is not None:
+            wrote_path = write_trajectory(pipe, path, Path(args.trajectory), args.nrow, args.scale)
     except NonFiniteSampleError as error:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 1
@@ -193,10 +257,31 @@ def _run(args: argparse.Namespace, start: float) -> int:
         return EXIT_USAGE
     run = pipe.last_run
     print(f"wrote {output}: {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
+    if path is not None:
+        print(f"wrote {args.trajectory}: {wrote_path}; sampled stepwise ({run.graph}.onnx) because the fused graph cannot "
+              "stop between noise levels")
     print(f"provider {pipe.provider}, graph {run.graph} ({run.engine}), mode {run.mode}, {run.num_inference_steps} levels x "
           f"{run.num_annealed_steps} steps")
     print(f"time: {sampled - loaded:.3f} s sampling, {time.perf_counter() - start:.3f} s total (load {loaded - start:.3f} s)")
     return 0
+
+
+def write_trajectory(pipe, path: np.ndarray, trajectory: Path, nrow: int | None, scale: int | None) -> str:
+    """Write the annealing ``path`` (float32 [L, N, *sample_shape]) as ``trajectory`` (.png or .gif); a description."""
+    from .images import default_scale, to_numpy_images
+    from .trajectory import GIF_FRAME_MS, save_trajectory_gif, save_trajectory_png
+
+    levels, count = path.shape[:2]
+    scale = default_scale(*path.shape[-2:]) if scale is None else scale
+    images = np.stack([to_numpy_images(level, pipe.data_range) for level in path])
+    sigmas = pipe.scheduler.schedule_arrays()[1]  # the schedule of the run just made
+    noise = f"sigma {float(sigmas[0]):.3g} -> {float(sigmas[-1]):.3g}" if len(sigmas) == levels else f"{levels} levels"
+    if trajectory.suffix.lower() == ".gif":
+        save_trajectory_gif(images, trajectory, nrow, scale)
+        return f"an animation of {levels} frames (one per noise level, {noise}, {GIF_FRAME_MS} ms each) of {count} samples"
+    save_trajectory_png(images, trajectory, scale)
+    return (f"the annealing of {count} samples ({count} rows) over {levels} noise levels ({levels} columns, {noise}; the "
+            f"last column is the written samples), shown {scale}x")
 
 
 def _one_line(error: BaseException) -> str:

@@ -60,24 +60,79 @@ def to_pil_images(images: np.ndarray) -> list[Any]:
     return [image_module.fromarray(pixel[..., 0] if mode == "L" else pixel, mode=mode) for pixel in pixels]
 
 
-def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile [B, H, W, C] images (any dtype) into one [rows*(H+p)+p, cols*(W+p)+p, C] array; ``nrow`` = images per row."""
-    count, height, width, channels = images.shape
-    cols = nrow or math.ceil(math.sqrt(count))
+MIN_IMAGE_PIXELS = 64  # the automatic --scale makes every image at least this many pixels on its shorter side
+MAX_SCALE = 16  # largest --scale (nearest-neighbour factor)
+GRID_GAP = 2  # pixels (after scaling) between images and around the grid
+GAP_SHADE = 0.5  # the gap's grey level in [0, 1]: visible against black (MNIST) and white backgrounds alike
+MAX_PICTURE_PIXELS = 1 << 28  # a grid / trajectory picture has at most 268 M pixels (a few hundred MB in memory)
+
+
+def check_scale(scale: Any, what: str = "`scale`") -> int:
+    """``scale`` must be an int in [1, MAX_SCALE] (``ValueError`` naming ``what`` otherwise); returns it."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"{what} must be an integer in [1, {MAX_SCALE}] (each image is enlarged that many times, "
+                         f"nearest-neighbour), got {scale!r}")
+    return int(scale)
+
+
+def default_scale(height: int, width: int) -> int:
+    """The smallest integer factor that makes an ``height`` x ``width`` image at least MIN_IMAGE_PIXELS on its shorter
+    side, in [1, MAX_SCALE] (28 x 28 MNIST digits: 3, so 84 x 84)."""
+    return max(1, min(MAX_SCALE, math.ceil(MIN_IMAGE_PIXELS / max(1, min(height, width)))))
+
+
+def grid_size(count: int, height: int, width: int, nrow: int | None = None, scale: int = 1,
+              gap: int = GRID_GAP) -> tuple[int, int, int, int]:
+    """(rows, cols, picture height, picture width) of the grid :func:`make_grid` tiles ``count`` images into."""
+    cols = min(count, nrow) if nrow else math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
-    grid = np.zeros((rows * (height + padding) + padding, cols * (width + padding) + padding, channels), dtype=images.dtype)
+    return rows, cols, rows * (height * scale + gap) + gap, cols * (width * scale + gap) + gap
+
+
+def check_picture_size(count: int, height: int, width: int, nrow: int | None, scale: int, what: str) -> None:
+    """A ``ValueError`` naming ``what`` when the grid of ``count`` images would exceed MAX_PICTURE_PIXELS."""
+    _, _, picture_height, picture_width = grid_size(count, height, width, nrow, scale)
+    if picture_height * picture_width > MAX_PICTURE_PIXELS:
+        raise ValueError(f"{what}: {count} images of {height}x{width} at scale {scale} make a {picture_width}x{picture_height} "
+                         f"picture, over the {MAX_PICTURE_PIXELS:,}-pixel limit; use a smaller --scale or fewer samples "
+                         "(or write .npy)")
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = GRID_GAP, scale: int = 1,
+              fill: float | int | None = None) -> np.ndarray:
+    """Tile [B, H, W, C] images (any dtype) into one picture, ``nrow`` images per row (default about sqrt(B)).
+
+    Every image is enlarged ``scale`` times (nearest-neighbour: each pixel becomes a ``scale`` x ``scale`` block);
+    ``padding`` pixels of ``fill`` (default mid grey: 128 for uint8, 0.5 for floats) separate the images and frame
+    the grid. Returns [rows*(H*scale+p)+p, cols*(W*scale+p)+p, C] of the input's dtype.
+    """
+    count, height, width, channels = images.shape
+    scale = check_scale(scale)
+    _, cols, picture_height, picture_width = grid_size(count, height, width, nrow, scale, padding)
+    if fill is None:
+        fill = 128 if np.issubdtype(images.dtype, np.integer) else GAP_SHADE
+    grid = np.full((picture_height, picture_width, channels), fill, dtype=images.dtype)
+    size_y, size_x = height * scale, width * scale
     for index, image in enumerate(images):
-        top = padding + (index // cols) * (height + padding)
-        left = padding + (index % cols) * (width + padding)
-        grid[top : top + height, left : left + width] = image
+        top = padding + (index // cols) * (size_y + padding)
+        left = padding + (index % cols) * (size_x + padding)
+        grid[top : top + size_y, left : left + size_x] = image.repeat(scale, axis=0).repeat(scale, axis=1)
     return grid
 
 
-def save_grid_png(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> Path:
-    """Write [B, H, W, C] images in [0, 1] as one PNG grid (atomically)."""
+def grid_picture(images: np.ndarray, nrow: int | None = None, scale: int | None = None) -> Any:
+    """[B, H, W, C] images in [0, 1] -> one PIL image (mode L / RGB / RGBA): the grid of :func:`make_grid` at ``scale``
+    (``None``: :func:`default_scale`)."""
     image_module, _ = _pil()
-    pixels = make_grid(to_uint8(images), nrow)
-    picture = image_module.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    scale = default_scale(images.shape[1], images.shape[2]) if scale is None else check_scale(scale)
+    pixels = make_grid(to_uint8(images), nrow, scale=scale)
+    return image_module.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+
+
+def save_grid_png(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Write [B, H, W, C] images in [0, 1] as one PNG grid (atomically), each image enlarged ``scale`` times
+    (nearest-neighbour; ``None``: :func:`default_scale`, at least 64 px) with a thin grey gap between images."""
+    picture = grid_picture(images, nrow, scale)
     return atomic_write(Path(path), lambda handle: picture.save(handle, format="PNG"))
 
 
