@@ -153,20 +153,21 @@ INTS = st.one_of(st.integers(-(2**64), 2**64), st.sampled_from([0, 1, 2**63 - 1,
 
 @SETTINGS
 @given(num_samples=INTS, seed=INTS, steps=st.none() | INTS, batch=st.none() | INTS, nrow=st.none() | INTS,
-       suffix=st.sampled_from([".npy", ".png", ".txt", ""]))
-def test_sample_cli_argument_checks(tmp_path_factory, num_samples, seed, steps, batch, nrow, suffix):
+       scale=st.none() | INTS, suffix=st.sampled_from([".npy", ".png", ".txt", ""]))
+def test_sample_cli_argument_checks(tmp_path_factory, num_samples, seed, steps, batch, nrow, scale, suffix):
     from ncsn_runtime.cli import _check_args
     from ncsn_runtime.noise import MAX_SEED
 
     out = tmp_path_factory.getbasetemp() / f"out{suffix}"
     args = argparse.Namespace(num_samples=num_samples, seed=seed, steps=steps, batch_size=batch, nrow=nrow, output=str(out),
-                              device_id=0)
+                              device_id=0, scale=scale, trajectory=None)
     try:
         _check_args(args)
     except ValueError:
         return
     assert suffix in (".npy", ".png") and num_samples >= 1 and seed >= 0 and seed + num_samples - 1 <= MAX_SEED
     assert (steps is None or steps >= 1) and (batch is None or batch >= 1) and (nrow is None or nrow >= 1)
+    assert scale is None or 1 <= scale <= 16
 
 
 @SETTINGS

@@ -60,12 +60,13 @@ def test_toy_export_to_npy_and_scatter_png(toy_dir: Path, tmp_path: Path, capsys
 def test_image_export_to_png_grid(conv_dir: Path, tmp_path: Path, capsys):
     png = tmp_path / "grid.png"
     assert main([str(conv_dir), "-n", "5", "-s", "1", "-o", str(png), "--no-progress"]) == 0
-    assert "a grid of 5 images (1x8x8)" in capsys.readouterr().out
+    assert "a grid of 5 images (1x8x8, shown 8x)" in capsys.readouterr().out
     grid = np.asarray(Image.open(png))
-    assert grid.shape == (2 * (8 + 2) + 2, 3 * (8 + 2) + 2)  # 3 per row, 2 px padding
+    assert grid.shape == (2 * (64 + 2) + 2, 3 * (64 + 2) + 2)  # 3 per row, 8x8 enlarged 8x to 64 px, 2 px gaps
     pipe = NCSNPipeline.from_pretrained(conv_dir, provider="cpu")
     first = pipe(batch_size=1, seed=1, mode="fused", output_type="np", progress=False).images[0, ..., 0]
-    np.testing.assert_array_equal(grid[2:10, 2:10], np.floor(first * 255 + 0.5).astype(np.uint8))
+    expected = np.floor(first * 255 + 0.5).astype(np.uint8).repeat(8, axis=0).repeat(8, axis=1)  # nearest-neighbour
+    np.testing.assert_array_equal(grid[2:66, 2:66], expected)
 
 
 @pytest.mark.parametrize(
