@@ -126,3 +126,39 @@ def test_browser_webgpu_gpu_step_matches_python_runtime(browser_runs):
     difference = float(np.abs(np.load(out / "webgpu.npy") - reference).max())
     assert difference <= hosts.TOLERANCE, f"browser WebGPU gpu_step: max abs diff {difference:.3g} vs Python"
     assert run["levels"] == list(range(4))
+
+
+def _strip_cells(run: dict) -> np.ndarray:
+    """The page's trajectory strip (8-bit, unscaled, 2 px grey gaps) as uint8 [rows, columns, 8, 8]."""
+    strip = run["trajectory"]
+    rows, columns = strip["rows"], strip["columns"]
+    assert (strip["height"], strip["width"]) == (rows * 10 + 2, columns * 10 + 2)  # 8x8 images, 2 px gaps
+    pixels = np.asarray(strip["pixels"], dtype=np.uint8).reshape(strip["height"], strip["width"])
+    assert (pixels[:2] == 128).all() and (pixels[:, 10:12] == 128).all()  # grey gaps, as ncsn-sample's PNGs
+    return np.stack([np.stack([pixels[2 + r * 10 : 10 + r * 10, 2 + c * 10 : 10 + c * 10] for c in range(columns)])
+                     for r in range(rows)])
+
+
+def test_browser_shows_the_digits_forming_level_by_level(browser_runs):
+    """Stepwise: the strip gains one column per level, each the Python runtime's samples after that level (the last
+    after the final denoising step); fused: only the final column."""
+    from ncsn_runtime.images import to_uint8
+    from ncsn_runtime.pipeline import NCSNPipeline
+
+    export, _, runs = browser_runs
+    run = runs["stepwise"]
+    assert run["trajectory"]["rows"] == BATCH and run["trajectory"]["columns"] == 4
+    assert run["trajectory"]["filled"] == [0, 1, 2, 3]
+    pipe = NCSNPipeline.from_pretrained(export, provider="cpu")
+    levels: list[np.ndarray] = []
+    steps = pipe.scheduler.num_annealed_steps
+    final = pipe(batch_size=BATCH, seed=SEED, mode="stepwise", output_type="np", progress=False,
+                 callback_on_step_end=lambda _p, i, _t, kw: (levels.append(np.array(kw["sample"])) if (i + 1) % steps == 0
+                                                             else None) or {}).images
+    expected = to_uint8(np.stack(levels[:-1] + [final.transpose(0, 3, 1, 2)])[:, :, 0])  # [L, B, 8, 8]
+    cells = _strip_cells(run)  # [B, L, 8, 8]
+    difference = np.abs(cells.astype(int) - expected.transpose(1, 0, 2, 3).astype(int))
+    assert difference.max() <= 1  # the hosts agree to 1e-4; 8-bit rounding may differ by one
+    assert not np.array_equal(cells[:, 0], cells[:, -1])  # the strip changes from level to level
+    fused = runs["fused"]["trajectory"]
+    assert fused["columns"] == 4 and fused["filled"] == [3]  # one call: the final samples only

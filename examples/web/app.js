@@ -3,7 +3,12 @@
 // sampler|gpu_sampler (or the shorthand &mode=stepwise|fused), &steps=n&threads=K&autorun=1.
 // ep=webgpu runs gpu_step.onnx (no Loop, no bitwise ops, no float64) on onnxruntime-web's WebGPU EP, with the JS
 // counter noise as its input; ep=wasm can run every graph.
-// State for automation: window.__ncsn = {state: 'loading'|'ready'|'running'|'done'|'error', ep, adapter?, result?, error?}.
+// Stepwise graphs (score, step, gpu_step) show the digits forming: the grid is redrawn after every noise level and the
+// trajectory strip below it gains one column per level (rows = the first TRAJECTORY_ROWS samples; its last column is the
+// final samples, after the final denoising step). Fused graphs run every level in one call: the strip shows the final
+// samples only.
+// State for automation: window.__ncsn = {state: 'loading'|'ready'|'running'|'done'|'error', ep, adapter?, result?, error?,
+// levels, trajectory: {rows, columns, filled: [positions], width, height, pixels (the strip, 8-bit, unscaled)}}.
 
 import { NCSNPipeline, fetchSource, gridToRGBA, makeGrid } from '/runtime/js/index.js';
 
@@ -18,6 +23,12 @@ const progress = /** @type {HTMLProgressElement} */ (document.getElementById('pr
 const status = /** @type {HTMLElement} */ (document.getElementById('status'));
 const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById('canvas'));
 const modelInfo = /** @type {HTMLElement} */ (document.getElementById('model'));
+const strip = /** @type {HTMLCanvasElement} */ (document.getElementById('trajectory'));
+const stripNote = /** @type {HTMLElement} */ (document.getElementById('trajectory-note'));
+const TRAJECTORY_ROWS = 8; // samples shown in the strip
+const MIN_IMAGE_PX = 64; // each image at least this wide on screen (as ncsn-sample's PNGs), when the page has room
+const MAX_CANVAS_PX = 800;
+const GAP_SHADE = 128; // grey gaps between images, as ncsn-sample's PNGs
 const state = (window.__ncsn = { state: 'loading', ep });
 
 ort.env.wasm.wasmPaths = '/ort/';
@@ -31,16 +42,65 @@ function say(text, error = false) {
   status.className = error ? 'error' : '';
 }
 
+/** On-screen enlargement of a grid `width` pixels wide of images `size` pixels wide (nearest-neighbour via CSS). */
+function displayScale(width, size, target = 480) {
+  const wanted = Math.max(Math.ceil(MIN_IMAGE_PX / size), Math.floor(target / width));
+  return Math.max(1, Math.min(wanted, Math.floor(MAX_CANVAS_PX / width)));
+}
+
+/** Put a grid on a canvas, enlarged by `scale`. */
+function paint(target, grid, scale) {
+  target.width = grid.width;
+  target.height = grid.height;
+  target.style.width = `${grid.width * scale}px`;
+  target.getContext('2d').putImageData(new ImageData(gridToRGBA(grid), grid.width, grid.height), 0, 0);
+}
+
+/**
+ * The annealing strip: row r = sample r (the first TRAJECTORY_ROWS), column l = the samples after level l.
+ * `columns[l]` holds the batch after level l (undefined: not reached yet, drawn black).
+ */
+class Trajectory {
+  constructor(pipe, count) {
+    this.pipe = pipe;
+    this.rows = Math.min(count, TRAJECTORY_ROWS);
+    this.columns = [];
+    this.numLevels = 0;
+  }
+
+  /** Record the batch `sample` (first rows kept) as level `position` of `numLevels`, and redraw. */
+  add(position, numLevels, sample) {
+    const per = this.pipe.sampleShape.reduce((a, b) => a * b, 1);
+    this.numLevels = numLevels;
+    this.columns[position] = sample.slice(0, this.rows * per);
+    this.draw();
+  }
+
+  draw() {
+    const [channels, h, w] = this.pipe.sampleShape;
+    const per = channels * h * w;
+    const cells = new Float32Array(this.rows * this.numLevels * per).fill(this.pipe.model.data_range?.[0] ?? 0);
+    for (let level = 0; level < this.numLevels; level++) {
+      const column = this.columns[level];
+      if (!column) continue;
+      for (let row = 0; row < this.rows; row++) {
+        cells.set(column.subarray(row * per, (row + 1) * per), (row * this.numLevels + level) * per);
+      }
+    }
+    const grid = makeGrid(cells, [this.rows * this.numLevels, channels, h, w], this.pipe.model.data_range ?? [0, 1], this.numLevels,
+      GAP_SHADE);
+    paint(strip, grid, displayScale(grid.width, w, 640));
+    state.trajectory = { rows: this.rows, columns: this.numLevels, filled: this.columns.flatMap((c, i) => (c ? [i] : [])),
+      width: grid.width, height: grid.height, pixels: Array.from(grid.pixels) };
+  }
+}
+
 /** Draw samples: an image grid, or a scatter plot of 2-D points over the data range. */
 function draw(pipe, samples, shape) {
   const ctx = canvas.getContext('2d');
   if (pipe.model.is_image) {
-    const grid = makeGrid(samples, shape, pipe.model.data_range ?? [0, 1]);
-    canvas.width = grid.width;
-    canvas.height = grid.height;
-    const scale = Math.max(1, Math.floor(480 / grid.width));
-    canvas.style.width = `${grid.width * scale}px`;
-    ctx.putImageData(new ImageData(gridToRGBA(grid), grid.width, grid.height), 0, 0);
+    const grid = makeGrid(samples, shape, pipe.model.data_range ?? [0, 1], undefined, GAP_SHADE);
+    paint(canvas, grid, displayScale(grid.width, shape[3]));
   } else if (shape.length === 2 && shape[1] === 2) {
     const [low, high] = pipe.model.data_range ?? [-1, 1];
     canvas.width = canvas.height = 400;
@@ -107,9 +167,16 @@ async function main() {
     const stepsText = form.elements.steps.value.trim();
     const graph = form.elements.graph.value;
     button.disabled = true;
-    Object.assign(state, { state: 'running', result: undefined, error: undefined, levels: [] });
+    Object.assign(state, { state: 'running', result: undefined, error: undefined, levels: [], trajectory: undefined });
     progress.value = 0;
     say('generating…');
+    const fused = graph === 'sampler' || graph === 'gpu_sampler';
+    const trajectory = pipe.model.is_image ? new Trajectory(pipe, count) : null;
+    strip.hidden = stripNote.hidden = !trajectory;
+    strip.width = strip.height = 1;
+    stripNote.textContent = fused
+      ? `${graph}.onnx runs every noise level in one call, so only the final samples show; pick a stepwise graph (score, step, gpu_step) to watch the digits form level by level`
+      : 'the digits forming: row = sample, column = the samples after each noise level (the last after the final denoising step)';
     const start = performance.now();
     try {
       const result = await pipe.generate({
@@ -123,11 +190,13 @@ async function main() {
           progress.value = p.position + 1;
           say(`level ${p.position + 1}/${p.numLevels} (trained level ${p.level}, sigma ${p.sigma.toPrecision(4)})`);
           draw(pipe, p.sample, [count, ...pipe.sampleShape]);
+          trajectory?.add(p.position, p.numLevels, p.sample);
           await new Promise((resolve) => setTimeout(resolve, 0)); // let the page repaint
         },
       });
       const seconds = (performance.now() - start) / 1000;
       draw(pipe, result.samples, result.shape);
+      if (trajectory?.numLevels) trajectory.add(trajectory.numLevels - 1, trajectory.numLevels, result.samples); // after the final denoise
       say(`done: ${count} samples, seeds ${result.seeds[0]}…${result.seeds[count - 1]}, ${graph} on ${ep}, ${seconds.toFixed(2)} s`);
       Object.assign(state, {
         state: 'done',

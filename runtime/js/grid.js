@@ -14,9 +14,10 @@
  * @param {number[]} shape [B, C, H, W] with C in {1, 3}
  * @param {[number, number]} [dataRange] value range of the data (default [0, 1])
  * @param {number} [columns] images per row (default ceil(sqrt(B)))
+ * @param {number} [gapShade] 0..255 grey of the gaps (default 0, black; the web page uses 128, as ncsn-sample's PNGs)
  * @returns {Grid}
  */
-export function makeGrid(samples, shape, dataRange = [0, 1], columns) {
+export function makeGrid(samples, shape, dataRange = [0, 1], columns, gapShade = 0) {
   if (shape.length !== 4 || (shape[1] !== 1 && shape[1] !== 3)) {
     throw new RangeError(`an image grid needs samples shaped [B, C, H, W] with C = 1 or 3, got [${shape}]: this model's samples are not images (write .npy)`);
   }
@@ -26,7 +27,7 @@ export function makeGrid(samples, shape, dataRange = [0, 1], columns) {
   const gap = 2;
   const width = cols * w + (cols + 1) * gap;
   const height = rows * h + (rows + 1) * gap;
-  const pixels = new Uint8ClampedArray(width * height * channels);
+  const pixels = new Uint8ClampedArray(width * height * channels).fill(gapShade);
   const [low, high] = dataRange;
   const scale = 255 / (high - low);
   for (let b = 0; b < batch; b++) {

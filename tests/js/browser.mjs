@@ -55,7 +55,7 @@ try {
     if (!finished) Object.assign(state, { state: 'timeout', error: `no result within ${timeout} ms (state ${state.state})` });
     await page.screenshot({ path: path.join(spec.outDir, `${run.name}.png`), fullPage: true });
     const summary = { name: run.name, state: state.state, error: state.error, levels: state.levels, isolated: state.isolated,
-      ep: state.ep, adapter: state.adapter, console };
+      ep: state.ep, adapter: state.adapter, trajectory: state.trajectory, console };
     if (state.result) {
       const { samples, shape, seconds, seeds, graph } = state.result;
       await writeFile(path.join(spec.outDir, `${run.name}.npy`), encodeNpy(Float32Array.from(samples), shape));
