@@ -200,3 +200,24 @@ def test_cli_trajectory_gif_one_frame_per_level(conv_dir: Path, tmp_path: Path, 
     assert all(frame.shape == grid.shape == (2 * (32 + 2) + 2,) * 2 for frame in frames)
     np.testing.assert_array_equal(frames[-1], grid)  # the last frame is the written grid
     assert not np.array_equal(frames[0], frames[-1])
+
+
+@pytest.mark.parametrize("graph", ["score", "gpu_step"])
+def test_cli_trajectory_through_every_stepwise_graph(conv_dir: Path, tmp_path: Path, capsys, graph):
+    """Any stepwise graph records the same annealing (the hosts agree to 1e-4, so 8-bit pixels to one count)."""
+    reference, other = tmp_path / "step.png", tmp_path / f"{graph}.png"
+    for path, name in ((reference, "step"), (other, graph)):
+        assert main([str(conv_dir), "-n", "2", "-s", "9", "--graph", name, "-o", str(tmp_path / f"g-{name}.png"),
+                     "--trajectory", str(path), "--no-progress"]) == 0
+        assert f"sampled stepwise ({name}.onnx)" in capsys.readouterr().out
+    first, second = (np.asarray(Image.open(path), dtype=int) for path in (reference, other))
+    assert first.shape == second.shape == (2 * CELL + GRID_GAP, LEVELS * CELL + GRID_GAP)
+    assert np.abs(first - second).max() <= 1
+
+
+def test_help_says_trajectory_runs_stepwise():
+    from ncsn_runtime.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "--trajectory OUT.png|OUT.gif" in text and "Runs stepwise" in text and "cannot stop between levels" in text
+    assert "--scale K" in text and "at least 64 px" in text
