@@ -14,7 +14,8 @@ mixture) give a scatter plot over the manifest's data range; other non-image mod
 ``--trajectory OUT.png`` (image models) adds the annealing: row n is sample n, column l its state after noise
 level l (the last column is the written samples, after the final denoising step when the export has one);
 ``OUT.gif`` animates the grid level by level. The states come from the pipeline's step callback, so the run
-is stepwise (``step.onnx``): the fused ``sampler.onnx`` runs every level in one call and cannot stop between them.
+is stepwise (``step.onnx``; ``gpu_step.onnx`` on CUDA): the fused ``sampler.onnx`` runs every level in one call and
+cannot stop between them.
 Sample ``n`` always uses seed ``S + n``, so ``--batch-size`` changes speed and memory, never the samples.
 """
 
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", required=True, help="output file: .png (grid / scatter plot) or .npy (raw samples)")
     parser.add_argument("--trajectory", default=None, metavar="OUT.png|OUT.gif",
                         help="also write the annealing (image models): .png = rows are samples, columns the state after "
-                             "each noise level; .gif = the grid animated level by level. Runs stepwise (step.onnx, the "
-                             "same samples as fused): the fused sampler.onnx cannot stop between levels")
+                             "each noise level; .gif = the grid animated level by level. Runs stepwise (step.onnx; "
+                             "gpu_step.onnx on CUDA; the same samples as fused): the fused sampler.onnx cannot stop "
+                             "between levels")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", help="log provider and engine choices")
     scale = parser.add_argument_group("scale out (--engine ray; see ncsn_runtime.distributed)")
