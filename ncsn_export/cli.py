@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL
+from .validation_budget import DEFAULT_VALIDATION_BUDGET, VALIDATE_MODES
 
 EPILOG = f"""\
 models:
@@ -37,6 +38,11 @@ validation, through the runtime (ncsn_runtime.NCSNPipeline) against torch eager,
   every graph and torch file at B=--batch-size, --num-inference-steps levels x --num-annealed-steps steps
   (max abs diff <= 1e-4 fp32, 5e-2 relative with --fp16), then the fused graph over the full default
   schedule at B=--full-validation-batch-size (default 16; <= 5e-3); else exit 1 and nothing is written.
+  --validate auto (default) cuts that full check to fit --validation-budget (default 120 s for the whole
+  validation), estimated from the measured time per score call: first a smaller batch, then fewer
+  steps per level, then fewer levels (always the first and the last). The table's last line and the
+  manifest (validation_schedule.full_plan) say what ran and what was left out. --validate full runs the
+  whole schedule whatever it costs; --validate none (or --no-validate) skips validation.
 
 examples:
   ncsn-export --model toy-gmm --output exports/toy-gmm
@@ -68,7 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset of all graphs (default: 18, minimum 18)")
     parser.add_argument("--fp16", action="store_true",
                         help="run the score network in float16 inside every artifact (inputs/outputs stay float32)")
-    parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip the validation against torch")
+    parser.add_argument("--validate", choices=VALIDATE_MODES, default="auto",
+                        help="auto (default): every graph at a small schedule, then as much of the full default schedule "
+                        "as fits --validation-budget; full: the whole default schedule at B=16 whatever it costs (the "
+                        "estimate is printed first); none: no validation")
+    parser.add_argument("--no-validate", dest="validate", action="store_const", const="none",
+                        help="same as --validate none")
+    parser.add_argument("--validation-budget", type=float, default=DEFAULT_VALIDATION_BUDGET, metavar="SECONDS",
+                        help=f"seconds for the whole validation with --validate auto (default: {DEFAULT_VALIDATION_BUDGET:g}; "
+                        "the full check is cut to a smaller batch, fewer steps, then fewer levels to fit)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars with an ETA for each stage (default: on when stderr is a terminal, off with -q)")
     parser.add_argument("--force", action="store_true",
                         help="replace OUTPUT if it is an earlier export directory holding only the files it lists")
     parser.add_argument("--allow-extra-files", action="store_true",
@@ -109,15 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .exporters.errors import ExportInputError
         from .exporters.inputs import check_export_arguments
         from .exporters.onnx_export import DEFAULT_OPSET, check_opset
+        from .validation_budget import check_validation_budget
     except KeyboardInterrupt:
         print("ncsn-export: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     try:  # the arguments and the output directory, before loading the model or writing anything
         check_export_arguments(args.batch_size, args.num_inference_steps, args.num_annealed_steps, args.tolerance)
+        check_validation_budget(args.validation_budget)
         select_artifacts(args.artifacts)
         check_output_dir(args.output, args.force, args.allow_extra_files)
         check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
-    except ExportError as error:
+    except (ExportError, ValueError) as error:
         print(f"ncsn-export: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -130,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             opset=DEFAULT_OPSET if args.opset is None else args.opset,
             fp16=args.fp16,
             validate=args.validate,
+            validation_budget=args.validation_budget,
+            progress=(sys.stderr.isatty() and not args.quiet) if args.progress is None else args.progress,
             force=args.force,
             allow_extra_files=args.allow_extra_files,
             artifacts=args.artifacts,

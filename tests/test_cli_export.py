@@ -24,7 +24,7 @@ def test_help_names_every_option_and_the_layout(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--output", "--opset", "--fp16", "--no-validate", "--force", "--batch-size",
                    "--num-inference-steps", "--num-annealed-steps", "--final-denoise", "--tolerance", "--artifacts",
-                   "--full-validation-batch-size", "--quiet"):
+                   "--full-validation-batch-size", "--quiet", "--validate", "--validation-budget", "--progress"):
         assert option in text
     for name in ("toy-gmm", "mnist", "package.module:factory", "sampler.onnx", "final_sample", "manifest.json"):
         assert name in text
@@ -32,7 +32,18 @@ def test_help_names_every_option_and_the_layout(capsys):
 
 def test_defaults_follow_the_registry():
     args = build_parser().parse_args(["--output", "x"])
-    assert args.model == "mnist" and args.validate is True and args.final_denoise is None and args.opset is None
+    assert args.model == "mnist" and args.validate == "auto" and args.final_denoise is None and args.opset is None
+    assert args.validation_budget == 120.0 and args.progress is None
+    assert build_parser().parse_args(["--output", "x", "--no-validate"]).validate == "none"
+    assert build_parser().parse_args(["--output", "x", "--validate", "full"]).validate == "full"
+
+
+@pytest.mark.parametrize("budget", ["-1", "nan", "inf", "1e9"])
+def test_a_bad_validation_budget_is_a_usage_error(tmp_path, capsys, budget):
+    from ncsn_export.cli import main
+
+    assert main(["--model", "toy-gmm", "--output", str(tmp_path / "out"), "--validation-budget", budget]) == 2
+    assert "`validation_budget` must be" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

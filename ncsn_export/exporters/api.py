@@ -36,19 +36,22 @@ from torch import nn
 
 from ..models.registry import ModelSpec
 from ..sampler import AnnealedLangevinSampler
+from ..validation_budget import DEFAULT_VALIDATION_BUDGET, check_validate_mode, check_validation_budget
 from .artifacts import ArtifactSelection, select_artifacts
 from .compose import compose_graphs
 from .directory import atomic_directory, check_output_dir
-from .errors import ExportError
+from .errors import ExportError, ExportInputError
 from .inputs import MAX_VALIDATION_BATCH, check_export_arguments, load_spec
 from .manifest_builder import ArtifactEntry, GraphEntry, ManifestBuilder, ModelInfo, versions
 from .onnx_export import (
     DEFAULT_OPSET,
     check_opset,
     count_nodes,
+    estimate_trace_seconds,
     example_inputs,
     export_score_onnx,
 )
+from .progress import stage_bar, timed_bar
 from .torchscript_export import export_pt2, export_torchscript
 from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_BATCH, FULL_TOLERANCE, ValidationReport, validate_export
 
@@ -165,11 +168,13 @@ def plan_export(model: str | ModelSpec | None, *, opset: int, fp16: bool, final_
     return ExportPlan(spec, network, tuple(spec.sample_shape), sigmas, denoise, opset, fp16, selection)
 
 
-def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
+def trace(plan: ExportPlan, workdir: Path, progress: bool = False) -> TraceResult:
     """Step 1: ``torch.onnx.export(dynamo=True)`` of the score network, once."""
     start = time.perf_counter()
     path = workdir / GRAPHS["score"].file
-    export_score_onnx(plan.network, plan.sample_shape, path, plan.opset)
+    estimate = estimate_trace_seconds(plan.network, plan.sample_shape) if progress else 0.0
+    with timed_bar("trace: torch.onnx.export(dynamo=True)", estimate, progress):
+        export_score_onnx(plan.network, plan.sample_shape, path, plan.opset)
     proto = onnx.load(str(path))
     path.unlink()
     seconds = time.perf_counter() - start
@@ -177,7 +182,7 @@ def trace(plan: ExportPlan, workdir: Path) -> TraceResult:
     return TraceResult(proto, seconds)
 
 
-def compose(plan: ExportPlan, traced: TraceResult) -> ComposeResult:
+def compose(plan: ExportPlan, traced: TraceResult, progress: bool = False) -> ComposeResult:
     """Step 2: the requested graphs, composed from the traced score graph (no re-trace).
 
     Each graph is composed on its own, so one that fails skips only itself (or fails the export when required).
@@ -185,13 +190,15 @@ def compose(plan: ExportPlan, traced: TraceResult) -> ComposeResult:
     start = time.perf_counter()
     graphs: dict[str, onnx.ModelProto] = {}
     skipped: dict[str, str] = {}
-    for key in plan.artifacts.graphs:  # "score" too: the composer applies its graph rewrites (e.g. Elu) to it
-        try:
-            graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise, keys=(key,),
-                                         opset=plan.opset)[key]
-        except Exception as error:  # onnx checker / shape inference errors: this graph only
-            skipped[key] = f"{type(error).__name__}: {error}"
-            logger.warning("could not make %s: %s", GRAPHS[key].file, skipped[key])
+    with stage_bar("compose", len(plan.artifacts.graphs), progress) as bar:
+        for key in plan.artifacts.graphs:  # "score" too: the composer applies its graph rewrites (e.g. Elu) to it
+            try:
+                graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise,
+                                             keys=(key,), opset=plan.opset)[key]
+            except Exception as error:  # onnx checker / shape inference errors: this graph only
+                skipped[key] = f"{type(error).__name__}: {error}"
+                logger.warning("could not make %s: %s", GRAPHS[key].file, skipped[key])
+            bar.update()
     seconds = time.perf_counter() - start
     logger.info("composed %s from the score graph in %.1f s", ", ".join(k for k in graphs if k != "score"), seconds)
     return ComposeResult(graphs, skipped, seconds)
@@ -235,28 +242,32 @@ def _unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]] | None:
     return unsupported_ops(model)
 
 
-def write(plan: ExportPlan, composed: ComposeResult, staging: Path) -> WriteResult:
+def write(plan: ExportPlan, composed: ComposeResult, staging: Path, progress: bool = False) -> WriteResult:
     """Step 3: graphs (contract-checked), scheduler config and the requested torch artifacts into ``staging``."""
     seconds: dict[str, float] = {}
     entries: list[GraphEntry] = []
     artifacts: list[ArtifactEntry] = [ArtifactEntry(key, "skipped", reason) for key, reason in composed.skipped.items()]
     save_scheduler_config(staging / "scheduler", dict(plan.spec.scheduler_config))
-    for key in (key for key in GRAPHS if key in composed.graphs):
-        start = time.perf_counter()
-        model = composed.graphs[key]
-        check_graph_io(key, model, plan.sample_shape)
-        path = staging / GRAPHS[key].file
-        onnx.save(model, str(path))
-        onnx.checker.check_model(str(path), full_check=True)
-        entries.append(GraphEntry(key, count_nodes(model.graph), _unsupported_ops(model)))
-        if key not in ("score", "step", "sampler"):
-            artifacts.append(ArtifactEntry(key, "written"))
-        seconds[GRAPHS[key].file] = round(time.perf_counter() - start, 3)
-    for key in plan.artifacts.torch:
-        start = time.perf_counter()
-        entry = _write_torch_artifact(plan, key, staging)
-        seconds[entry.file] = round(time.perf_counter() - start, 3)
-        artifacts.append(entry)
+    keys = [key for key in GRAPHS if key in composed.graphs]
+    with stage_bar("write", len(keys) + len(plan.artifacts.torch), progress) as bar:
+        for key in keys:
+            start = time.perf_counter()
+            model = composed.graphs[key]
+            check_graph_io(key, model, plan.sample_shape)
+            path = staging / GRAPHS[key].file
+            onnx.save(model, str(path))
+            onnx.checker.check_model(str(path), full_check=True)
+            entries.append(GraphEntry(key, count_nodes(model.graph), _unsupported_ops(model)))
+            if key not in ("score", "step", "sampler"):
+                artifacts.append(ArtifactEntry(key, "written"))
+            seconds[GRAPHS[key].file] = round(time.perf_counter() - start, 3)
+            bar.update()
+        for key in plan.artifacts.torch:
+            start = time.perf_counter()
+            entry = _write_torch_artifact(plan, key, staging)
+            seconds[entry.file] = round(time.perf_counter() - start, 3)
+            artifacts.append(entry)
+            bar.update()
     for entry in artifacts:
         if entry.status == "skipped" and plan.artifacts.is_required(entry.key):
             raise ExportError(f"{entry.file} was requested but could not be made: {entry.reason}")
@@ -326,7 +337,9 @@ def export_model(
     *,
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
-    validate: bool = True,
+    validate: bool | str = True,
+    validation_budget: float = DEFAULT_VALIDATION_BUDGET,
+    progress: bool = False,
     force: bool = False,
     allow_extra_files: bool = False,
     artifacts: str | Iterable[str] | None = None,
@@ -346,7 +359,11 @@ def export_model(
         output_dir: directory to create; written atomically (staged, then renamed).
         opset: ONNX opset of every graph, in [18, onnx's newest].
         fp16: run the score network in float16 inside every artifact (I/O stays float32).
-        validate: run :func:`validate_export` before anything is written.
+        validate: how to validate before anything is written: ``"auto"`` (True; the full check cut to fit
+            ``validation_budget``), ``"full"`` (the whole default schedule at ``full_batch_size``, whatever it costs)
+            or ``"none"`` (False).
+        validation_budget: seconds for the whole validation in ``auto`` mode, in [0, one week] (default 120).
+        progress: tqdm bars with an ETA on stderr for each stage (trace, compose, write, validate).
         force: replace an existing export directory (only an ncsn-export directory holding nothing but its listed files).
         allow_extra_files: with ``force``, also delete files in it that the earlier export did not write.
         artifacts: ``--artifacts`` entries (see :mod:`.artifacts`; None: every ONNX graph + ``sampler.pt``).
@@ -361,6 +378,11 @@ def export_model(
         of a required graph, existing output.
     """
     check_export_arguments(batch_size, num_inference_steps, num_annealed_steps, tolerance, full_tolerance)
+    try:
+        mode = check_validate_mode(validate)
+        budget = check_validation_budget(validation_budget)
+    except ValueError as error:
+        raise ExportInputError(str(error)) from None
     full_batch_size = check_count("full_batch_size", full_batch_size, 0, MAX_VALIDATION_BATCH)
     check_output_dir(output_dir, force, allow_extra_files)
     plan = plan_export(model, opset=opset, fp16=fp16, final_denoise=final_denoise, artifacts=artifacts)
@@ -378,16 +400,17 @@ def export_model(
                               full_tolerance=FULL_TOLERANCE if full_tolerance is None else full_tolerance)
     with (atomic_directory(output_dir, force, allow_extra_files) as staging,
           tempfile.TemporaryDirectory(prefix="ncsn-trace-") as scratch):
-        traced = trace(plan, Path(scratch))
-        composed = compose(plan, traced)
-        written = write(plan, composed, staging)
+        traced = trace(plan, Path(scratch), progress)
+        composed = compose(plan, traced, progress)
+        written = write(plan, composed, staging, progress)
         builder.graphs, builder.artifacts = written.graphs, written.artifacts
         builder.export_seconds = {"trace": round(traced.seconds, 3), "compose": round(composed.seconds, 3), **written.seconds}
-        if validate:
+        if mode != "none":
             report = run_validation(plan, staging, builder, batch_size=batch_size, num_inference_steps=num_inference_steps,
-                              num_annealed_steps=num_annealed_steps, full_batch_size=full_batch_size, tolerance=tolerance,
-                              full_tolerance=full_tolerance)
-        builder.validation, builder.validated = report, bool(validate)
+                                    num_annealed_steps=num_annealed_steps, full_batch_size=full_batch_size,
+                                    tolerance=tolerance, full_tolerance=full_tolerance, mode=mode, budget=budget,
+                                    progress=progress)
+        builder.validation, builder.validated = report, mode != "none"
         manifest = finish_manifest(builder, staging)
     output = Path(output_dir)
     logger.info("export written to %s (%d files)", output, len(manifest["files"]))

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..step import LangevinStep
 from .errors import ExportError, tracing_error
+from .onnx_optimize import optimize_exported
 
 MIN_OPSET = 18  # BitwiseAnd / BitwiseXor of the counter noise
 DEFAULT_OPSET = 18  # the broadest runtime support (onnxruntime CPU/CUDA/web)
@@ -128,7 +129,9 @@ def export_onnx(
                 output_names=list(output_names),
                 dynamic_shapes=dynamic_shapes,
                 opset_version=opset,
+                optimize=False,  # optimized below without the exporter's slowest rewrite rule (.onnx_optimize)
             )
+            optimize_exported(program)
     except Exception as error:  # the exporter raises many types; all mean "could not trace"
         raise tracing_error(path.name, error) from error
     proto = program.model_proto
@@ -246,3 +249,13 @@ def export_score_onnx(model: nn.Module, sample_shape: Sequence[int], path: str |
     args = (inputs["sample"], torch.zeros(inputs["sample"].shape[0], dtype=torch.int64))
     shapes = batch_shapes(SCORE_INPUTS, batched=SCORE_INPUTS)
     return export_onnx(model, args, path, SCORE_INPUTS, SCORE_OUTPUTS, shapes, opset)
+
+
+TRACE_SECONDS_PER_MODULE = 0.1  # calibrated below on the default RefineNet (bench/bench_export_time.py)
+TRACE_SECONDS_FIXED = 5.0
+
+
+def estimate_trace_seconds(model: nn.Module, sample_shape: Sequence[int]) -> float:
+    """A rough ETA of :func:`export_score_onnx` for the progress bar: it grows with the number of submodules."""
+    del sample_shape  # the trace cost does not depend on the sample's size
+    return TRACE_SECONDS_FIXED + TRACE_SECONDS_PER_MODULE * sum(1 for _ in model.modules())

@@ -11,7 +11,11 @@ through every graph the export ships, then compares each result with the eager
   (``graph=``), and ``sampler.pt`` / ``sampler.pt2`` when shipped;
 * the **full check** (default B=16, ``FULL_BATCH``): the fused graph over the export's full default schedule (all
   trained levels, the scheduler's T, the model's final denoise). It records the real difference
-  after the whole loop.
+  after the whole loop. In ``auto`` mode it is cut to what fits the validation budget
+  (:func:`~ncsn_export.exporters.validation_budget.plan_full_check`: smaller batch, then fewer steps per level,
+  then fewer levels), with its cost estimated from the dynamic check's measured time per score call;
+  ``full`` runs the whole schedule at B=16 whatever it costs. The table and the manifest
+  (``validation_schedule.full_plan``) say what ran and what was left out.
 
 Tolerances bound the max abs difference of samples relative to the reference's magnitude,
 ``max|a - r| <= tol * max(1, max|r|)`` (float32 rounding scales with the values; samples in [0, 1] get
@@ -38,12 +42,21 @@ from ncsn_runtime.manifest import load_manifest
 from ncsn_runtime.noise import initial_sample, seeds_for_batch
 from ncsn_runtime.pipeline import NCSNPipeline
 from ncsn_runtime.providers import open_session
+from ncsn_runtime.sampling import run_fused
 from ncsn_runtime.schedule import check_count
 from ncsn_runtime.scheduler import AnnealedLangevinDynamicsScheduler
 from torch import nn
 
 from ..models.registry import ModelSpec
 from ..sampler import AnnealedLangevinSampler
+from ..validation_budget import (
+    DEFAULT_VALIDATION_BUDGET,
+    FullCheckPlan,
+    check_validate_mode,
+    check_validation_budget,
+    plan_full_check,
+)
+from .progress import stage_bar, timed_bar
 from .torchscript_export import load_pt2
 
 logger = logging.getLogger("ncsn_export")
@@ -115,6 +128,7 @@ class ValidationReport:
     reference_seconds: dict[str, float] = field(default_factory=dict)  # the torch eager runs, per check
     tolerance: float = FP32_TOLERANCE
     full_tolerance: float = FULL_TOLERANCE
+    full_plan: FullCheckPlan | None = None  # what the full check ran (None: not planned, full_batch_size 0)
 
     @property
     def passed(self) -> bool:
@@ -125,15 +139,22 @@ class ValidationReport:
 
     @property
     def table(self) -> str:
-        return format_table(self.rows)
+        table = format_table(self.rows)
+        if self.full_plan is not None:
+            plan = self.full_plan
+            table += f"\nfull check: {plan.summary()}; left out: {plan.left_out()}"
+            if not plan.skipped and plan.reason:
+                table += f" ({plan.reason})"
+        return table
 
 
 def make_schedule(scheduler_config: dict[str, Any], sample_shape: Sequence[int], init_range: Sequence[float],
                   batch_size: int, num_inference_steps: int | None, num_annealed_steps: int | None,
-                  seed: int = 0, name: str = "dynamic") -> Schedule:
+                  seed: int = 0, name: str = "dynamic", positions: Sequence[int] | None = None) -> Schedule:
     """The runtime's schedule for ``num_inference_steps`` levels (None: all trained) and T (None: the config's).
 
     The same seeds (``seed + b``), initial sample and arrays as ``NCSNPipeline(batch_size, num_inference_steps, seed)``.
+    ``positions`` keeps only those positions of that schedule (with their step sizes): a part of a longer schedule.
     """
     scheduler = AnnealedLangevinDynamicsScheduler(**scheduler_config)
     levels = scheduler.num_train_timesteps
@@ -143,6 +164,9 @@ def make_schedule(scheduler_config: dict[str, Any], sample_shape: Sequence[int],
     steps = scheduler.num_annealed_steps if num_annealed_steps is None else check_count("num_annealed_steps", num_annealed_steps)
     seeds = seeds_for_batch(seed, check_count("batch_size", batch_size, 1))
     sample = initial_sample(seeds, tuple(sample_shape), float(init_range[0]), float(init_range[1]))
+    if positions is not None:
+        keep = np.asarray(list(positions), dtype=np.int64)
+        timesteps, step_sizes = timesteps[keep], step_sizes[keep]
     return Schedule(name, seeds, sample, timesteps, step_sizes, steps)
 
 
@@ -228,6 +252,9 @@ def validate_export(
     full_tolerance: float | None = None,
     intra_op_threads: int | None = None,
     torch_threads: int | None = TORCH_THREADS,
+    mode: str = "auto",
+    budget: float = DEFAULT_VALIDATION_BUDGET,
+    progress: bool = False,
 ) -> ValidationReport:
     """Sample through every graph and torch artifact of ``export_dir`` with the runtime; compare with torch eager.
 
@@ -244,38 +271,51 @@ def validate_export(
         torch_threads: torch intra-op threads for the eager reference and the torch artifacts (None: torch's
             default). Default 1: on a busy 2-core machine torch's default threads made the RefineNet
             reference ~100x slower (B=3, 4x3 steps: 73-92 s with 2 threads, 0.8 s with 1).
+        mode: ``"auto"`` (the full check cut to fit ``budget``) or ``"full"`` (the whole default schedule at
+            ``full_batch_size``, whatever it costs; its estimate is logged first).
+        budget: seconds for the whole validation in ``auto`` mode; the full check gets what the dynamic check left.
+        progress: tqdm bars with an ETA on stderr.
 
     Returns:
         :class:`ValidationReport` (rows in the order run; check ``.passed``). Does not raise on a mismatch.
     """
+    mode = check_validate_mode(mode)
+    if mode == "none":
+        raise ValueError("validate_export runs a validation: `mode` must be 'auto' or 'full', got 'none'")
+    budget = check_validation_budget(budget)
     previous = torch.get_num_threads()
     if torch_threads is not None:
         torch.set_num_threads(check_count("torch_threads", torch_threads, 1))
     try:
         return _validate(Path(export_dir), model.model if isinstance(model, ModelSpec) else model, batch_size,
                          num_inference_steps, num_annealed_steps, full_batch_size, seed, tolerance, full_tolerance,
-                         intra_op_threads)
+                         intra_op_threads, mode, budget, progress)
     finally:
         torch.set_num_threads(previous)
 
 
 def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_steps: int | None,
               num_annealed_steps: int | None, full_batch_size: int, seed: int, tolerance: float | None,
-              full_tolerance: float | None, intra_op_threads: int | None) -> ValidationReport:
+              full_tolerance: float | None, intra_op_threads: int | None, mode: str, budget: float,
+              progress: bool) -> ValidationReport:
+    started = time.perf_counter()
     manifest = load_manifest(root)
     info = manifest["model"]
     shape = tuple(info["sample_shape"])
     fp16 = info.get("compute_dtype", "float32") == "float16"
+    final_denoise = bool(info.get("final_denoise", False))
     tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else float(tolerance)
     full_tolerance = (FP16_TOLERANCE if fp16 else FULL_TOLERANCE) if full_tolerance is None else float(full_tolerance)
     report = ValidationReport(tolerance=tolerance, full_tolerance=full_tolerance)
     pipe = _open(root, threads=intra_op_threads)
     config = dict(pipe.scheduler.config)
-    reference = eager_sampler(network.eval(), config, bool(info.get("final_denoise", False)))
+    reference = eager_sampler(network.eval(), config, final_denoise)
 
     def add(artifact: str, graph: str, mode: str, label: str, run: Callable[[], np.ndarray], expected: np.ndarray,
-            schedule: Schedule, bound: float) -> None:
+            schedule: Schedule, bound: float, warm: Callable[[], Any] | None = None) -> ValidationResult:
         try:
+            if warm is not None:  # open the session first, so the row times the sampling alone
+                warm()
             result, seconds = _timed(run)
             diff = _diff(result, expected)
         except Exception as error:  # a graph the runtime cannot run is a failed row, not a crash of the export
@@ -283,39 +323,81 @@ def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_ste
             diff, seconds = float("inf"), 0.0
         scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
         size = (root / artifact).stat().st_size if (root / artifact).is_file() else 0
-        report.rows.append(ValidationResult(artifact, label, diff, bound, round(seconds, 4), size, round(scale, 4),
-                                            schedule.name, graph, mode))
+        row = ValidationResult(artifact, label, diff, bound, round(seconds, 4), size, round(scale, 4), schedule.name, graph,
+                               mode)
+        report.rows.append(row)
+        return row
 
     if num_inference_steps is None:
         num_inference_steps = min(DYNAMIC_LEVELS, int(config["num_train_timesteps"]))
     dynamic = make_schedule(config, shape, info["init_range"], batch_size, num_inference_steps, num_annealed_steps, seed)
     report.schedules["dynamic"] = dynamic.describe()
-    expected, report.reference_seconds["dynamic"] = _timed(lambda: run_torch(reference, dynamic))
-    label = f"torch eager {len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size}"
-    score_pipe: NCSNPipeline | None = None
-    for key, options, mode in runtime_routes(list(manifest["graphs"])):
-        runner = pipe
-        if options.get("stepwise_graph") == "score":
-            score_pipe = score_pipe or _open(root, stepwise_graph="score", threads=intra_op_threads)
-            runner = score_pipe
-        add(GRAPHS[key].file, key, mode, label, lambda r=runner, o=options: _run_pipeline(r, dynamic, o), expected, dynamic,
-            tolerance)
-    for key, loader in (("torchscript", _load_torchscript), ("torch_export", load_pt2)):
-        entry = manifest.get("artifacts", {}).get(key, {})
-        if entry.get("status") == "written":
+    routes = runtime_routes(list(manifest["graphs"]))
+    torch_files = [(key, loader) for key, loader in (("torchscript", _load_torchscript), ("torch_export", load_pt2))
+                   if manifest.get("artifacts", {}).get(key, {}).get("status") == "written"]
+    fused_seconds: float | None = None
+    with stage_bar(f"validate: dynamic check ({len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size})",
+                   1 + len(routes) + len(torch_files), progress) as bar:
+        expected, report.reference_seconds["dynamic"] = _timed(lambda: run_torch(reference, dynamic))
+        bar.update()
+        label = f"torch eager {len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size}"
+        score_pipe: NCSNPipeline | None = None
+        for key, options, route_mode in routes:
+            runner = pipe
+            if options.get("stepwise_graph") == "score":
+                score_pipe = score_pipe or _open(root, stepwise_graph="score", threads=intra_op_threads)
+                runner = score_pipe
+            warm = None if "direct" in options else (lambda r=runner, k=key: r.graphs.session(k))
+            row = add(GRAPHS[key].file, key, route_mode, label, lambda r=runner, o=options: _run_pipeline(r, dynamic, o),
+                      expected, dynamic, tolerance, warm)
+            if key == "sampler" and row.passed:
+                fused_seconds = row.seconds
+            bar.update()
+        for key, loader in torch_files:
             path = root / ARTIFACTS[key]
             with torch.jit.optimized_execution(False):  # the profiling executor's warm-up passes cost ~30 s on a RefineNet
                 add(ARTIFACTS[key], key, "torch", label, lambda p=path, f=loader: run_torch(f(p), dynamic), expected, dynamic,
                     tolerance)
+            bar.update()
 
     if full_batch_size and "sampler" in manifest["graphs"]:
-        full = make_schedule(config, shape, info["init_range"], full_batch_size, None, None, seed, name="full")
-        report.schedules["full"] = full.describe()
-        expected, report.reference_seconds["full"] = _timed(lambda: run_torch(reference, full))
-        label = f"torch eager {len(full.timesteps)}x{full.num_annealed_steps}, B={full.batch_size} (full default schedule)"
-        add(GRAPHS["sampler"].file, "sampler", "fused", label, lambda: _run_pipeline(pipe, full, {"mode": "fused"}), expected,
-            full, full_tolerance)
+        calls = len(dynamic.timesteps) * dynamic.num_annealed_steps + int(final_denoise)
+        torch_seconds = report.reference_seconds["dynamic"]
+        onnx_seconds = torch_seconds if fused_seconds is None else fused_seconds  # no fused row: assume torch's speed
+        per_sample_call = (torch_seconds + onnx_seconds) / (calls * dynamic.batch_size)
+        plan = plan_full_check(mode, per_sample_call, budget - (time.perf_counter() - started),
+                               num_levels=int(config["num_train_timesteps"]),
+                               num_annealed_steps=int(config["num_annealed_steps"]), full_batch=full_batch_size,
+                               final_denoise=final_denoise)
+        report.full_plan = plan
+        report.schedules["full_plan"] = plan.describe()
+        if plan.skipped:
+            logger.warning("full check skipped: %s", plan.reason)
+        else:
+            logger.info("full check: %s, estimated %.0f s (%s)", plan.summary(), plan.estimated_seconds, plan.reason)
+            _full_check(report, add, pipe, reference, plan, config, shape, info["init_range"], seed, full_tolerance,
+                        torch_seconds / max(torch_seconds + onnx_seconds, 1e-9), progress)
     return report
+
+
+def _full_check(report: ValidationReport, add: Callable[..., ValidationResult], pipe: NCSNPipeline, reference: nn.Module,
+                plan: FullCheckPlan, config: dict[str, Any], shape: tuple[int, ...], init_range: Sequence[float], seed: int,
+                bound: float, torch_share: float, progress: bool) -> None:
+    """The fused graph through the runtime over ``plan``'s part of the full default schedule, against torch eager."""
+    full = make_schedule(config, shape, init_range, plan.batch_size, None, plan.num_annealed_steps, seed, name="full",
+                         positions=plan.timesteps)
+    report.schedules["full"] = full.describe()
+    with timed_bar("validate: full check, torch eager", plan.estimated_seconds * torch_share, progress):
+        expected, report.reference_seconds["full"] = _timed(lambda: run_torch(reference, full))
+    label = f"torch eager {len(full.timesteps)}x{full.num_annealed_steps}, B={full.batch_size} " + (
+        "(full default schedule)" if plan.is_whole else f"(part of the full {plan.full_levels}x{plan.full_steps} schedule)")
+
+    def fused() -> np.ndarray:
+        return run_fused(pipe.graphs, "sampler", full.sample, full.seeds, full.timesteps, full.step_sizes,
+                         full.num_annealed_steps, progress=False)
+
+    with timed_bar("validate: full check, onnxruntime", plan.estimated_seconds * (1 - torch_share), progress):
+        add(GRAPHS["sampler"].file, "sampler", "fused", label, fused, expected, full, bound)
 
 
 def _load_torchscript(path: Path) -> Any:
