@@ -129,18 +129,22 @@ def test_callback_on_step_end(conv: NCSNPipeline):
     calls = []
 
     def record(pipe, step_index, timestep, kwargs):
-        calls.append((step_index, timestep, kwargs["position"], kwargs["annealed_step"], kwargs["sample"].shape))
+        calls.append((step_index, timestep, kwargs["position"], kwargs["annealed_step"], kwargs["sample"].shape,
+                      kwargs["global_step"]))
+        assert kwargs["samples"] is kwargs["sample"]
 
     reference = _raw(conv, "stepwise", batch_size=2, seed=1)
     with_callback = conv(batch_size=2, seed=1, output_type="raw", progress=False, callback_on_step_end=record)
     assert conv.last_run.mode == "stepwise"  # auto switches to stepwise for callbacks
     np.testing.assert_allclose(with_callback.images, reference, atol=1e-6)
-    assert [c[0] for c in calls] == list(range(4 * 3))
+    # step_index is the annealed step within its level (the seed's convention); global_step what it was before
+    assert [c[0] for c in calls] == [t for _ in range(4) for t in range(3)]
+    assert [c[5] for c in calls] == list(range(4 * 3))
     assert [c[1] for c in calls] == [level for level in range(4) for _ in range(3)]
-    assert calls[-1][2:] == (3, 2, (2, 1, 8, 8))
+    assert calls[-1][2:5] == (3, 2, (2, 1, 8, 8))
 
-    def zero_at_end(pipe, step_index, timestep, kwargs):
-        return {"sample": np.zeros_like(kwargs["sample"])} if step_index == 11 else None
+    def zero_at_end(pipe, step_index, timestep, kwargs):  # the earlier API: "sample" in the returned dict replaces the state
+        return {"sample": np.zeros_like(kwargs["sample"])} if kwargs["global_step"] == 11 else None
 
     zeroed = conv(batch_size=2, seed=1, mode="stepwise", output_type="raw", progress=False, callback_on_step_end=zero_at_end)
     from ncsn_runtime.sampling import denoise

@@ -113,18 +113,20 @@ def inpaint(
     mask: np.ndarray,
     *,
     seed: int | Sequence[int] | None = None,
-    generator: np.random.Generator | None = None,
+    generator: np.random.Generator | Any | None = None,
     batch_size: int | None = None,
     num_inference_steps: int | None = None,
     output_type: str = "np",
     return_dict: bool = True,
     callback_on_step_end: Callback | None = None,
     progress: bool = True,
+    callback_on_step_end_tensor_inputs: list[str] | None = None,
 ) -> NCSNPipelineOutput | tuple[Any]:
     """Algorithm 2 on ``pipe``'s stepwise graph; arguments as :meth:`~ncsn_runtime.pipeline.NCSNPipeline.inpaint`."""
     from .pipeline import NCSNPipelineOutput, RunInfo, check_output_type
     from .sessions import graph_run_errors
 
+    tensor_inputs = pipe._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
     if batch_size is not None:
         batch_size = pipe._check_batch(batch_size)
     image, mask = prepare_image_and_mask(image, mask, pipe.sample_shape, batch_size)
@@ -133,7 +135,8 @@ def inpaint(
     check_output_type(output_type)
     graph = pipe.choose_graph("stepwise")
     projection = KnownRegionProjection(image, mask, seeds, sigmas)
-    user_hook = None if callback_on_step_end is None else pipe._callback_hook(callback_on_step_end, timesteps, sigmas)
+    user_hook = None if callback_on_step_end is None else pipe._callback_hook(callback_on_step_end, timesteps, sigmas,
+                                                                                       tensor_inputs)
 
     def after_step(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray:
         x = projection.after_step(position, annealed_step, x)

@@ -16,7 +16,13 @@ when exported, the graph whose nodes all have CUDA kernels). ``mode="auto"``: on
 graph) when exported, else ``step``; everywhere else fused ``sampler``. On CPU stepwise and fused measured
 as a tie (``bench/bench_runtime.py``, onnxruntime 1.32, one thread: 0.94x-1.06x for a conv net and the
 2-D toy at batch 1/16/64), so the single fused call, which is also a graph the Node, browser and C hosts
-can run, is the default. A per-step callback always means stepwise.
+can run, is the default. A per-step callback always means stepwise: the fused graphs run every step inside
+one onnxruntime call and cannot stop for it.
+
+diffusers' pipeline conventions hold too (diffusers-ncsn's ``NCSNPipeline`` is the seed): ``callback_on_step_end``
+with ``callback_on_step_end_tensor_inputs`` (:mod:`ncsn_runtime.callbacks`), :meth:`NCSNPipeline.to`,
+``set_progress_bar_config`` / ``progress_bar``, ``decode_samples`` / ``numpy_to_pil``, and ``generator=`` objects
+with ``initial_seed()`` such as ``torch.Generator`` (:mod:`ncsn_runtime.conventions`).
 
 This module holds the pipeline's choices and its public API; sessions and steppers live in
 :mod:`ncsn_runtime.sessions`, the sampling modes in :mod:`ncsn_runtime.sampling` and the inpainting flow in
@@ -25,26 +31,32 @@ This module holds the pipeline's choices and its public API; sessions and steppe
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from .callbacks import CALLBACK_TENSOR_INPUTS, Callback, callback_tensor_inputs, make_step_hook
 from .contract import GRAPH_NAMES, GRAPHS
+from .conventions import check_progress_bar_config, generator_seeds, parse_device
+from .conventions import progress_bar as make_progress_bar
 from .errors import ExportDirectoryError
 from .manifest import Manifest, parse_manifest, read_manifest
 from .noise import MAX_SEED, initial_sample, seeds_for_batch
-from .providers import Device, resolve_device
+from .providers import Device, ProviderError, resolve_device
 from .sampling import StepHook, run_fused, run_stepwise
 from .schedule import check_count
 from .scheduler import AnnealedLangevinDynamicsScheduler
 from .sessions import STEP_GRAPHS, GraphSessions, check_graph_output, graph_run_errors
 
-__all__ = ["NCSNPipeline", "NCSNPipelineOutput", "RunInfo", "check_graph_output", "graph_run_errors"]
+__all__ = ["Callback", "NCSNPipeline", "NCSNPipelineOutput", "RunInfo", "check_graph_output", "graph_run_errors"]
+
+logger = logging.getLogger("ncsn_runtime")
 
 MAX_BATCH_BYTES = 2 << 30  # one call holds a few float32 [B, *sample_shape] arrays: at most 2 GiB each (SECURITY.md)
 
@@ -53,8 +65,6 @@ OUTPUT_TYPES = ("pil", "np", "raw")
 FUSED_GRAPHS = ("sampler", "gpu_sampler")
 STEPWISE_GRAPHS = ("auto", *STEP_GRAPHS)  # choices of from_pretrained(stepwise_graph=...)
 SAMPLER_INPUTS = GRAPHS["sampler"].input_names
-
-Callback = Callable[["NCSNPipeline", int, int, dict[str, Any]], "dict[str, Any] | None"]
 
 
 @dataclass
@@ -97,6 +107,8 @@ class NCSNPipeline:
     ``last_run`` (:class:`RunInfo`).
     """
 
+    _callback_tensor_inputs: ClassVar[list[str]] = list(CALLBACK_TENSOR_INPUTS)  # allowed tensor input names
+
     def __init__(
         self,
         export_dir: str | Path,
@@ -121,6 +133,7 @@ class NCSNPipeline:
         self.graphs = GraphSessions(self.info, device, sessions=sessions, graph_paths=graph_paths, cuda_graph=cuda_graph,
                                     intra_op_threads=intra_op_threads)
         self.last_run: RunInfo | None = None
+        self._progress_bar_config: dict[str, Any] = {}
         model = self.info.model  # checked by the manifest reader (shape, ranges, dtype, limits)
         self.sample_shape = model.sample_shape
         self.is_image = model.is_image
@@ -180,8 +193,76 @@ class NCSNPipeline:
         return self.graphs.device
 
     @device.setter
-    def device(self, device: Device) -> None:
-        self.graphs.device = device
+    def device(self, device: Device | str | Any) -> None:
+        """A :class:`Device` is taken as it is (sessions are reopened on first use); anything else goes through :meth:`to`."""
+        if isinstance(device, str) or not hasattr(device, "is_cuda"):
+            self.to(device)
+        elif device != self.graphs.device:
+            self.graphs.use_device(device)
+
+    def to(self, device: Any) -> NCSNPipeline:
+        """Run on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, or anything whose ``str()`` is one of them, such as a
+        ``torch.device``): switches onnxruntime's execution provider; returns the pipeline, as diffusers' ``to``.
+
+        CUDA is checked by opening a session on it: a :class:`~ncsn_runtime.providers.ProviderError` says why it is
+        not usable (and the pipeline stays where it was). Open sessions are dropped and reopened on first use.
+        """
+        kind, device_id = parse_device(device)
+        target = Device(kind, device_id)
+        if target == self.graphs.device:
+            return self
+        sessions = {}
+        if target.is_cuda:
+            probe = next(iter(name for name in GRAPH_NAMES if self.has_graph(name)))
+            try:
+                _, session = resolve_device("cuda", self.graph_path(probe), device_id)
+            except ProviderError as error:
+                raise ProviderError(f"pipe.to({str(device)!r}): CUDA is not usable: {error}") from None
+            sessions = {probe: session}
+        self.graphs.use_device(target, sessions)
+        logger.info("provider: %s (pipe.to(%r))", target.provider, str(device))
+        return self
+
+    # -- diffusers' DiffusionPipeline helpers ------------------------------------------------------
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """tqdm options for every progress bar of this pipeline (e.g. ``disable=True``), as in diffusers; each call
+        replaces the last. A ``TypeError`` names options tqdm does not take."""
+        self._progress_bar_config = check_progress_bar_config(kwargs)
+
+    def progress_bar(self, iterable: Any = None, total: int | None = None) -> Any:
+        """A tqdm bar over ``iterable`` (or of ``total`` steps) with :meth:`set_progress_bar_config`'s options."""
+        return make_progress_bar(iterable, total, self._progress_bar_config)
+
+    def decode_samples(self, samples: Any) -> np.ndarray:
+        """Samples float [B, *sample_shape] in the model's data range -> float32 [B, H, W, C] in [0, 1].
+
+        The decode of the pipeline's own images (``output_type="np"``; ``"pil"`` is :meth:`numpy_to_pil` of it): the
+        data range maps linearly onto [0, 1], then clips. The seed min-max normalises each image instead, which
+        stretches a noisy early sample and a finished digit differently (and divides by zero on a flat image).
+        """
+        if not self.is_image:
+            raise ValueError(f"decode_samples needs image samples; this export's sample_shape {self.sample_shape} is not an "
+                             "image (use the raw samples)")
+        array = np.asarray(samples)
+        if array.dtype.kind != "f" or array.shape[1:] != self.sample_shape or array.ndim != len(self.sample_shape) + 1:
+            raise ValueError(f"`samples` must be floating [B, {', '.join(map(str, self.sample_shape))}], got {array.dtype} "
+                             f"{array.shape}")
+        from .images import to_numpy_images
+
+        return to_numpy_images(array.astype(np.float32, copy=False), self.data_range)
+
+    @staticmethod
+    def numpy_to_pil(images: Any) -> list[Any]:
+        """float [B, H, W, C] (or one [H, W, C]) in [0, 1] -> PIL images: mode ``"L"`` for one channel, ``"RGB"`` for
+        three, ``"RGBA"`` for four (values are clipped, then rounded to 8 bits as the pipeline's own images)."""
+        from .images import to_pil_images
+
+        array = np.asarray(images)
+        array = array[None] if array.ndim == 3 else array
+        if array.dtype.kind != "f" or array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"`images` must be floating [B, H, W, C] in [0, 1] with C in (1, 3, 4), got {array.dtype} "
+                             f"{array.shape}")
+        return to_pil_images(array)
 
     @property
     def provider(self) -> str:
@@ -290,13 +371,14 @@ class NCSNPipeline:
         batch_size: int = 1,
         num_inference_steps: int | None = None,
         seed: int | Sequence[int] | None = None,
-        generator: np.random.Generator | None = None,
+        generator: np.random.Generator | Any | None = None,
         mode: str = "auto",
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callback | None = None,
         progress: bool = True,
         graph: str | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> NCSNPipelineOutput | tuple[Any]:
         """Draw ``batch_size`` samples.
 
@@ -304,20 +386,31 @@ class NCSNPipeline:
             batch_size: number of samples B >= 1.
             num_inference_steps: noise levels to anneal through, in [1, num_train_timesteps] (``None``: all).
             seed: int (sample b gets ``seed + b``) or a list of B per-sample seeds in [0, 2**63 - 1].
-            generator: ``numpy.random.Generator`` drawing the B seeds (exclusive with ``seed``); with
-                neither, seeds are random and returned in ``output.seeds``.
+            generator: ``numpy.random.Generator`` drawing the B seeds, or an object with ``initial_seed()``
+                (``torch.Generator``: the samples of ``seed=generator.initial_seed()``; torch is not imported and
+                its random stream is not used: the noise is the runtime's counter-based noise, the same on every
+                host), or a list of B such objects (one seed each). Exclusive with ``seed``; with neither, seeds
+                are random and returned in ``output.seeds``.
             mode: ``"fused"``, ``"stepwise"`` or ``"auto"``.
             output_type: ``"pil"``, ``"np"`` ([B, H, W, C] in [0, 1]) or ``"raw"`` (model space);
                 non-image models always return raw samples.
             return_dict: return :class:`NCSNPipelineOutput` (else a 1-tuple).
-            callback_on_step_end: ``f(pipe, step_index, timestep, kwargs) -> dict | None`` after every
-                step (stepwise); ``kwargs`` holds ``sample`` (float32 [B, ...]), ``position``,
-                ``annealed_step`` and ``sigma``; a returned ``{"sample": x}`` replaces the sample.
-            progress: show a tqdm progress bar.
+            callback_on_step_end: ``f(pipe, step_index, timestep, callback_kwargs) -> dict | None`` after every
+                Langevin step, or an object with ``tensor_inputs`` and ``__call__`` (diffusers'
+                ``PipelineCallback``). ``step_index`` is the annealed step within the level, ``timestep`` the
+                level; ``callback_kwargs`` holds ``samples`` (float32 [B, *sample_shape]) and ``sample``,
+                ``position``, ``annealed_step``, ``sigma``, ``global_step``; a returned ``{"samples": x}``
+                replaces the state (checked: shape, floating dtype, finite). See :mod:`ncsn_runtime.callbacks`.
+                A callback forces stepwise sampling: the fused graphs cannot stop between steps
+                (``mode="fused"`` or a fused ``graph`` with a callback is a ``ValueError``).
+            progress: show a tqdm progress bar (options: :meth:`set_progress_bar_config`).
             graph: the graph to run, a contract key: ``"sampler"``, ``"gpu_sampler"`` (fused), ``"step"``,
                 ``"gpu_step"``, ``"score"`` (stepwise); ``None``: chosen from ``mode``. Every graph gives the
                 same samples for the same seeds.
+            callback_on_step_end_tensor_inputs: tensors to put in ``callback_kwargs``; only names in
+                ``_callback_tensor_inputs`` (``["samples"]``, the default), else a ``ValueError`` listing the others.
         """
+        tensor_inputs = self._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         batch_size = self._check_batch(batch_size)
         seeds = self._seeds(seed, generator, batch_size)
         timesteps, sigmas, step_sizes = self._schedule(num_inference_steps)
@@ -328,12 +421,12 @@ class NCSNPipeline:
         with graph_run_errors(self.export_dir):
             if chosen in FUSED_GRAPHS:
                 samples = run_fused(self.graphs, chosen, x, seeds, timesteps, step_sizes, self.scheduler.num_annealed_steps,
-                                    progress)
+                                    progress, bar_config=self._progress_bar_config)
                 engine = f"{GRAPHS[chosen].file} (fused Loop)"
             else:
                 after_step = None
                 if callback_on_step_end is not None:
-                    after_step = self._callback_hook(callback_on_step_end, timesteps, sigmas)
+                    after_step = self._callback_hook(callback_on_step_end, timesteps, sigmas, tensor_inputs)
                 samples, engine = self._run_stepwise(x, seeds, timesteps, step_sizes, progress, after_step=after_step,
                                                      graph=chosen)
         self.last_run = RunInfo("fused" if chosen in FUSED_GRAPHS else "stepwise", engine, self.provider, batch_size,
@@ -346,13 +439,14 @@ class NCSNPipeline:
         image: np.ndarray,
         mask: np.ndarray,
         seed: int | Sequence[int] | None = None,
-        generator: np.random.Generator | None = None,
+        generator: np.random.Generator | Any | None = None,
         batch_size: int | None = None,
         num_inference_steps: int | None = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Callback | None = None,
         progress: bool = True,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> NCSNPipelineOutput | tuple[Any]:
         """Fill the unknown region of ``image`` (Song & Ermon 2019, Algorithm 2; see :mod:`ncsn_runtime.inpaint`).
 
@@ -367,7 +461,8 @@ class NCSNPipeline:
 
         return inpaint(self, image, mask, seed=seed, generator=generator, batch_size=batch_size,
                        num_inference_steps=num_inference_steps, output_type=output_type, return_dict=return_dict,
-                       callback_on_step_end=callback_on_step_end, progress=progress)
+                       callback_on_step_end=callback_on_step_end, progress=progress,
+                       callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
 
     # -- internals (shared with ncsn_runtime.inpaint) ------------------------------------------------
     def _check_batch(self, batch_size: Any) -> int:
@@ -375,13 +470,13 @@ class NCSNPipeline:
         per_sample = 4 * math.prod(self.sample_shape)
         return check_count("batch_size", batch_size, 1, max(1, MAX_BATCH_BYTES // per_sample))
 
-    def _seeds(self, seed: Any, generator: np.random.Generator | None, batch_size: int) -> np.ndarray:
+    def _seeds(self, seed: Any, generator: Any, batch_size: int) -> np.ndarray:
         if seed is not None and generator is not None:
             raise ValueError("pass `seed` or `generator`, not both")
         if seed is not None:
             return seeds_for_batch(seed, batch_size)
         if generator is not None and not isinstance(generator, np.random.Generator):
-            raise TypeError(f"`generator` must be a numpy.random.Generator, got {type(generator).__name__}")
+            return generator_seeds(generator, batch_size)  # torch.Generator & co.: seed=generator.initial_seed()
         rng = generator if generator is not None else np.random.default_rng()
         return rng.integers(0, MAX_SEED, size=batch_size, dtype=np.int64, endpoint=True)
 
@@ -395,17 +490,17 @@ class NCSNPipeline:
         self.scheduler.set_timesteps(count)
         return self.scheduler.schedule_arrays()
 
-    def _callback_hook(self, callback: Callback, timesteps: np.ndarray, sigmas: np.ndarray) -> StepHook:
-        steps = self.scheduler.num_annealed_steps
+    def _callback_inputs(self, callback: Callback | None, tensor_inputs: Sequence[str] | None) -> list[str]:
+        """The tensor names the callback gets (checked against ``_callback_tensor_inputs``; see :mod:`ncsn_runtime.callbacks`)."""
+        if callback is None and tensor_inputs is None:
+            return []
+        return callback_tensor_inputs(callback, tensor_inputs, self._callback_tensor_inputs)
 
-        def hook(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray | None:
-            kwargs = {"sample": x, "position": position, "annealed_step": annealed_step, "sigma": float(sigmas[position])}
-            result = callback(self, position * steps + annealed_step, int(timesteps[position]), kwargs)
-            if result and result.get("sample") is not None and result["sample"] is not x:
-                return np.asarray(result["sample"], dtype=np.float32)
-            return None
-
-        return hook
+    def _callback_hook(self, callback: Callback, timesteps: np.ndarray, sigmas: np.ndarray,
+                       tensor_inputs: Sequence[str] | None = None) -> StepHook:
+        """The stepwise ``after_step`` hook that calls ``callback`` (:func:`ncsn_runtime.callbacks.make_step_hook`)."""
+        names = self._callback_inputs(callback, tensor_inputs)
+        return make_step_hook(self, callback, names, timesteps, sigmas, self.scheduler.num_annealed_steps)
 
     def _run_stepwise(self, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, step_sizes: np.ndarray, progress: bool,
                       before_level: StepHook | None = None, after_step: StepHook | None = None,
@@ -418,16 +513,15 @@ class NCSNPipeline:
         stepper = self.stepper(len(x), graph)
         sigma = self.scheduler.train_sigmas[int(timesteps[-1])] if self.final_denoise else None
         samples = run_stepwise(self.graphs, stepper, x, seeds, timesteps, step_sizes, self.scheduler.num_annealed_steps,
-                               progress, final_denoise_sigma=sigma, before_level=before_level, after_step=after_step)
+                               progress, final_denoise_sigma=sigma, before_level=before_level, after_step=after_step,
+                               bar_config=self._progress_bar_config)
         return samples, stepper.kind
 
     def _postprocess(self, samples: np.ndarray, output_type: str) -> Any:
-        from .images import to_numpy_images, to_pil_images
-
         if output_type == "raw" or not self.is_image:
             return samples
-        images = to_numpy_images(samples, self.data_range)
-        return images if output_type == "np" else to_pil_images(images)
+        images = self.decode_samples(samples)
+        return images if output_type == "np" else self.numpy_to_pil(images)
 
 
 def check_output_type(output_type: str) -> None:

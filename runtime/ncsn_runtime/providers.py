@@ -55,6 +55,20 @@ class Device:
     def is_cuda(self) -> bool:
         return self.kind == "cuda"
 
+    @property
+    def type(self) -> str:
+        """``"cpu"`` or ``"cuda"``, as ``torch.device.type``."""
+        return self.kind
+
+    @property
+    def index(self) -> int | None:
+        """The CUDA ordinal (``None`` on CPU), as ``torch.device.index``."""
+        return self.device_id if self.is_cuda else None
+
+    def __str__(self) -> str:
+        """``"cpu"`` or ``"cuda:N"``, as ``str(torch.device)``; ``pipe.to(str(device))`` round-trips."""
+        return f"cuda:{self.device_id}" if self.is_cuda else "cpu"
+
 
 def normalize_provider(provider: str) -> str:
     """``"auto"``, ``"cpu"`` or ``"cuda"`` (also accepts onnxruntime's provider names, any case)."""

@@ -12,12 +12,14 @@ Sessions and steppers come from :class:`~ncsn_runtime.sessions.GraphSessions`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from .contract import GRAPHS
+from .conventions import NoBar
+from .conventions import progress_bar as conventions_progress_bar
 from .interrupt import run_interruptibly
 from .schedule import denoise_update
 from .sessions import GraphSessions, check_graph_output
@@ -28,35 +30,32 @@ __all__ = ["StepHook", "denoise", "denoise_on_stepper", "progress_bar", "run_fus
 StepHook = Callable[[int, int, np.ndarray], "np.ndarray | None"]  # (position, annealed_step, x) -> new x or None
 
 
-def progress_bar(total: int, enabled: bool, description: str) -> Any:
-    """A tqdm bar of ``total`` steps (on stderr), or a no-op bar when disabled or tqdm is missing."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm is optional: no bar without it
-            pass
-        else:
-            return tqdm(total=total, desc=description, unit="step", leave=False)
+def progress_bar(total: int, enabled: bool, description: str, config: Mapping[str, Any] | None = None) -> Any:
+    """A tqdm bar of ``total`` steps (on stderr), or a no-op bar when disabled or tqdm is missing.
 
-    class _NoBar:
-        def update(self, count: int = 1) -> None: ...
-        def close(self) -> None: ...
-
-    return _NoBar()
+    ``config``: tqdm keyword arguments (the pipeline's ``set_progress_bar_config``) over the defaults here;
+    ``{"disable": True}`` hides the bar.
+    """
+    if not enabled:
+        return NoBar()
+    options: dict[str, Any] = {"desc": description, "unit": "step", "leave": False, **(config or {})}
+    return conventions_progress_bar(total=total, config=options)
 
 
 def run_fused(graphs: GraphSessions, graph: str, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray,
-              step_sizes: np.ndarray, num_annealed_steps: int, progress: bool) -> np.ndarray:
+              step_sizes: np.ndarray, num_annealed_steps: int, progress: bool,
+              bar_config: Mapping[str, Any] | None = None) -> np.ndarray:
     """The whole loop in one interruptible call of the fused ``graph``; float32 [B, *sample_shape].
 
     Args:
         x: float32 [B, *sample_shape] initial sample; seeds: int64 [B]; timesteps: int64 [N] levels;
-        step_sizes: float32 [N]; num_annealed_steps: T steps per level.
+        step_sizes: float32 [N]; num_annealed_steps: T steps per level; bar_config: tqdm options (see
+        :func:`progress_bar`).
     """
     session = graphs.session(graph)
     spec = GRAPHS[graph]
     output = check_graph_io(session, spec.file, spec.input_names)
-    bar = progress_bar(1, progress, f"ncsn fused ({len(timesteps)} levels x {num_annealed_steps} steps in one graph)")
+    bar = progress_bar(1, progress, f"ncsn fused ({len(timesteps)} levels x {num_annealed_steps} steps in one graph)", bar_config)
     feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
              "num_annealed_steps": np.array(num_annealed_steps, dtype=np.int64)}
     try:
@@ -75,14 +74,15 @@ def run_fused(graphs: GraphSessions, graph: str, x: np.ndarray, seeds: np.ndarra
 
 def run_stepwise(graphs: GraphSessions, stepper: Any, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray,
                  step_sizes: np.ndarray, num_annealed_steps: int, progress: bool, *, final_denoise_sigma: float | None,
-                 before_level: StepHook | None = None, after_step: StepHook | None = None) -> np.ndarray:
+                 before_level: StepHook | None = None, after_step: StepHook | None = None,
+                 bar_config: Mapping[str, Any] | None = None) -> np.ndarray:
     """Drive ``stepper`` through the schedule; float32 [B, *sample_shape].
 
     ``final_denoise_sigma``: sigma of the last trained level when the export applies NCSNv2's final denoising
     step (through ``gpu_step`` itself, else ``score.onnx``), ``None`` when it does not.
     """
     stepper.reset(x, seeds)
-    bar = progress_bar(len(timesteps) * num_annealed_steps, progress, "ncsn stepwise")
+    bar = progress_bar(len(timesteps) * num_annealed_steps, progress, "ncsn stepwise", bar_config)
     try:
         langevin_loop(stepper, timesteps, step_sizes, num_annealed_steps, before_level=before_level, after_step=after_step,
                       on_step=lambda _: bar.update(1))

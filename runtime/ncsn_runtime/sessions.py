@@ -80,6 +80,13 @@ class GraphSessions:
         self._cuda_graph_failed.clear()
         self.cuda_graph_error = None
 
+    def use_device(self, device: Device, sessions: dict[str, Any] | None = None) -> None:
+        """Run on ``device`` from now on: every session and stepper (they belong to the old provider) is dropped;
+        ``sessions`` are ones already opened on ``device`` (e.g. a CUDA probe's), by contract key."""
+        self.close()
+        self.device = device
+        self._sessions.update(sessions or {})
+
     def graph_path(self, name: str) -> Path:
         """Path of graph ``name`` after its sha256 check (done once)."""
         if name not in self._graph_paths:
