@@ -78,7 +78,8 @@ def check_returned_samples(value: Any, shape: Sequence[int], key: str) -> np.nda
         raise TypeError(f"{where} with dtype {array.dtype}; it must be a floating array (float32 [B, *sample_shape])")
     if array.shape != tuple(shape):
         raise ValueError(f"{where} with shape {array.shape}; the state is {tuple(shape)} (batch, *sample_shape)")
-    array = array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         bad = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)).tolist()
         raise ValueError(f"{where} with NaN/inf (or values beyond float32) in samples {bad[:10]}")

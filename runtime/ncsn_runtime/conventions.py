@@ -86,7 +86,11 @@ def check_progress_bar_config(config: dict[str, Any]) -> dict[str, Any]:
     tqdm = _tqdm()
     if tqdm is None:
         return dict(config)
-    known = set(inspect.signature(tqdm.__init__).parameters) - {"self", "iterable", "kwargs"}
+    from tqdm.std import tqdm as base  # tqdm.auto's class takes (*args, **kwargs) and passes them on to this one
+
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = {name for name, parameter in inspect.signature(base.__init__).parameters.items()
+             if parameter.kind in named} - {"self", "iterable"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise TypeError(f"set_progress_bar_config() got options tqdm does not take: {unknown} (tqdm takes {sorted(known)})")
