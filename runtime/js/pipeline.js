@@ -7,6 +7,11 @@
 //   gpu_step: gpu_step.onnx once per Langevin step with the JS counter noise as its `noise` input (drawn while
 //             the previous step runs); no control flow, bitwise ops or float64: the graph for the WebGPU EP.
 // All give the Python runtime's samples for the same seeds (same initial sample, schedule and noise counters).
+//
+// callbackOnStepEnd(pipe, stepIndex, timestep, callbackKwargs) runs after every Langevin step with the conventions
+// of the Python runtime (and of diffusers-ncsn, the seed): stepIndex is the annealed step within its level,
+// timestep the level, callbackKwargs.samples the state; a returned { samples } replaces it (checked). The fused
+// graphs run every step in one call and cannot stop for it: a callback needs a stepwise graph.
 
 import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
@@ -21,6 +26,29 @@ export const MAX_BATCH_BYTES = 2 * 2 ** 30;
 /** @typedef {import('./noise.js').SeedLike} SeedLike */
 /** @typedef {'fused' | 'stepwise'} Mode */
 /** @typedef {'sampler' | 'gpu_sampler' | 'step' | 'gpu_step' | 'score'} GraphKey */
+
+/** Names `callbackOnStepEndTensorInputs` may list (the seed's `_callback_tensor_inputs`). */
+export const CALLBACK_TENSOR_INPUTS = Object.freeze(['samples']);
+
+/**
+ * @typedef {object} StepEndKwargs
+ * @property {Float32Array} [samples] the state x after this step, C-ordered [B, ...sampleShape] (when asked for; the default)
+ * @property {number[]} shape [B, ...sampleShape]
+ * @property {number} position schedule position of the level
+ * @property {number} annealedStep the annealed step within the level (= stepIndex)
+ * @property {number} sigma noise level of this position
+ * @property {number} globalStep position * numAnnealedSteps + annealedStep
+ */
+
+/**
+ * @callback StepEndCallback
+ * @param {NCSNPipeline} pipe
+ * @param {number} stepIndex the annealed step within its level, 0 .. numAnnealedSteps - 1
+ * @param {number} timestep the level's trained index
+ * @param {StepEndKwargs} callbackKwargs
+ * @returns {void | null | { samples?: Float32Array | ArrayLike<number> } | Promise<void | null | { samples?: Float32Array | ArrayLike<number> }>}
+ *   a returned `samples` replaces the state (length B * D, every value finite)
+ */
 
 /**
  * @typedef {object} Progress
@@ -40,6 +68,9 @@ export const MAX_BATCH_BYTES = 2 * 2 ** 30;
  * @property {Mode} [mode] overrides the pipeline's mode
  * @property {GraphKey} [graph] the graph to run (default: the mode's, fused = sampler, stepwise = score)
  * @property {(progress: Progress) => void | Promise<void>} [onProgress] called after each level (stepwise) or once (fused)
+ * @property {StepEndCallback} [callbackOnStepEnd] called after every Langevin step; picks a loaded stepwise graph
+ *   when neither mode nor graph is given (the fused graphs cannot stop between steps)
+ * @property {string[]} [callbackOnStepEndTensorInputs] tensors to put in callbackKwargs: names of CALLBACK_TENSOR_INPUTS
  */
 
 /**
@@ -55,6 +86,7 @@ const MODES = ['fused', 'stepwise'];
 export const GRAPH_KEYS = ['sampler', 'gpu_sampler', 'step', 'gpu_step', 'score'];
 const FUSED_GRAPHS = ['sampler', 'gpu_sampler'];
 const MODE_GRAPH = { fused: 'sampler', stepwise: 'score' };
+const STEP_GRAPHS = ['step', 'gpu_step', 'score'];
 
 export class NCSNPipeline {
   /**
@@ -135,12 +167,27 @@ export class NCSNPipeline {
    * @param {GenerateOptions} [options]
    * @returns {Promise<GenerateResult>}
    */
-  async generate({ seed = 0, numSamples, numInferenceSteps, samplingEps, mode, graph, onProgress } = {}) {
+  async generate({ seed = 0, numSamples, numInferenceSteps, samplingEps, mode, graph, onProgress, callbackOnStepEnd,
+    callbackOnStepEndTensorInputs } = {}) {
     if (mode !== undefined && !MODES.includes(mode)) throw new RangeError(`\`mode\` must be fused or stepwise, got ${JSON.stringify(mode)}`);
     if (graph !== undefined && !GRAPH_KEYS.includes(graph)) throw new RangeError(`\`graph\` must be one of ${GRAPH_KEYS.join(', ')}, got ${JSON.stringify(graph)}`);
-    graph = graph ?? (mode !== undefined ? MODE_GRAPH[mode] : this.graph ?? MODE_GRAPH[this.mode]);
+    const tensorInputs = callbackTensorInputs(callbackOnStepEnd, callbackOnStepEndTensorInputs);
+    const chosen = graph ?? (mode !== undefined ? MODE_GRAPH[mode] : this.graph ?? MODE_GRAPH[this.mode]);
+    if (callbackOnStepEnd && graph === undefined && mode === undefined && FUSED_GRAPHS.includes(chosen)) {
+      // a callback means stepwise: the loaded stepwise graph (as Python's mode='auto')
+      graph = STEP_GRAPHS.find((key) => this.sessions[key]);
+      if (graph === undefined) {
+        throw new Error('callbackOnStepEnd needs a stepwise graph (step, gpu_step or score), which this pipeline did not load '
+          + "(load it with mode: 'stepwise' or 'both'): the fused graph runs every step in one call and cannot stop for it");
+      }
+    } else {
+      graph = chosen;
+    }
     const kind = FUSED_GRAPHS.includes(graph) ? 'fused' : 'stepwise';
     if (mode !== undefined && mode !== kind) throw new RangeError(`mode ${mode} conflicts with graph ${graph} (a ${kind} graph): pass graph alone`);
+    if (callbackOnStepEnd && kind === 'fused') {
+      throw new RangeError(`callbackOnStepEnd needs a stepwise graph (step, gpu_step, score); ${graph} runs every step in one call`);
+    }
     if (!this.sessions[graph]) throw new Error(`graph ${graph} needs ${graph}.onnx, which this pipeline did not load (load it with graphs: ['${graph}'])`);
     if (this.model.final_denoise && (graph === 'step' || graph === 'score') && !this.sessions.score) {
       throw new Error(`this export applies a final denoising step: graph ${graph} also needs score.onnx loaded (or use gpu_step)`);
@@ -155,10 +202,11 @@ export class NCSNPipeline {
     const [low, high] = this.model.init_range ?? [0, 1];
     const shape = [batch, ...this.sampleShape];
     const x0 = initialSample(seeds, this.sampleShape, low, high);
+    const afterStep = callbackOnStepEnd ? stepEndHook(this, callbackOnStepEnd, tensorInputs, scheduler, shape) : null;
     let samples;
     if (kind === 'fused') samples = await this._fused(x0, seeds, scheduler, shape, onProgress, graph);
-    else if (graph === 'score') samples = await this._stepwise(x0, seeds, scheduler, shape, onProgress);
-    else samples = await this._stepGraph(graph, x0, seeds, scheduler, shape, onProgress);
+    else if (graph === 'score') samples = await this._stepwise(x0, seeds, scheduler, shape, onProgress, afterStep);
+    else samples = await this._stepGraph(graph, x0, seeds, scheduler, shape, onProgress, afterStep);
     return { samples, shape, seeds, timesteps: scheduler.timesteps, stepSizes: scheduler.stepSize, graph };
   }
 
@@ -185,8 +233,9 @@ export class NCSNPipeline {
   /**
    * @param {Float32Array} x @param {bigint[]} seeds @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
    * @param {GenerateOptions['onProgress']} onProgress
+   * @param {((position: number, t: number, x: Float32Array) => Promise<Float32Array>) | null} [afterStep] the callback hook
    */
-  async _stepwise(x, seeds, scheduler, shape, onProgress) {
+  async _stepwise(x, seeds, scheduler, shape, onProgress, afterStep = null) {
     const T = scheduler.numAnnealedSteps;
     const numLevels = scheduler.timesteps.length;
     for (let position = 0; position < numLevels; position++) {
@@ -195,6 +244,7 @@ export class NCSNPipeline {
         const score = await this.score(x, level, shape);
         const noise = counterNormal(seeds, langevinCounter(position, t, T), this.sampleShape);
         x = scheduler.step(score, level, x, { noise }).prevSample;
+        if (afterStep) x = await afterStep(position, t, x);
       }
       await onProgress?.({ position, numLevels, level: Number(level), sigma: scheduler.sigmas[position], sample: x });
     }
@@ -214,8 +264,9 @@ export class NCSNPipeline {
    * @param {GraphKey} graph @param {Float32Array} x @param {bigint[]} seeds
    * @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
    * @param {GenerateOptions['onProgress']} onProgress
+   * @param {((position: number, t: number, x: Float32Array) => Promise<Float32Array>) | null} [afterStep] the callback hook
    */
-  async _stepGraph(graph, x, seeds, scheduler, shape, onProgress) {
+  async _stepGraph(graph, x, seeds, scheduler, shape, onProgress, afterStep = null) {
     const { Tensor } = this.ort;
     const session = this.sessions[graph];
     const T = scheduler.numAnnealedSteps;
@@ -241,6 +292,7 @@ export class NCSNPipeline {
           Object.assign(feeds, { seed: seedTensor, counter: scalar('int64', counter) });
           x = await run(feeds);
         }
+        if (afterStep) x = await afterStep(position, t, x);
       }
       await onProgress?.({ position, numLevels, level: Number(level), sigma: scheduler.sigmas[position], sample: x });
     }
@@ -279,6 +331,68 @@ export class NCSNPipeline {
   async release() {
     for (const session of Object.values(this.sessions)) await session.release?.();
   }
+}
+
+/**
+ * The tensor names a callback receives: `names` checked against CALLBACK_TENSOR_INPUTS (default: all of them).
+ * @param {StepEndCallback | undefined} callback
+ * @param {string[] | undefined} names
+ * @returns {string[]}
+ */
+export function callbackTensorInputs(callback, names) {
+  if (callback !== undefined && callback !== null && typeof callback !== 'function') {
+    throw new TypeError(`\`callbackOnStepEnd\` must be a function (pipe, stepIndex, timestep, callbackKwargs), got ${typeof callback}`);
+  }
+  if (names === undefined || names === null) return [...CALLBACK_TENSOR_INPUTS];
+  if (!Array.isArray(names) || names.some((name) => typeof name !== 'string')) {
+    throw new TypeError(`\`callbackOnStepEndTensorInputs\` must be a list of names from ${JSON.stringify(CALLBACK_TENSOR_INPUTS)}, got ${JSON.stringify(names)}`);
+  }
+  const unknown = names.filter((name) => !CALLBACK_TENSOR_INPUTS.includes(name));
+  if (unknown.length) {
+    throw new RangeError(`\`callbackOnStepEndTensorInputs\` has to be in ${JSON.stringify(CALLBACK_TENSOR_INPUTS)}, but found ${JSON.stringify(unknown)}`);
+  }
+  return [...new Set(names)];
+}
+
+/**
+ * The after-step hook that calls `callback` and returns the state for the next step (a returned `samples`, checked).
+ * @param {NCSNPipeline} pipe @param {StepEndCallback} callback @param {string[]} tensorInputs
+ * @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
+ * @returns {(position: number, t: number, x: Float32Array) => Promise<Float32Array>}
+ */
+function stepEndHook(pipe, callback, tensorInputs, scheduler, shape) {
+  const T = scheduler.numAnnealedSteps;
+  return async (position, t, x) => {
+    /** @type {Record<string, any>} */
+    const kwargs = {};
+    for (const name of tensorInputs) kwargs[name] = x;
+    Object.assign(kwargs, { shape: shape.slice(), position, annealedStep: t, sigma: scheduler.sigmas[position], globalStep: position * T + t });
+    const result = await callback(pipe, t, Number(scheduler.timesteps[position]), /** @type {StepEndKwargs} */ (kwargs));
+    if (result === undefined || result === null) return x;
+    if (typeof result !== 'object' || Array.isArray(result) || ArrayBuffer.isView(result)) {
+      throw new TypeError(`callbackOnStepEnd must return an object (e.g. the callbackKwargs it got), null or nothing; got ${Array.isArray(result) ? 'an array' : typeof result}`);
+    }
+    if (result.samples === undefined || result.samples === null) return x;
+    return checkReturnedSamples(result.samples, x.length, shape);
+  };
+}
+
+/**
+ * A callback's replacement state: B * D finite numbers, as a Float32Array.
+ * @param {any} value @param {number} length B * D @param {number[]} shape [B, ...sampleShape]
+ * @returns {Float32Array}
+ */
+function checkReturnedSamples(value, length, shape) {
+  const where = 'callbackOnStepEnd returned `samples`';
+  const floating = value instanceof Float32Array || value instanceof Float64Array || Array.isArray(value);
+  if (!floating) throw new TypeError(`${where} as ${value?.constructor?.name ?? typeof value}; it must be a Float32Array (or Float64Array / array of numbers)`);
+  if (value.length !== length) throw new RangeError(`${where} with ${value.length} values; the state [${shape}] has ${length}`);
+  const samples = value instanceof Float32Array ? value : Float32Array.from(value, Number);
+  const perSample = length / shape[0];
+  for (let i = 0; i < samples.length; i++) {
+    if (!Number.isFinite(samples[i])) throw new RangeError(`${where} with NaN/inf (or a value beyond float32) in sample ${Math.floor(i / perSample)}`);
+  }
+  return samples;
 }
 
 /**
