@@ -320,6 +320,8 @@ def test_progress_bar_config(conv: NCSNPipeline):
         manual.update(2)
     with pytest.raises(TypeError, match=r"tqdm does not take: \['colour_of_bar'\]"):
         conv.set_progress_bar_config(colour_of_bar="red")
+    with pytest.raises(TypeError, match="`total`, which each bar sets itself"):
+        conv.set_progress_bar_config(total=3)
     with pytest.raises(ValueError, match="iterable` or `total"):
         conv.progress_bar()
 

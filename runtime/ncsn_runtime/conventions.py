@@ -91,6 +91,8 @@ def check_progress_bar_config(config: dict[str, Any]) -> dict[str, Any]:
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     known = {name for name, parameter in inspect.signature(base.__init__).parameters.items()
              if parameter.kind in named} - {"self", "iterable"}
+    if "total" in config:
+        raise TypeError("set_progress_bar_config() got `total`, which each bar sets itself (progress_bar(total=...))")
     unknown = sorted(set(config) - known)
     if unknown:
         raise TypeError(f"set_progress_bar_config() got options tqdm does not take: {unknown} (tqdm takes {sorted(known)})")
