@@ -33,7 +33,8 @@ class LevelRecorder:
 
     Args:
         num_annealed_steps: T, Langevin steps per level (``pipe.scheduler.num_annealed_steps``): step index ``i``
-            (``position * T + annealed_step``, the pipeline's numbering) ends a level when ``(i + 1) % T == 0``.
+            ends a level when ``(i + 1) % T == 0``, both for the pipeline's ``step_index`` (the annealed step
+            within its level, the seed's numbering) and for a count across levels (``kwargs["global_step"]``).
 
     Attributes:
         levels: one float32 [B, *sample_shape] copy per finished level, in schedule order.
