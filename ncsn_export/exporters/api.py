@@ -52,6 +52,7 @@ from .onnx_export import (
     export_score_onnx,
 )
 from .progress import stage_bar, timed_bar
+from .shared_weights import WEIGHTS_FILE, SharedWeights, detach_weights
 from .torchscript_export import export_pt2, export_torchscript
 from .validate import FP16_TOLERANCE, FP32_TOLERANCE, FULL_BATCH, FULL_TOLERANCE, ValidationReport, validate_export
 
@@ -95,6 +96,7 @@ class TraceResult:
 
     score: onnx.ModelProto
     seconds: float
+    weights: SharedWeights | None = None  # the network's weights, detached into one file (every graph reads it)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class ComposeResult:
     graphs: dict[str, onnx.ModelProto]
     skipped: dict[str, str] = field(default_factory=dict)  # key -> reason
     seconds: float = 0.0
+    weights: SharedWeights | None = None  # moved into the export directory by `write`
 
 
 @dataclass
@@ -177,9 +180,10 @@ def trace(plan: ExportPlan, workdir: Path, progress: bool = False) -> TraceResul
         export_score_onnx(plan.network, plan.sample_shape, path, plan.opset)
     proto = onnx.load(str(path))
     path.unlink()
+    weights = detach_weights(proto, workdir / WEIGHTS_FILE)  # one file for every graph; compose copies references only
     seconds = time.perf_counter() - start
     logger.info("traced the score network (one dynamo export) in %.1f s", seconds)
-    return TraceResult(proto, seconds)
+    return TraceResult(proto, seconds, weights)
 
 
 def compose(plan: ExportPlan, traced: TraceResult, progress: bool = False) -> ComposeResult:
@@ -194,14 +198,15 @@ def compose(plan: ExportPlan, traced: TraceResult, progress: bool = False) -> Co
         for key in plan.artifacts.graphs:  # "score" too: the composer applies its graph rewrites (e.g. Elu) to it
             try:
                 graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise,
-                                             keys=(key,), opset=plan.opset)[key]
+                                             keys=(key,), opset=plan.opset,
+                                             external_data_dir=traced.weights.path.parent if traced.weights else None)[key]
             except Exception as error:  # onnx checker / shape inference errors: this graph only
                 skipped[key] = f"{type(error).__name__}: {error}"
                 logger.warning("could not make %s: %s", GRAPHS[key].file, skipped[key])
             bar.update()
     seconds = time.perf_counter() - start
     logger.info("composed %s from the score graph in %.1f s", ", ".join(k for k in graphs if k != "score"), seconds)
-    return ComposeResult(graphs, skipped, seconds)
+    return ComposeResult(graphs, skipped, seconds, traced.weights)
 
 
 def check_graph_io(key: str, model: onnx.ModelProto, sample_shape: Sequence[int]) -> None:
@@ -248,6 +253,8 @@ def write(plan: ExportPlan, composed: ComposeResult, staging: Path, progress: bo
     entries: list[GraphEntry] = []
     artifacts: list[ArtifactEntry] = [ArtifactEntry(key, "skipped", reason) for key, reason in composed.skipped.items()]
     save_scheduler_config(staging / "scheduler", dict(plan.spec.scheduler_config))
+    if composed.weights is not None:
+        composed.weights.install(staging)
     keys = [key for key in GRAPHS if key in composed.graphs]
     with stage_bar("write", len(keys) + len(plan.artifacts.torch), progress) as bar:
         for key in keys:

@@ -11,9 +11,13 @@ around a renamed copy of its nodes with :mod:`onnx.helper` (see :mod:`.onnx_buil
   ``Loop`` over ``t`` runs network + update. With ``final_denoise`` the last position's inner loop
   runs one more iteration, the contract's denoising step: the Langevin update with
   ``step_size = 2 * sigma_last**2`` and ``z = 0`` (``x + sigma_last**2 * score``,
-  ``sigma_last = train_sigmas[timesteps[-1]]``). The network thus appears once per graph, and its
-  weights are initializers of the inner loop body. ``gpu_sampler`` uses the ``arithmetic`` noise
-  (only ops with CUDA kernels).
+  ``sigma_last = train_sigmas[timesteps[-1]]``). The network thus appears once per graph; its
+  weights are initializers of the main graph, read from the inner loop body as outer-scope values
+  (so they can live in the export's one shared weights file, :mod:`.shared_weights`).
+  ``gpu_sampler`` uses the ``arithmetic`` noise (only ops with CUDA kernels).
+
+When the score graph's weights are external data (:func:`.shared_weights.detach_weights`), every
+composed graph copies only the references (name, location, offset, length), never the bytes.
 
 The Langevin update evaluates :func:`ncsn_runtime.schedule.langevin_update`'s expression in the same
 float32 order: ``(x + (0.5 * alpha) * score) + sqrt(alpha) * z``. I/O names, dtypes and shapes come
@@ -22,14 +26,16 @@ from :data:`ncsn_runtime.contract.GRAPHS`.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 from ncsn_runtime.contract import BATCH, GRAPH_NAMES, GRAPHS, GraphSpec
 from onnx import TensorProto, helper
 
-from .graph_passes import rewrite_elu
+from .graph_passes import compact_names, rewrite_elu
 from .onnx_builder import GraphBuilder, tensor_info
 from .onnx_noise import counter_normal
 
@@ -45,6 +51,7 @@ def compose_graphs(
     keys: Sequence[str] = GRAPH_NAMES,
     opset: int = 18,
     fast_elu: bool = True,
+    external_data_dir: str | Path | None = None,
 ) -> dict[str, onnx.ModelProto]:
     """The graphs ``keys`` (contract keys) composed from ``score`` (the traced ``score.onnx`` model).
 
@@ -57,6 +64,9 @@ def compose_graphs(
         opset: the default-domain opset of ``score`` and of every composed graph.
         fast_elu: rewrite the network's ``Elu`` nodes first (:func:`.graph_passes.rewrite_elu`, faster on
             onnxruntime CPU); the returned ``"score"`` is then the rewritten network too.
+        external_data_dir: the folder holding the external-data file(s) that ``score``'s initializers name
+            (None: the weights are inside ``score``). The checker resolves external data relative to a
+            model file, so each composed graph is then checked from a temporary file in that folder.
 
     Returns:
         key -> ``onnx.ModelProto`` (checked with ``onnx.checker.check_model(full_check=True)``).
@@ -79,6 +89,7 @@ def compose_graphs(
                          f"{len(score.graph.input)} and {len(score.graph.output)}")
     if fast_elu:
         score, _ = rewrite_elu(score)
+    score = compact_names(score)  # every graph repeats the network's names: keep them short (graph_passes)
     builders: dict[str, Callable[[], onnx.GraphProto]] = {
         "step": lambda: _step_graph(score.graph, shape, GRAPHS["step"], noise_variant="bitwise"),
         "gpu_step": lambda: _step_graph(score.graph, shape, GRAPHS["gpu_step"], noise_variant=None),
@@ -92,9 +103,20 @@ def compose_graphs(
             continue
         model = helper.make_model(builders[key](), opset_imports=list(score.opset_import), functions=list(score.functions),
                                   ir_version=score.ir_version, producer_name="ncsn-export compose")
-        onnx.checker.check_model(model, full_check=True)
+        check_composed(model, external_data_dir)
         graphs[key] = model
     return graphs
+
+
+def check_composed(model: onnx.ModelProto, external_data_dir: str | Path | None = None) -> None:
+    """``onnx.checker.check_model(full_check=True)``; from a temporary file in ``external_data_dir`` when given."""
+    if external_data_dir is None:
+        onnx.checker.check_model(model, full_check=True)
+        return
+    with tempfile.NamedTemporaryFile(dir=external_data_dir, prefix=".check-", suffix=".onnx") as handle:
+        handle.write(model.SerializeToString())
+        handle.flush()
+        onnx.checker.check_model(handle.name, full_check=True)
 
 
 def _io(spec: GraphSpec, shape: Sequence[int]) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
@@ -127,11 +149,14 @@ def _rename_node(node: onnx.NodeProto, rename: Callable[[str], str]) -> None:
             _renamed_graph(subgraph, rename)
 
 
-def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timestep: str) -> str:
-    """Append the score network's nodes and initializers to ``b`` reading ``sample`` / ``timestep``; returns the score's name.
+def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timestep: str,
+                   weights: GraphBuilder | None = None) -> str:
+    """Append the score network's nodes to ``b`` reading ``sample`` / ``timestep``; returns the score's name.
 
-    Every value of the network is prefixed with :data:`NETWORK_PREFIX`, so it cannot clash with the
-    composed graph's own names.
+    The network's initializers go to ``weights`` (default ``b``): the main graph's builder when ``b`` builds
+    a Loop body, so the weights are outer-scope values of the body. Every value of the network is prefixed
+    with :data:`NETWORK_PREFIX`, so it cannot clash with the composed graph's own names. An external
+    initializer is copied as its reference only (no bytes).
     """
     fixed = {score.input[0].name: sample, score.input[1].name: timestep}
 
@@ -142,7 +167,7 @@ def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timeste
         copy = onnx.TensorProto()
         copy.CopyFrom(initializer)
         copy.name = rename(initializer.name)
-        b.initializers.append(copy)
+        (b if weights is None else weights).initializers.append(copy)
     for node in score.node:
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -226,7 +251,7 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
     else:
         noise = inner.op("Gather", noise_all, "inner/t", axis=0)
         half_step, noise_scale = half_alpha, sqrt_alpha
-    network_score = inline_network(inner, score, "inner/x", levels)
+    network_score = inline_network(inner, score, "inner/x", levels, weights=main)
     langevin(inner, "inner/x", network_score, half_step, noise_scale, noise, "inner/x_next")
     inner.op("Identity", "inner/cond", outputs=["inner/cond_out"])
     inner_body = inner.graph(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ncsn_runtime.contract import ARTIFACTS, FORMAT_NAME, FORMAT_VERSION, GRAPHS, SCHEDULER_CONFIG_PATH
+from ncsn_runtime.external_data import external_data_locations
 from ncsn_runtime.manifest import file_entry, write_manifest
 
 from .validate import ValidationReport
@@ -104,7 +105,8 @@ class ManifestBuilder:
             "model": self.model.as_dict(),
             "scheduler_config": SCHEDULER_CONFIG_PATH,
             "opset": self.opset,
-            "graphs": {entry.key: entry.as_dict(self.model.sample_shape) for entry in self.graphs},
+            "graphs": {entry.key: _with_external_data(entry.as_dict(self.model.sample_shape), directory)
+                       for entry in self.graphs},
             "artifacts": {entry.key: entry.as_dict() for entry in self.artifacts},
             "export_seconds": dict(self.export_seconds),
             "validation": [row.as_dict() for row in report.rows],
@@ -124,6 +126,14 @@ class ManifestBuilder:
         manifest = self.build(directory)
         write_manifest(directory, manifest)
         return manifest
+
+
+def _with_external_data(entry: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``entry`` plus ``external_data``: the files the graph reads its weights from (e.g. ``["weights.onnx.data"]``),
+    read from the graph file itself; hosts that load graphs from bytes (onnxruntime-web) pass exactly these."""
+    path = Path(directory) / entry["file"]
+    locations = external_data_locations(path) if path.is_file() else []
+    return {**entry, "external_data": locations} if locations else entry
 
 
 def versions() -> dict[str, str]:

@@ -108,8 +108,9 @@ class _Philox:
         places = self.b.const(256 ** np.arange(4, dtype=np.uint64), _U64, hint="byte_places")
         byte = self.b.const(256, _U64)
         last_axis = self.b.const([-1], np.int64)
-        table = self.b.const(np.bitwise_xor.outer(np.arange(256, dtype=np.uint64), np.arange(256, dtype=np.uint64)).reshape(-1),
-                             _U64, hint="xor_table")
+        # uint8 entries (64 KiB, not 512 KiB of uint64): each lookup is cast back to uint64
+        table = self.b.const(np.bitwise_xor.outer(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8)).reshape(-1),
+                             np.uint8, hint="xor_table")
         out = None
         for word in words:
             digits = self.b.op("Mod", self.b.op("Div", self.b.op("Unsqueeze", word, last_axis), places), byte)
@@ -117,7 +118,7 @@ class _Philox:
                 out = digits
             else:
                 index = self.b.op("Cast", self.b.op("Add", self.b.op("Mul", out, byte), digits), to=TensorProto.INT64)
-                out = self.b.op("Gather", table, index)
+                out = self.b.op("Cast", self.b.op("Gather", table, index), to=TensorProto.UINT64)
         packed = self.b.op("MatMul", self.b.op("Cast", out, to=TensorProto.DOUBLE),
                            self.b.const(256.0 ** np.arange(4), np.float64, hint="byte_values"))
         return self.b.op("Cast", packed, to=TensorProto.UINT64)

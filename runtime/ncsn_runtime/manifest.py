@@ -64,7 +64,7 @@ from .contract import FORMAT_NAME, FORMAT_VERSION, GRAPHS, MANIFEST_NAME, SCHEDU
 from .errors import ExportDirectoryError
 from .fileio import read_json_object, write_json_atomic
 from .schedule import MAX_TRAIN_TIMESTEPS
-from .verify import check_session_io, confined, file_entry, sha256_file, verify_listed_file
+from .verify import check_session_io, confined, file_entry, sha256_file, verify_graph_files, verify_listed_file
 
 __all__ = [
     "FORMAT_NAME",
@@ -85,6 +85,7 @@ __all__ = [
     "parse_manifest",
     "read_manifest",
     "sha256_file",
+    "verified_graph_path",
     "verified_path",
     "write_manifest",
 ]
@@ -157,6 +158,7 @@ class Manifest:
     files: Mapping[str, FileEntry]
     opset: int | None
     raw: dict[str, Any]
+    _verified: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)  # files hashed so far
 
     @property
     def path(self) -> Path:
@@ -167,15 +169,11 @@ class Manifest:
         return verify_listed_file(self.root, self.files, relative)
 
     def graph_path(self, key: str) -> Path:
-        """Verified path of graph ``key``, after also verifying its listed external-data files (``FILE.*``)."""
+        """Verified path of graph ``key``, after also verifying every external-data file it names (e.g. the shared
+        ``weights.onnx.data``; each file is hashed once per manifest, :func:`~ncsn_runtime.verify.verify_graph_files`)."""
         if key not in self.graphs:
             raise ExportDirectoryError(f"{self.root} has no {key} graph (graphs: {sorted(self.graphs)})")
-        relative = self.graphs[key].file
-        path = self.verified_path(relative)
-        for other in self.files:
-            if other != relative and other.startswith(relative + "."):  # e.g. score.onnx.data (external weights)
-                self.verified_path(other)
-        return path
+        return verify_graph_files(self.root, self.files, self.graphs[key].file, self._verified)
 
 
 def write_manifest(export_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -236,6 +234,17 @@ def verified_path(export_dir: str | os.PathLike, manifest: dict[str, Any] | Mani
     if not isinstance(files, dict):
         raise ExportDirectoryError(f"{MANIFEST_NAME} lacks the `files` section")
     return verify_listed_file(Path(export_dir), _files(Path(export_dir), files, MANIFEST_NAME), relative)
+
+
+def verified_graph_path(export_dir: str | os.PathLike, manifest: dict[str, Any] | Manifest, relative: str) -> Path:
+    """Like :func:`verified_path` for an ONNX graph: also verifies every external-data file it names
+    (:func:`~ncsn_runtime.verify.verify_graph_files`)."""
+    if isinstance(manifest, Manifest):
+        return verify_graph_files(manifest.root, manifest.files, relative, manifest._verified)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise ExportDirectoryError(f"{MANIFEST_NAME} lacks the `files` section")
+    return verify_graph_files(Path(export_dir), _files(Path(export_dir), files, MANIFEST_NAME), relative)
 
 
 # -- checks of each section ------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from .contract import BATCH, GRAPHS, SCHEDULER_CONFIG_PATH, TensorSpec
-from .manifest import ExportDirectoryError, load_manifest, verified_path
+from .manifest import ExportDirectoryError, load_manifest, verified_graph_path, verified_path
 from .noise import INIT_STREAM, initial_sample
 from .schedule import check_count
 
@@ -220,7 +220,7 @@ def write_repository(
     timesteps, _, step_sizes = scheduler.schedule_arrays()
     schedule = {"timesteps": timesteps.astype(np.int64), "step_sizes": step_sizes.astype(np.float32),
                 "num_annealed_steps": np.array(scheduler.num_annealed_steps, dtype=np.int64)}
-    source = verified_path(root, manifest, manifest["graphs"][graph]["file"])
+    source = verified_graph_path(root, manifest, manifest["graphs"][graph]["file"])  # and its weights file
     model = bake_schedule(onnx.load(str(source)), schedule)
     sample_shape = tuple(int(size) for size in manifest["model"]["sample_shape"])
     init_range = [float(value) for value in manifest["model"].get("init_range", (0.0, 1.0))]

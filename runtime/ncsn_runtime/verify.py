@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+import posixpath
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from .contract import GRAPHS, MANIFEST_NAME
 from .errors import ExportDirectoryError
+from .external_data import ExternalDataError, external_data_locations
 from .fileio import PathConfinementError, confined_path
 
-__all__ = ["check_session_io", "confined", "file_entry", "sha256_file", "verify_listed_file"]
+__all__ = ["check_session_io", "confined", "file_entry", "sha256_file", "verify_graph_files", "verify_listed_file"]
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
@@ -67,6 +69,36 @@ def verify_listed_file(root: Path, files: Mapping[str, ListedFile], relative: st
     digest = sha256_file(path)
     if digest != entry.sha256:
         raise ExportDirectoryError(f"{path} sha256 {digest[:12]}... does not match {MANIFEST_NAME} ({entry.sha256[:12]}...)")
+    return path
+
+
+def verify_graph_files(root: Path, files: Mapping[str, ListedFile], relative: str,
+                       verified: MutableMapping[str, Path] | None = None) -> Path:
+    """Verified path of the ONNX graph ``root / relative`` and of every external-data file it names.
+
+    The graph is verified like any listed file (:func:`verify_listed_file`); then the ``location`` of each of its
+    external tensors (Loop bodies and functions included, :func:`~ncsn_runtime.external_data.external_data_locations`),
+    resolved against the graph's folder as onnxruntime does, must be a confined relative path, listed in the
+    manifest, and match its size and sha256. ``verified`` (relative path -> path) skips files already hashed, so a
+    weights file shared by several graphs is hashed once. Raises :class:`ExportDirectoryError`.
+    """
+    verified = {} if verified is None else verified
+    if relative not in verified:
+        verified[relative] = verify_listed_file(root, files, relative)
+    path = verified[relative]
+    try:
+        locations = external_data_locations(path)
+    except (ExternalDataError, OSError) as error:
+        raise ExportDirectoryError(f"{path} is not a readable ONNX model: {error}") from None
+    folder = posixpath.dirname(relative)
+    for location in locations:
+        confined(root, location, f"external-data location of {relative}")  # no absolute paths, `..`, odd components
+        data = posixpath.join(folder, location) if folder else location
+        if data not in files:
+            raise ExportDirectoryError(f"{relative} reads external data from {data!r}, which {MANIFEST_NAME} does not "
+                                       "list; refusing to let onnxruntime read an unverified file")
+        if data not in verified:
+            verified[data] = verify_listed_file(root, files, data)
     return path
 
 
