@@ -6,12 +6,15 @@ before) break the size bound ``ONNX part <= 1.10 x weight bytes + 1 MiB``, and s
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from host_exports import TINY_CONFIG
+from host_exports import ROOT, TINY_CONFIG, node_ready
 from ncsn_runtime.contract import GRAPHS
 from ncsn_runtime.external_data import ExternalDataError, external_data_locations
 from ncsn_runtime.manifest import ExportDirectoryError, read_manifest
@@ -212,3 +215,36 @@ def test_external_data_walker_agrees_with_onnx(tmp_path):
     assert external_data_locations(tmp_path / "external.onnx") == ["w.bin"]
     with pytest.raises(ExternalDataError):
         external_data_locations((tmp_path / "external.onnx").read_bytes()[:-7])
+
+
+def test_node_host_reads_the_shared_file_and_refuses_an_unlisted_one(exported, tmp_path):
+    reason = node_ready()
+    if reason:
+        pytest.skip(reason)
+    export_dir, _ = exported
+    target = copy_export(export_dir, tmp_path / "node")
+    script = tmp_path / "load.mjs"
+    script.write_text(
+        "import * as ort from 'onnxruntime-node';\n"
+        f"import {{ NCSNPipeline }} from '{ROOT.as_posix()}/runtime/js/pipeline.js';\n"
+        f"import {{ fsSource }} from '{ROOT.as_posix()}/runtime/js/node.js';\n"
+        "const out = {};\n"
+        "for (const graph of ['sampler', 'step', 'gpu_step', 'gpu_sampler']) {\n"
+        "  const pipe = await NCSNPipeline.load(fsSource(process.argv[2]), { ort, graphs: [graph, 'score'] });\n"
+        "  const result = await pipe.generate({ seed: 3, numSamples: 2, graph });\n"
+        "  out[graph] = Array.from(result.samples.slice(0, 8));\n"
+        "}\n"
+        "console.log(JSON.stringify(out));\n")
+    node_modules = tmp_path / "node_modules"
+    node_modules.symlink_to(ROOT / "node_modules")
+    proc = subprocess.run(["node", str(script), str(target)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    samples = json.loads(proc.stdout.strip().splitlines()[-1])
+    for graph, values in samples.items():
+        np.testing.assert_allclose(values, samples["sampler"], atol=1e-4, err_msg=graph)
+    manifest = read_manifest_json(target)
+    del manifest["files"][WEIGHTS_FILE]
+    write_manifest_json(target, manifest)
+    proc = subprocess.run(["node", str(script), str(target)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0 and "does not list" in proc.stderr, proc.stderr
+    shutil.rmtree(target)

@@ -14,6 +14,7 @@
 // graphs run every step in one call and cannot stop for it: a callback needs a stepwise graph.
 
 import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
+import { ExternalDataError, externalDataLocations } from './external_data.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
 import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
@@ -144,12 +145,13 @@ export class NCSNPipeline {
     const wanted = graphs ?? (mode === 'both' ? ['sampler', 'score'] : [MODE_GRAPH[mode]]);
     /** @type {Record<string, any>} */
     const sessions = {};
+    const shared = new Map(); // external-data file -> verified bytes: the weights file every graph reads is read once
     for (const name of wanted) {
       const file = graphFile(manifest, /** @type {GraphKey} */ (name));
       const bytes = await readVerified(source, manifest, file);
       const options = { ...sessionOptions };
-      const dataFile = `${file}.data`;
-      if (manifest.files[dataFile]) options.externalData = [{ path: dataFile.split('/').pop(), data: await readVerified(source, manifest, dataFile) }];
+      const externalData = await readExternalData(source, manifest, file, bytes, shared);
+      if (externalData.length) options.externalData = externalData;
       sessions[name] = await ort.InferenceSession.create(bytes, options);
     }
     const pipeline = new NCSNPipeline({ ort, manifest, schedulerConfig, sessions, mode: mode === 'both' ? 'fused' : mode, location: source.location });
@@ -426,4 +428,37 @@ export function fetchSource(baseUrl) {
       return new Uint8Array(await response.arrayBuffer());
     },
   };
+}
+
+/**
+ * The external-data files graph `file` names (e.g. the shared weights.onnx.data), each listed in the manifest and
+ * sha256-checked, as onnxruntime's `externalData` session option ({path: the location the graph names, data}).
+ * A location that is not listed is refused, so onnxruntime never reads an unverified file.
+ * @param {any} source
+ * @param {any} manifest
+ * @param {string} file the graph's relative path
+ * @param {Uint8Array} bytes the graph's bytes
+ * @param {Map<string, Uint8Array>} shared files read so far
+ * @returns {Promise<{path: string, data: Uint8Array}[]>}
+ */
+async function readExternalData(source, manifest, file, bytes, shared) {
+  let locations;
+  try {
+    locations = externalDataLocations(bytes);
+  } catch (error) {
+    if (error instanceof ExternalDataError) throw new ExportDirectoryError(`${source.location}/${file} is not a readable ONNX model: ${error.message}`);
+    throw error;
+  }
+  const folder = file.includes('/') ? file.slice(0, file.lastIndexOf('/') + 1) : '';
+  const out = [];
+  for (const location of locations) {
+    checkRelativePath(location, `external-data location of ${file}`);
+    const relative = folder + location;
+    if (!Object.hasOwn(manifest.files, relative)) {
+      throw new ExportDirectoryError(`${file} reads external data from ${JSON.stringify(relative)}, which manifest.json does not list`);
+    }
+    if (!shared.has(relative)) shared.set(relative, await readVerified(source, manifest, relative));
+    out.push({ path: location, data: shared.get(relative) });
+  }
+  return out;
 }
