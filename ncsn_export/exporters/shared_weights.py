@@ -4,10 +4,9 @@ The traced score graph's initializers of at least :data:`SIZE_THRESHOLD` bytes a
 :data:`WEIGHTS_FILE` (``weights.onnx.data``) and replaced in the in-memory model by external-data
 references (``data_location = EXTERNAL``, ``location`` / ``offset`` / ``length``, no bytes). The
 composer (:mod:`.compose`) then copies only those small references into step, sampler, gpu_step and
-gpu_sampler, and hoists the network's initializers out of the ``Loop`` bodies into the main graph
-(onnxruntime-web cannot load external data of a Loop-body initializer; an outer-scope value read
-from the body works on every host: ``/work/shared/probes/external-data/README.md``). So every graph
-points at the same offsets of the same file, and composing copies no tensor bytes.
+gpu_sampler, so every graph points at the same offsets of the same file and composing copies no
+tensor bytes. (The samplers' references sit in their inner ``Loop`` body; the JS host moves them to
+the main graph when it loads from bytes, see ``runtime/js/external_data.js`` and docs/design.md.)
 
 Offsets are aligned to :data:`ALIGNMENT` bytes (tensors of at least :data:`PAGE_ALIGN_FROM` bytes to
 4096, so onnxruntime can memory-map them). Small initializers (scalars, shape constants) stay

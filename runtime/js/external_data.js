@@ -113,3 +113,101 @@ export function externalDataLocations(bytes) {
   });
   return [...new Set(found)];
 }
+
+function encodeVarint(value) {
+  const out = [];
+  let rest = value;
+  while (rest >= 0x80) {
+    out.push((rest % 128) | 0x80);
+    rest = Math.floor(rest / 128);
+  }
+  out.push(rest);
+  return Uint8Array.from(out);
+}
+
+function concat(chunks) {
+  const out = new Uint8Array(chunks.reduce((total, chunk) => total + chunk.byteLength, 0));
+  let pos = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, pos);
+    pos += chunk.byteLength;
+  }
+  return out;
+}
+
+/** Field `number` (length-delimited) holding `content`, encoded. */
+function field(number, content) {
+  return concat([encodeVarint(number * 8 + 2), encodeVarint(content.byteLength), content]);
+}
+
+/** Every field of bytes[start, end) as {number, wire, s, e (value), raw (key + value)}. */
+function fieldList(bytes, start, end) {
+  const out = [];
+  let pos = start;
+  while (pos < end) {
+    const begin = pos;
+    let key;
+    [key, pos] = varint(bytes, pos, end);
+    const number = Math.floor(key / 8);
+    const wire = key % 8;
+    let s = pos;
+    let e = pos;
+    if (wire === 0) [, pos] = varint(bytes, pos, end);
+    else if (wire === 1 || wire === 5) pos += wire === 1 ? 8 : 4;
+    else if (wire === 2) {
+      let length;
+      [length, s] = varint(bytes, pos, end);
+      e = s + length;
+      pos = e;
+    } else throw new ExternalDataError(`unsupported protobuf wire type ${wire}`);
+    if (pos > end) throw new ExternalDataError('a field runs past the end of its message');
+    out.push({ number, wire, s, e, raw: bytes.subarray(begin, pos) });
+  }
+  return out;
+}
+
+function isExternal(bytes, s, e) {
+  const found = [];
+  tensor(bytes, s, e, found);
+  return found.length > 0;
+}
+
+/** The graph bytes[start, end) re-encoded without its subgraphs' external initializers (collected in `moved`). */
+function stripSubgraphs(bytes, start, end, moved, depth, isMain) {
+  if (depth > MAX_DEPTH) throw new ExternalDataError(`subgraphs nest deeper than ${MAX_DEPTH} levels`);
+  const chunks = [];
+  for (const item of fieldList(bytes, start, end)) {
+    if (!isMain && item.number === 5 && item.wire === 2 && isExternal(bytes, item.s, item.e)) {
+      moved.push(item.raw); // GraphProto.initializer: now an outer-scope value of the body
+    } else if (item.number === 1 && item.wire === 2) { // NodeProto: its attributes may hold subgraphs
+      const attributes = fieldList(bytes, item.s, item.e).map((attribute) => {
+        if (attribute.number !== 5 || attribute.wire !== 2) return attribute.raw;
+        const parts = fieldList(bytes, attribute.s, attribute.e).map((part) => (
+          (part.number === 6 || part.number === 11) && part.wire === 2
+            ? field(part.number, stripSubgraphs(bytes, part.s, part.e, moved, depth + 1, false)) : part.raw));
+        return field(5, concat(parts));
+      });
+      chunks.push(field(1, concat(attributes)));
+    } else {
+      chunks.push(item.raw);
+    }
+  }
+  if (isMain) chunks.push(...moved);
+  return concat(chunks);
+}
+
+/**
+ * The model with every external-data initializer of a subgraph (a Loop body) moved to the main graph, where the
+ * body reads it as an outer-scope value. onnxruntime-web (and onnxruntime-node from bytes) cannot load the
+ * external data of a subgraph initializer ("external data path could not be canonicalized"); a main-graph one it
+ * can. The model is returned unchanged when no subgraph holds external data.
+ * @param {Uint8Array} bytes
+ * @returns {Uint8Array}
+ */
+export function hoistExternalInitializers(bytes) {
+  const items = fieldList(bytes, 0, bytes.byteLength);
+  const moved = [];
+  const chunks = items.map((item) => (item.number === 7 && item.wire === 2
+    ? field(7, stripSubgraphs(bytes, item.s, item.e, moved, 1, true)) : item.raw));
+  return moved.length ? concat(chunks) : bytes;
+}

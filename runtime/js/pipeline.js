@@ -14,7 +14,7 @@
 // graphs run every step in one call and cannot stop for it: a callback needs a stepwise graph.
 
 import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
-import { ExternalDataError, externalDataLocations } from './external_data.js';
+import { ExternalDataError, externalDataLocations, hoistExternalInitializers } from './external_data.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
 import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
@@ -148,10 +148,13 @@ export class NCSNPipeline {
     const shared = new Map(); // external-data file -> verified bytes: the weights file every graph reads is read once
     for (const name of wanted) {
       const file = graphFile(manifest, /** @type {GraphKey} */ (name));
-      const bytes = await readVerified(source, manifest, file);
+      let bytes = await readVerified(source, manifest, file);
       const options = { ...sessionOptions };
       const externalData = await readExternalData(source, manifest, file, bytes, shared);
-      if (externalData.length) options.externalData = externalData;
+      if (externalData.length) {
+        options.externalData = externalData;
+        bytes = hoistExternalInitializers(bytes); // the Loop bodies' weights: onnxruntime reads them from bytes only there
+      }
       sessions[name] = await ort.InferenceSession.create(bytes, options);
     }
     const pipeline = new NCSNPipeline({ ort, manifest, schedulerConfig, sessions, mode: mode === 'both' ? 'fused' : mode, location: source.location });

@@ -14,7 +14,8 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
       "opset": int,
       "graphs": {"score" | "step" | "sampler" | "gpu_step" | "gpu_sampler": {"file": "score.onnx", "nodes": int,
                  "inputs": [{"name", "dtype", "shape"}], "outputs": [...],      # from ncsn_runtime.contract
-                 "unsupported_ops": {"cpu" | "cuda" | "webgpu": ["Op(dtype)", ...]}}},   # optional
+                 "unsupported_ops": {"cpu" | "cuda" | "webgpu": ["Op(dtype)", ...]},   # optional
+                 "external_data": ["weights.onnx.data"]}},   # informative: the runtimes read it from the graph
       "artifacts": {"<key>": {"file": str, "status": "written" | "skipped", "reason": str (when skipped),
                     "validated": bool (when written and validation ran), ...}},
                                # optional artifacts that were requested: gpu_step, gpu_sampler, torchscript
