@@ -8,13 +8,15 @@ five self-contained ``.onnx`` files. ``shared``: :func:`detach_weights` (one ``w
     .venv/bin/python bench/bench_compose_weights.py EXPORT_DIR
 
 ``EXPORT_DIR`` is an ncsn-export directory (its ``score.onnx`` and scheduler config are read; external data is
-loaded into memory first). Prints seconds and bytes on disk of each layout and saves ``bench/results/compose_weights.json``.
+loaded into memory first). Prints seconds and bytes on disk of each layout and saves
+``bench/results/compose_weights-MODEL.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +66,8 @@ def main() -> None:
         print(f"{name:<9} detach {row['detach_s']:7.2f} s  compose {row['compose_s']:7.2f} s  save {row['save_s']:7.2f} s  "
               f"on disk {row['bytes'] / 2**20:9.1f} MiB")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "compose_weights.json"
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(manifest["model"]["name"])).name) or "model"
+    out = RESULTS / f"compose_weights-{tag}.json"
     out.write_text(json.dumps({"export_dir": str(root), "model": manifest["model"]["name"], **rows}, indent=2) + "\n")
     print(f"saved {out}")
 

@@ -234,10 +234,14 @@ def test_node_host_reads_the_shared_file_and_refuses_an_unlisted_one(exported, t
         f"import {{ NCSNPipeline }} from '{ROOT.as_posix()}/runtime/js/pipeline.js';\n"
         f"import {{ fsSource }} from '{ROOT.as_posix()}/runtime/js/node.js';\n"
         "const out = {};\n"
+        "const disk = fsSource(process.argv[2]);\n"
+        "const bytesOnly = { location: disk.location, readBytes: (r) => disk.readBytes(r) };  // no localPath: hoisting\n"
         "for (const graph of ['sampler', 'step', 'gpu_step', 'gpu_sampler']) {\n"
-        "  const pipe = await NCSNPipeline.load(fsSource(process.argv[2]), { ort, graphs: [graph, 'score'] });\n"
-        "  const result = await pipe.generate({ seed: 3, numSamples: 2, graph });\n"
-        "  out[graph] = Array.from(result.samples.slice(0, 8));\n"
+        "  for (const [name, source] of [['path', disk], ['bytes', bytesOnly]]) {\n"
+        "    const pipe = await NCSNPipeline.load(source, { ort, graphs: [graph, 'score'] });\n"
+        "    const result = await pipe.generate({ seed: 3, numSamples: 2, graph });\n"
+        "    out[`${graph}-${name}`] = Array.from(result.samples.slice(0, 8));\n"
+        "  }\n"
         "}\n"
         "console.log(JSON.stringify(out));\n")
     node_modules = tmp_path / "node_modules"
@@ -246,7 +250,8 @@ def test_node_host_reads_the_shared_file_and_refuses_an_unlisted_one(exported, t
     assert proc.returncode == 0, proc.stderr
     samples = json.loads(proc.stdout.strip().splitlines()[-1])
     for graph, values in samples.items():
-        np.testing.assert_allclose(values, samples["sampler"], atol=1e-4, err_msg=graph)
+        np.testing.assert_allclose(values, samples["sampler-path"], atol=1e-4, err_msg=graph)
+    assert len(samples) == 8
     manifest = read_manifest_json(target)
     del manifest["files"][WEIGHTS_FILE]
     write_manifest_json(target, manifest)

@@ -23,6 +23,7 @@ export const GRAPH_CONTRACT = {
  * @property {string} location where the directory is (for messages)
  * @property {(relative: string) => Promise<Uint8Array>} readBytes resolves the file's bytes; rejects with an Error naming it
  * @property {(bytes: Uint8Array) => Promise<string>} [sha256] hex sha256 (default: WebCrypto)
+ * @property {(relative: string) => Promise<string>} [localPath] the file's confined real path on disk (Node: onnxruntime-node opens graphs by path)
  */
 
 /**

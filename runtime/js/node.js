@@ -21,6 +21,11 @@ export function fsSource(directory) {
   return {
     location: root,
     async readBytes(relative) {
+      const bytes = await readFile(await this.localPath(relative));
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+    /** The file's real path: onnxruntime-node opens a verified graph by path (its Loop-body weights stay fast). */
+    async localPath(relative) {
       // the path comes from an untrusted manifest: relative, no '..', and no symlink that leads out of the directory
       checkRelativePath(relative, 'file');
       const realRoot = await realpath(root);
@@ -28,8 +33,7 @@ export function fsSource(directory) {
       if (file !== realRoot && !file.startsWith(realRoot + path.sep)) {
         throw new ExportDirectoryError(`${relative} leads outside ${realRoot} (through a symlink)`);
       }
-      const bytes = await readFile(file);
-      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return file;
     },
     async sha256(bytes) {
       return createHash('sha256').update(bytes).digest('hex');
