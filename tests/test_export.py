@@ -81,7 +81,8 @@ def test_manifest_records_files_validation_and_model(toy_export):
     assert manifest == json.loads((output / "manifest.json").read_text())
     assert {"score", "step", "sampler"} <= set(manifest["graphs"])
     graph_files = {GRAPHS[key].file for key in manifest["graphs"]}
-    assert set(manifest["files"]) == graph_files | {"sampler.pt", "sampler.pt2", "scheduler/scheduler_config.json"}
+    assert set(manifest["files"]) == graph_files | {"sampler.pt", "sampler.pt2", "scheduler/scheduler_config.json",
+                                                    "weights.onnx.data"}
     assert manifest["artifacts"]["torchscript"]["status"] == manifest["artifacts"]["torch_export"]["status"] == "written"
     for key in ("gpu_step", "gpu_sampler"):  # written, or skipped with the reason (never silently absent)
         entry = manifest["artifacts"][key]
@@ -181,16 +182,20 @@ def test_conv_export_with_final_denoise_validates(conv_export):
 
 def test_conv_sampler_holds_the_network_once_inside_the_loop_with_its_weights(conv_export):
     output, _ = conv_export
-    model = onnx.load(str(output / "sampler.onnx"))
+    model = onnx.load(str(output / "sampler.onnx"), load_external_data=False)
     graphs = [model.graph]  # the main graph, then each Loop body (outer: schedule position, inner: annealed step)
     while loops := [node for node in graphs[-1].node if node.op_type == "Loop"]:
         assert len(loops) == 1
         graphs.append(loops[0].attribute[0].g)
     conv_counts = [[node.op_type for node in graph.node].count("Conv") for graph in graphs]
     assert len(graphs) == 3 and conv_counts == [0, 0, 3]  # final denoise runs inside the loop too
-    body_weights = {initializer.name for initializer in graphs[-1].initializer}
-    outer_weights = {initializer.name for graph in graphs[:-1] for initializer in graph.initializer}
-    assert any("conv_in" in name for name in body_weights) and not any("conv" in name for name in outer_weights)
+    # every Conv weight is an initializer of the inner body (names are compacted: the Conv inputs identify them),
+    # stored as a reference into the shared weights.onnx.data
+    conv_weights = {node.input[1] for node in graphs[-1].node if node.op_type == "Conv"}
+    body = {initializer.name: initializer for initializer in graphs[-1].initializer}
+    outer_names = {initializer.name for graph in graphs[:-1] for initializer in graph.initializer}
+    assert conv_weights <= set(body) and not conv_weights & outer_names
+    assert all(body[name].data_location == onnx.TensorProto.EXTERNAL for name in conv_weights)
 
 
 def test_torchscript_runs_in_a_process_without_our_package(conv_export, tmp_path):
