@@ -28,9 +28,12 @@ earlier export that holds nothing but the files its manifest lists (add --allow-
                  -> final_sample   (the whole annealed loop in one ONNX Loop)
   gpu_step.onnx, gpu_sampler.onnx  the accelerator graphs (noise as input / no bitwise ops)
   sampler.pt     TorchScript (torch.jit.load; needs no ncsn_export)    sampler.pt2  torch.export.save
+  ort/KEY.ort    ORT-format models of the graphs (onnxruntime Mobile / minimal builds), with
+                 ort/required_operators.config for build.sh --include_ops_by_config (--artifacts ...,ort)
 
 --artifacts (comma-separated; default "default" = every ONNX graph + sampler.pt):
-  default, onnx, torch, all, score, step, sampler, gpu_step, gpu_sampler, torchscript (pt), torch_export (pt2).
+  default, onnx, torch, all, score, step, sampler, gpu_step, gpu_sampler, torchscript (pt), torch_export (pt2),
+  ort (made only on request, or by "all").
   An artifact you name must be made, else the export fails; one only implied by "default" that cannot be
   made (or fails validation) is skipped and reported as such in the table and the manifest.
 

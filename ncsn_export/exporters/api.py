@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 import torch
 from ncsn_runtime.config import save_scheduler_config
-from ncsn_runtime.contract import GRAPHS
+from ncsn_runtime.contract import GRAPHS, ORT_CONFIG
 from ncsn_runtime.schedule import check_count, geometric_sigmas
 from torch import nn
 
@@ -51,6 +51,7 @@ from .onnx_export import (
     example_inputs,
     export_score_onnx,
 )
+from .ort_format import refresh_after_validation, table_line, write_ort_models
 from .progress import stage_bar, timed_bar
 from .shared_weights import WEIGHTS_FILE, SharedWeights, detach_weights
 from .torchscript_export import export_pt2, export_torchscript
@@ -133,6 +134,8 @@ class ExportReport:
         for entry in self.manifest.get("artifacts", {}).values():
             if entry.get("status") == "skipped":
                 lines.append(f"{entry['file']:<17} skipped: {entry.get('reason', '')}")
+            elif entry.get("file") == ORT_CONFIG:
+                lines.append(table_line(entry))
         return "\n".join(lines)
 
 
@@ -256,7 +259,7 @@ def write(plan: ExportPlan, composed: ComposeResult, staging: Path, progress: bo
     if composed.weights is not None:
         composed.weights.install(staging)
     keys = [key for key in GRAPHS if key in composed.graphs]
-    with stage_bar("write", len(keys) + len(plan.artifacts.torch), progress) as bar:
+    with stage_bar("write", len(keys) + len(plan.artifacts.torch) + plan.artifacts.ort, progress) as bar:
         for key in keys:
             start = time.perf_counter()
             model = composed.graphs[key]
@@ -274,6 +277,11 @@ def write(plan: ExportPlan, composed: ComposeResult, staging: Path, progress: bo
             entry = _write_torch_artifact(plan, key, staging)
             seconds[entry.file] = round(time.perf_counter() - start, 3)
             artifacts.append(entry)
+            bar.update()
+        if plan.artifacts.ort:  # ort/KEY.ort of every graph written above + ort/required_operators.config
+            ort_entries, ort_seconds = write_ort_models(staging, [entry.key for entry in entries])
+            artifacts.extend(ort_entries)
+            seconds.update(ort_seconds)
             bar.update()
     for entry in artifacts:
         if entry.status == "skipped" and plan.artifacts.is_required(entry.key):
@@ -320,9 +328,10 @@ def run_validation(plan: ExportPlan, staging: Path, builder: ManifestBuilder, **
         builder.artifacts = [entry if entry.key != row.graph else ArtifactEntry(row.graph, "skipped", reason)
                              for entry in builder.artifacts]
         logger.warning("skipped %s: %s", row.artifact, reason)
+    builder.artifacts = refresh_after_validation(staging, builder.artifacts)  # the ORT config lists the .ort left
     checked = {row.graph for row in report.rows}
     for entry in builder.artifacts:
-        if entry.status == "written":
+        if entry.status == "written" and entry.file != ORT_CONFIG:
             entry.details["validated"] = entry.key in checked  # False: this runtime has no driver for it (gpu_step)
             if entry.key not in checked:
                 logger.warning("%s is written but not validated: the runtime in this build cannot drive it", entry.file)

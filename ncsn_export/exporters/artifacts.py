@@ -3,11 +3,15 @@
 Names are the contract's keys (:data:`ncsn_runtime.contract.GRAPHS` for ONNX graphs,
 :data:`ncsn_runtime.contract.ARTIFACTS` for the torch files), plus the aliases and groups below.
 ``default`` is every ONNX graph of the contract plus ``sampler.pt`` (a ``torch.jit.script``, seconds);
-``sampler.pt2`` (a second ``torch.export`` of the whole sampler) is made only on request.
+``sampler.pt2`` (a second ``torch.export`` of the whole sampler) is made only on request, and so is ``ort``
+(an ORT-format model ``ort/KEY.ort`` of every shipped ONNX graph plus ``ort/required_operators.config``,
+:mod:`.ort_format`).
 
 An artifact the user named explicitly must be made (else the export fails); one that is only in
 ``default`` and cannot be made, or fails validation, is skipped with its reason in the export table
 and the manifest. ``score``, ``step`` and ``sampler`` are always required: the runtime needs them.
+With ``ort`` named, the ``.ort`` models of those three are required too; the other ``.ort`` models
+(``ort:gpu_step``, ``ort:gpu_sampler``) are skipped with their reason when they cannot be made or fail validation.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ncsn_runtime.contract import ARTIFACTS, GRAPH_NAMES
+from ncsn_runtime.contract import ARTIFACTS, GRAPH_NAMES, ORT_PREFIX
 
 from .errors import ExportInputError
 
 ONNX_KEYS: tuple[str, ...] = GRAPH_NAMES
 TORCH_KEYS: tuple[str, ...] = tuple(ARTIFACTS)  # torchscript (sampler.pt), torch_export (sampler.pt2)
-ALL_KEYS: tuple[str, ...] = ONNX_KEYS + TORCH_KEYS
+ORT_KEY = "ort"  # ORT-format models of the shipped graphs (.ort_format)
+ALL_KEYS: tuple[str, ...] = ONNX_KEYS + TORCH_KEYS + (ORT_KEY,)
 REQUIRED: frozenset[str] = frozenset({"score", "step", "sampler"})
 ALIASES: dict[str, str] = {"pt": "torchscript", "sampler.pt": "torchscript", "pt2": "torch_export",
                            "sampler.pt2": "torch_export", **{f"{key}.onnx": key for key in ONNX_KEYS}}
@@ -49,7 +54,15 @@ class ArtifactSelection:
     def torch(self) -> tuple[str, ...]:
         return tuple(key for key in self.keys if key in TORCH_KEYS)
 
+    @property
+    def ort(self) -> bool:
+        """ORT-format models of the shipped graphs were requested."""
+        return ORT_KEY in self.keys
+
     def is_required(self, key: str) -> bool:
+        """``key``: an artifact key, or ``ort:GRAPH`` (required when ``ort`` and ``GRAPH`` both are)."""
+        if key.startswith(ORT_PREFIX):
+            return ORT_KEY in self.required and key[len(ORT_PREFIX):] in REQUIRED
         return key in self.required
 
 

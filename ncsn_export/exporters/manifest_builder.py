@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncsn_runtime.contract import ARTIFACTS, FORMAT_NAME, FORMAT_VERSION, GRAPHS, SCHEDULER_CONFIG_PATH
+from ncsn_runtime.contract import (
+    ARTIFACTS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    GRAPHS,
+    ORT_CONFIG,
+    ORT_PREFIX,
+    SCHEDULER_CONFIG_PATH,
+    ort_file,
+)
 from ncsn_runtime.external_data import external_data_locations
 from ncsn_runtime.manifest import file_entry, write_manifest
 
@@ -63,7 +72,8 @@ class ArtifactEntry:
     """``manifest["artifacts"][key]`` for an optional artifact (graph or torch file) that was requested.
 
     ``status`` is ``"written"`` or ``"skipped"`` (then ``reason`` says why); ``details`` holds per-artifact
-    facts (``sampler.pt``: ``network`` "script"/"trace"; ``sampler.pt2``: ``batch_range`` [lo, hi or null]).
+    facts (``sampler.pt``: ``network`` "script"/"trace"; ``sampler.pt2``: ``batch_range`` [lo, hi or null];
+    ``ort:KEY`` / ``ort``: see :mod:`.ort_format`).
     """
 
     key: str
@@ -73,6 +83,10 @@ class ArtifactEntry:
 
     @property
     def file(self) -> str:
+        if self.key.startswith(ORT_PREFIX):  # ort:KEY -> ort/KEY.ort (.ort_format)
+            return ort_file(self.key[len(ORT_PREFIX):])
+        if self.key == "ort":
+            return ORT_CONFIG
         return GRAPHS[self.key].file if self.key in GRAPHS else ARTIFACTS[self.key]
 
     def as_dict(self) -> dict[str, Any]:

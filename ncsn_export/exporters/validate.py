@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from ncsn_runtime.contract import ARTIFACTS, GRAPHS
-from ncsn_runtime.manifest import load_manifest
+from ncsn_runtime.contract import ARTIFACTS, GRAPHS, ORT_PREFIX, ort_file
+from ncsn_runtime.manifest import load_manifest, read_manifest
 from ncsn_runtime.noise import initial_sample, seeds_for_batch
+from ncsn_runtime.ort_format import ort_graph_files
 from ncsn_runtime.pipeline import NCSNPipeline
 from ncsn_runtime.providers import open_session
 from ncsn_runtime.sampling import run_fused
@@ -224,8 +225,10 @@ def runtime_routes(graphs: Sequence[str]) -> list[tuple[str, dict[str, Any], str
     return [(key, fallback[key], modes[key]) for key in present if key in fallback]
 
 
-def _open(export_dir: Path, stepwise_graph: str = "auto", threads: int | None = None) -> NCSNPipeline:
-    return NCSNPipeline.from_pretrained(export_dir, provider="cpu", stepwise_graph=stepwise_graph, intra_op_threads=threads)
+def _open(export_dir: Path, stepwise_graph: str = "auto", threads: int | None = None,
+          graph_format: str = "onnx") -> NCSNPipeline:
+    return NCSNPipeline.from_pretrained(export_dir, provider="cpu", stepwise_graph=stepwise_graph, intra_op_threads=threads,
+                                        graph_format=graph_format)
 
 
 def _run_pipeline(pipe: NCSNPipeline, schedule: Schedule, options: dict[str, Any]) -> np.ndarray:
@@ -335,9 +338,17 @@ def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_ste
     routes = runtime_routes(list(manifest["graphs"]))
     torch_files = [(key, loader) for key, loader in (("torchscript", _load_torchscript), ("torch_export", load_pt2))
                    if manifest.get("artifacts", {}).get(key, {}).get("status") == "written"]
+    ort_routes = runtime_routes(list(ort_graph_files(read_manifest(root))))  # the .ort graphs (--artifacts ort)
+    ort_pipes: list[NCSNPipeline] = []
+
+    def ort_pipe() -> NCSNPipeline:  # opened on first use, inside a row: a broken .ort fails its row, not the export
+        if not ort_pipes:
+            ort_pipes.append(_open(root, threads=intra_op_threads, graph_format="ort"))
+        return ort_pipes[0]
+
     fused_seconds: float | None = None
     with stage_bar(f"validate: dynamic check ({len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size})",
-                   1 + len(routes) + len(torch_files), progress) as bar:
+                   1 + len(routes) + len(ort_routes) + len(torch_files), progress) as bar:
         expected, report.reference_seconds["dynamic"] = _timed(lambda: run_torch(reference, dynamic))
         bar.update()
         label = f"torch eager {len(dynamic.timesteps)}x{dynamic.num_annealed_steps}, B={dynamic.batch_size}"
@@ -352,6 +363,10 @@ def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_ste
                       expected, dynamic, tolerance, warm)
             if key == "sampler" and row.passed:
                 fused_seconds = row.seconds
+            bar.update()
+        for key, options, route_mode in ort_routes:  # same schedule, same torch reference, through the runtime
+            add(ort_file(key), ORT_PREFIX + key, route_mode, label, lambda o=options: _run_pipeline(ort_pipe(), dynamic, o),
+                expected, dynamic, tolerance, lambda k=key: ort_pipe().graphs.session(k))
             bar.update()
         for key, loader in torch_files:
             path = root / ARTIFACTS[key]

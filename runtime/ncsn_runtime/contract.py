@@ -145,3 +145,15 @@ GRAPH_NAMES: tuple[str, ...] = tuple(GRAPHS)
 
 # Optional torch artifacts (manifest key -> file).
 ARTIFACTS: dict[str, str] = {"torchscript": "sampler.pt", "torch_export": "sampler.pt2"}
+
+# ORT-format models (``--artifacts ort``, onnxruntime Mobile / minimal builds): one ``ort/KEY.ort`` per shipped ONNX
+# graph, listed under ``manifest["artifacts"]["ort:KEY"]``, with the operators and types they need for a reduced build
+# in ``ort/required_operators.config`` (``manifest["artifacts"]["ort"]``). Same inputs / outputs as the ONNX graph.
+ORT_DIR = "ort"
+ORT_PREFIX = "ort:"
+ORT_CONFIG = f"{ORT_DIR}/required_operators.config"
+
+
+def ort_file(key: str) -> str:
+    """Relative path of graph ``key``'s ORT-format model (``ort/score.ort``)."""
+    return f"{ORT_DIR}/{key}.ort"

@@ -48,6 +48,7 @@ from .conventions import progress_bar as make_progress_bar
 from .errors import ExportDirectoryError
 from .manifest import Manifest, parse_manifest, read_manifest
 from .noise import MAX_SEED, initial_sample, seeds_for_batch
+from .ort_format import check_graph_format, ort_manifest
 from .providers import Device, ProviderError, resolve_device
 from .sampling import StepHook, run_fused, run_stepwise
 from .schedule import check_count
@@ -152,6 +153,7 @@ class NCSNPipeline:
         stepwise_graph: str = "auto",
         cuda_graph: bool = True,
         intra_op_threads: int | None = None,
+        graph_format: str = "onnx",
     ) -> NCSNPipeline:
         """Open an export directory.
 
@@ -166,12 +168,17 @@ class NCSNPipeline:
             cuda_graph: capture the stepwise step (``gpu_step`` / ``step``) as a CUDA graph on CUDA (falls back
                 to IO binding without it, logged once, if onnxruntime cannot capture it).
             intra_op_threads: onnxruntime threads per operator (``None``: its default).
+            graph_format: ``"onnx"`` (the graphs) or ``"ort"`` (their ORT-format models ``ort/KEY.ort``, made with
+                ``--artifacts ort``; only the graphs that have one; :mod:`ncsn_runtime.ort_format`).
 
         Every graph (and its external-data files) and the scheduler config are checked against the
         manifest's sha256 here; sessions open on first use (only a CUDA probe opens one now).
         """
         root = Path(export_dir)
+        graph_format = check_graph_format(graph_format)
         manifest = read_manifest(root)
+        if graph_format == "ort":
+            manifest = ort_manifest(manifest)
         config_file = manifest.verified_path(manifest.scheduler_config)
         try:
             scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(config_file)
