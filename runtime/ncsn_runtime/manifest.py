@@ -20,6 +20,9 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
                     "validated": bool (when written and validation ran), ...}},
                                # optional artifacts that were requested: gpu_step, gpu_sampler, torchscript
                                # ("network": "script" | "trace"), torch_export ("batch_range": [lo, hi | null])
+                               # "ort:KEY" ({"file": "ort/KEY.ort", "graph": KEY}) and "ort" ({"file":
+                               # "ort/required_operators.config", "graphs", "operators", "weights", ...}):
+                               # ORT-format graphs, read back by ncsn_runtime.ort_format
       "export_seconds": {"trace": float, "compose": float, "<file>": float, "validation": float},
       "files": {"<relative path>": {"sha256": hex, "bytes": int}},
       "validation": [{"artifact", "graph", "mode", "check": "dynamic" | "full", "reference", "max_abs_diff",
