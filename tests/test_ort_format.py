@@ -211,3 +211,16 @@ def test_a_required_ort_graph_that_cannot_be_made_fails_the_export(tmp_path, mon
     skipped = report.manifest["artifacts"]["ort:gpu_sampler"]
     assert skipped["status"] == "skipped" and "cannot convert gpu_sampler.onnx" in skipped["reason"]
     assert "gpu_sampler" not in report.manifest["artifacts"]["ort"]["graphs"]
+
+
+def test_ncsn_sample_runs_the_ort_graphs(ort_export, tmp_path, capsys):
+    from ncsn_runtime.cli import main
+
+    outputs = {}
+    for graph_format in ("onnx", "ort"):
+        outputs[graph_format] = tmp_path / f"{graph_format}.npy"
+        assert main([str(ort_export), "-n", "5", "-s", "3", "--steps", "3", "--graph-format", graph_format,
+                     "-o", str(outputs[graph_format]), "--no-progress"]) == 0
+        printed = capsys.readouterr().out
+        assert ("ort/sampler.ort (fused Loop)" in printed) == (graph_format == "ort")
+    np.testing.assert_allclose(np.load(outputs["ort"]), np.load(outputs["onnx"]), atol=1e-4, rtol=0)

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "score (score network + numpy update). Overrides --mode; a --mode other than auto must "
                              "agree with it (fused: sampler, gpu_sampler; stepwise: step, gpu_step, score)")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider")
+    parser.add_argument("--graph-format", choices=("onnx", "ort"), default="onnx",
+                        help="run the .onnx graphs or their ORT-format models ort/KEY.ort (export with --artifacts ...,ort)")
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device ordinal")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per run (default: all N at once)")
     parser.add_argument("--nrow", type=int, default=None, help="images per grid row (default: about sqrt(N))")
@@ -239,7 +241,8 @@ def _run(args: argparse.Namespace, start: float) -> int:
 
     try:
         output = _check_args(args)
-        pipe = NCSNPipeline.from_pretrained(args.export_dir, provider=args.provider, device_id=args.device_id)
+        pipe = NCSNPipeline.from_pretrained(args.export_dir, provider=args.provider, device_id=args.device_id,
+                                            graph_format=args.graph_format)
         pipe.choose_graph(args.mode, args.graph)  # a --mode / --graph conflict fails before any work
         check_against_export(pipe, args, output)
         loaded = time.perf_counter()

@@ -429,7 +429,7 @@ class NCSNPipeline:
             if chosen in FUSED_GRAPHS:
                 samples = run_fused(self.graphs, chosen, x, seeds, timesteps, step_sizes, self.scheduler.num_annealed_steps,
                                     progress, bar_config=self._progress_bar_config)
-                engine = f"{GRAPHS[chosen].file} (fused Loop)"
+                engine = f"{self.info.graphs[chosen].file} (fused Loop)"  # ort/sampler.ort with graph_format="ort"
             else:
                 after_step = None
                 if callback_on_step_end is not None:
