@@ -8,6 +8,7 @@ to the plain runs, and the seconds the ort run itself recorded for the ``.ort`` 
 
     .venv/bin/python bench/bench_ort_format.py                  # the default MNIST RefineNet
     .venv/bin/python bench/bench_ort_format.py --model toy-gmm
+    .venv/bin/python bench/bench_ort_format.py --levels EXPORT/score.onnx   # where the .ort's extra bytes are
 
 Prints a table and saves ``bench/results/ort_format-<model>.json``.
 """
@@ -36,10 +37,43 @@ def timed_export(model: str | None, output: Path, artifacts: str) -> tuple[float
     return time.perf_counter() - start, report.manifest
 
 
+def level_sizes(graph: Path) -> None:
+    """Print the ORT-format size of ``graph`` per optimization level next to onnxruntime's optimized ONNX of it
+    (same level) and that ONNX's initializer bytes: what the ORT format adds beyond the weights."""
+    import onnx
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    source = onnx.load(str(graph))
+    print(f"{graph.name}: {graph.stat().st_size} bytes, {len(source.graph.node)} nodes, initializers "
+          f"{sum(t.ByteSize() for t in source.graph.initializer)} bytes")
+    with tempfile.TemporaryDirectory(prefix="bench-ort-levels-") as scratch:
+        for name, level in levels.items():
+            sizes = {}
+            for fmt in ("ORT", "ONNX"):
+                options = ort.SessionOptions()
+                options.graph_optimization_level = level
+                options.optimized_model_filepath = str(Path(scratch) / f"{name}.{fmt.lower()}")
+                if fmt == "ORT":
+                    options.add_session_config_entry("session.save_model_format", "ORT")
+                ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"],
+                                     disabled_optimizers=["NchwcTransformer"])
+                sizes[fmt] = Path(options.optimized_model_filepath).stat().st_size
+            optimized = onnx.load(str(Path(scratch) / f"{name}.onnx"))
+            print(f"level {name:<8} .ort {sizes['ORT']:>10} B   optimized .onnx {sizes['ONNX']:>10} B   its initializers "
+                  f"{sum(t.ByteSize() for t in optimized.graph.initializer):>10} B, {len(optimized.graph.node)} nodes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model name (default: the default MNIST RefineNet)")
+    parser.add_argument("--levels", type=Path, default=None, metavar="GRAPH.onnx",
+                        help="only print the .ort size of GRAPH per optimization level (no export)")
     args = parser.parse_args()
+    if args.levels is not None:
+        level_sizes(args.levels)
+        return
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-ort-") as scratch:
         first, _ = timed_export(args.model, Path(scratch) / "plain", "default")
