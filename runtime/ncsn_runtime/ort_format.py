@@ -10,6 +10,7 @@ and hashes it under ``files`` like every file. :func:`ort_graph_files` reads and
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from .contract import GRAPHS, ORT_PREFIX, ort_file
@@ -17,7 +18,7 @@ from .errors import ExportDirectoryError
 from .manifest import Manifest
 from .verify import confined
 
-__all__ = ["GRAPH_FORMATS", "check_graph_format", "ort_graph_files", "ort_manifest"]
+__all__ = ["GRAPH_FORMATS", "OrtManifest", "check_graph_format", "ort_graph_files", "ort_manifest"]
 
 GRAPH_FORMATS = ("onnx", "ort")
 
@@ -58,7 +59,19 @@ def ort_graph_files(info: Manifest) -> dict[str, str]:
     return found
 
 
-def ort_manifest(info: Manifest) -> Manifest:
+@dataclasses.dataclass(frozen=True)
+class OrtManifest(Manifest):
+    """A :class:`Manifest` whose graphs are ``.ort`` files. An ORT-format file carries its weights inside (the
+    format has no external data), so verifying a graph is verifying that one file: listed, confined, size and
+    sha256. (An ONNX graph's path also verifies the external-data files it names; a ``.ort`` is not a protobuf.)"""
+
+    def graph_path(self, key: str) -> Path:
+        if key not in self.graphs:
+            raise ExportDirectoryError(f"{self.root} has no ORT-format {key} graph (ORT graphs: {sorted(self.graphs)})")
+        return self.verified_path(self.graphs[key].file)
+
+
+def ort_manifest(info: Manifest) -> OrtManifest:
     """The manifest as seen through its ORT-format graphs: ``graphs`` keeps only the keys with a ``.ort`` file,
     each pointing at it. Raises :class:`ExportDirectoryError` when the export has none (exported without ``ort``)."""
     files = ort_graph_files(info)
@@ -66,4 +79,5 @@ def ort_manifest(info: Manifest) -> Manifest:
         raise ExportDirectoryError(f"{info.root} has no ORT-format graphs (export it with `--artifacts ...,ort`)")
     graphs = {key: dataclasses.replace(info.graphs[key], file=relative) for key, relative in files.items()}
     raw = {**info.raw, "graphs": {key: {**info.raw["graphs"][key], "file": relative} for key, relative in files.items()}}
-    return dataclasses.replace(info, graphs=graphs, raw=raw)
+    fields = {field.name: getattr(info, field.name) for field in dataclasses.fields(info) if field.init}
+    return OrtManifest(**{**fields, "graphs": graphs, "raw": raw})
