@@ -224,3 +224,18 @@ def test_ncsn_sample_runs_the_ort_graphs(ort_export, tmp_path, capsys):
         printed = capsys.readouterr().out
         assert ("ort/sampler.ort (fused Loop)" in printed) == (graph_format == "ort")
     np.testing.assert_allclose(np.load(outputs["ort"]), np.load(outputs["onnx"]), atol=1e-4, rtol=0)
+
+
+def test_the_size_comparison_counts_the_external_data_the_onnx_graphs_name(ort_export, tmp_path):
+    """A shared weights file (ONNX external data, Loop bodies included) is counted once next to the .ort bytes."""
+    for key in ("score", "sampler"):
+        model = onnx.load(str(ort_export / GRAPHS[key].file))
+        onnx.save(model, str(tmp_path / GRAPHS[key].file), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="weights.data", size_threshold=0, convert_attribute=True)
+        assert ort_format.external_data_files(tmp_path / GRAPHS[key].file) == {"weights.data"}
+        assert ort_format.external_data_files(ort_export / GRAPHS[key].file) == set()
+    manifest = json.loads((ort_export / "manifest.json").read_text())
+    entry = manifest["artifacts"]["ort"]
+    assert entry["onnx_external_bytes"] == 0
+    line = ort_format.table_line({**entry, "onnx_external_bytes": 1000})
+    assert line.startswith(f"{ORT_CONFIG}: {entry['operators']} operators for 5 .ort graphs") and "external data" in line
