@@ -19,6 +19,7 @@ from host_exports import ROOT, build_export
 from ncsn_runtime import AnnealedLangevinDynamicsScheduler as NumpyScheduler
 from ncsn_runtime.fileio import atomic_write, read_json_object, write_json_atomic
 from ncsn_runtime.manifest import file_entry
+from ncsn_runtime.ownership import new_token, write_marker
 from untrusted import tampered
 
 from ncsn_export.cli import main as export_main
@@ -86,15 +87,21 @@ def test_paths_through_dotdot_and_stale_staging_dirs(tmp_path):
     (tmp_path / "a").mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid no longer runs: what a `kill -9` during an export leaves behind
-    stale = tmp_path / f".out.partial-{dead.pid}-dead"
+
+    def staging(name: str, pid: int) -> Path:  # a staging dir as that process made it: named and marked
+        token = new_token()
+        path = tmp_path / f".{name}.partial-{pid}-{token[:8]}"
+        path.mkdir()
+        write_marker(path, "ncsn-export", token, kind="partial", name=path.name, pid=pid)
+        return path
+
+    stale = staging("out", dead.pid)
     (stale / "scheduler").mkdir(parents=True)
     (stale / "score.onnx").write_bytes(b"half written")
-    alive = tmp_path / f".out.partial-{os.getppid()}-live"  # a running export's staging dir stays
-    alive.mkdir()
-    other = tmp_path / f".other.partial-{dead.pid}-dead"  # another output's: not ours to remove
-    other.mkdir()
-    with atomic_directory(tmp_path / "a" / ".." / "out") as staging:
-        (staging / "manifest.json").write_text("{}")
+    alive = staging("out", os.getppid())  # a running export's staging dir stays
+    other = staging("other", dead.pid)  # another output's: not ours to remove
+    with atomic_directory(tmp_path / "a" / ".." / "out") as out:
+        (out / "manifest.json").write_text("{}")
     assert not stale.exists() and alive.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a", "out", alive.name, other.name])
     for bad in ("/", ""):

@@ -10,8 +10,11 @@
 // wasm threads (SharedArrayBuffer). Binds to 127.0.0.1 only; prints "serving http://HOST:PORT/" when ready.
 // The export directory is untrusted: a path (or a symlink in it) that leads outside its root is 404, and a file
 // the server cannot read (EACCES, EISDIR, an I/O error mid-stream) answers 403/500 or closes that one
-// connection; it never stops the server.
+// connection; it never stops the server. Only regular files are opened: a FIFO, device or socket is 404 (checked
+// before opening, and opened with O_NONBLOCK, so nothing can block one of libuv's few threads and with it every
+// later request).
 
+import { constants } from 'node:fs';
 import { open, realpath, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -79,9 +82,14 @@ async function confined(file, base) {
  * @param {http.IncomingMessage} request @param {http.ServerResponse} response @param {string} file @param {string} urlPath
  */
 async function sendFile(request, response, file, urlPath) {
+  const before = await stat(file).catch(() => null);
+  if (!before?.isFile()) {
+    response.writeHead(404, { 'Content-Type': 'text/plain' }).end(`not found: ${urlPath}`);
+    return;
+  }
   let handle;
   try {
-    handle = await open(file, 'r');
+    handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   } catch (error) {
     const status = error?.code === 'EACCES' || error?.code === 'EPERM' ? 403 : error?.code === 'ENOENT' ? 404 : 500;
     response.writeHead(status, { 'Content-Type': 'text/plain' }).end(`${status === 403 ? 'forbidden' : status === 404 ? 'not found' : 'cannot read'}: ${urlPath}`);

@@ -3,7 +3,11 @@
 A failure or Ctrl-C while staging removes the staging directory, so ``output_dir`` is either
 untouched or complete. A staging directory left by a killed export (``kill -9``) is named after its
 process id (``.NAME.partial-PID-XXXX``) and removed by the next export to the same place once that
-process no longer runs.
+process no longer runs, **and only when** it holds the ownership marker
+(:data:`ncsn_runtime.ownership.MARKER_NAME`) that :func:`atomic_directory` writes into it right after creating
+it: written by ncsn-export, owned by this user on this host, with the same process id and the token whose
+first 8 hex digits end the directory's name. A sibling whose name merely looks like a staging name (a user's
+``.out.old-2023-01``, or a directory of an older version without a marker) is never touched.
 
 An existing ``output_dir`` is replaced only when ``force`` is set **and** it is an earlier export:
 its ``manifest.json`` is an ``ncsn-export`` manifest and every file in it is either that manifest or
@@ -17,19 +21,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
-import time
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from ncsn_runtime.contract import FORMAT_NAME, MANIFEST_NAME
 from ncsn_runtime.fileio import check_ancestor_writable, read_json_object
+from ncsn_runtime.ownership import MARKER_NAME, new_token, read_marker, write_marker
 
 from .errors import ExportInputError
 
-LEGACY_STALE_SECONDS = 3600  # staging dirs of older versions carry no process id: removed once this old
-_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+$")
+WRITER = "ncsn-export"
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{8})")
 
 
 def resolve_output(output_dir: str | os.PathLike) -> Path:
@@ -99,36 +103,56 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    except OverflowError:  # not a process id of this system
+        return True
     return True
 
 
 def remove_stale_staging(output: Path) -> list[Path]:
-    """Remove ``.NAME.partial-*`` / ``.NAME.old-*`` siblings of ``output`` whose export process is gone."""
+    """Remove ``.NAME.partial-*`` / ``.NAME.old-*`` siblings of ``output`` that a dead ncsn-export provably left.
+
+    A sibling is removed only when its name matches, it is a real directory (not a symlink), its marker is ours
+    (:func:`_owned_staging`) and the process that made it no longer runs. Everything else is left alone.
+    """
     removed = []
     parent = output.parent
     if not parent.is_dir():
         return removed
     for entry in parent.iterdir():
         match = _TEMP_NAME.fullmatch(entry.name)
-        if not match or match["name"] != output.name or not entry.is_dir() or entry.is_symlink():
+        if not match or match["name"] != output.name or entry.is_symlink() or not entry.is_dir():
             continue
-        pid = match["pid"]
-        stale = (not _process_alive(int(pid))) if pid else time.time() - entry.stat().st_mtime > LEGACY_STALE_SECONDS
-        if stale and int(pid or 0) != os.getpid():
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
+        pid = int(match["pid"])
+        if pid == os.getpid() or not _owned_staging(entry, match) or _process_alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
     return removed
 
 
+def _owned_staging(entry: Path, match: re.Match[str]) -> bool:
+    """Whether ``entry``'s marker proves that an ncsn-export of this user on this host created it."""
+    marker = read_marker(entry, WRITER)
+    return (marker is not None and marker.get("kind") == match["kind"] and marker.get("name") == entry.name
+            and marker.get("pid") == int(match["pid"]) and marker["token"][:8] == match["token"]
+            and marker.get("host") == socket.gethostname())
+
+
 def _make_temp_dir(parent: Path, name: str, kind: str) -> Path:
-    """A new directory ``.NAME.KIND-PID-XXXX`` (mode 0777 minus the umask, like any mkdir)."""
+    """A new directory ``.NAME.KIND-PID-XXXXXXXX`` (mode 0777 minus the umask, like any mkdir) holding its marker."""
     for _ in range(100):
-        path = parent / f".{name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+        token = new_token()
+        path = parent / f".{name}.{kind}-{os.getpid()}-{token[:8]}"
         try:
             path.mkdir(mode=0o777)
-            return path
         except FileExistsError:
             continue
+        try:
+            write_marker(path, WRITER, token, kind=kind, name=path.name)
+        except BaseException:
+            path.rmdir()  # just made by us and still empty
+            raise
+        return path
     raise FileExistsError(f"cannot create a staging directory in {parent}")  # pragma: no cover
 
 
@@ -144,6 +168,7 @@ def atomic_directory(output_dir: str | os.PathLike, force: bool = False, allow_e
         check_output_dir(output, force, allow_extra_files)  # it may have appeared or changed meanwhile
         if output.is_dir() and not any(output.iterdir()):
             output.rmdir()
+        (staging / MARKER_NAME).unlink()  # the export itself never holds the marker
         if output.exists():
             retired = _make_temp_dir(output.parent, output.name, "old")
             os.replace(output, retired / output.name)

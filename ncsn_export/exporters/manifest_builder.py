@@ -24,6 +24,7 @@ from ncsn_runtime.contract import (
 )
 from ncsn_runtime.external_data import external_data_locations
 from ncsn_runtime.manifest import file_entry, write_manifest
+from ncsn_runtime.ownership import MARKER_NAME
 
 from .validate import ValidationReport
 
@@ -111,7 +112,9 @@ class ManifestBuilder:
 
     def build(self, directory: Path) -> dict[str, Any]:
         """The manifest dict for ``directory`` (files listed with sha256 and size)."""
-        files = sorted(path for path in Path(directory).rglob("*") if path.is_file() and path.name != "manifest.json")
+        files = sorted(path for path in Path(directory).rglob("*") if path.is_file()
+                       and path.name != "manifest.json"
+                       and path.relative_to(directory).as_posix() != MARKER_NAME)  # the staging marker is not exported
         report = self.validation or ValidationReport()
         return {
             "format": FORMAT_NAME,

@@ -1,7 +1,8 @@
 // Node-only helpers: read an export directory from disk, load it with onnxruntime-node, write .npy / .png files.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 
@@ -21,7 +22,7 @@ export function fsSource(directory) {
   return {
     location: root,
     async readBytes(relative) {
-      const bytes = await readFile(await this.localPath(relative));
+      const bytes = await readRegularFile(await this.localPath(relative), relative);
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     },
     /** The file's real path: onnxruntime-node opens a verified graph by path (its Loop-body weights stay fast). */
@@ -33,12 +34,34 @@ export function fsSource(directory) {
       if (file !== realRoot && !file.startsWith(realRoot + path.sep)) {
         throw new ExportDirectoryError(`${relative} leads outside ${realRoot} (through a symlink)`);
       }
+      // onnxruntime-node opens it by path: a FIFO, device, socket or directory would block or fail inside it
+      if (!(await stat(file)).isFile()) {
+        throw new ExportDirectoryError(`${relative} is not a regular file (a FIFO, device, socket or directory is never read)`);
+      }
       return file;
     },
     async sha256(bytes) {
       return createHash('sha256').update(bytes).digest('hex');
     },
   };
+}
+
+/**
+ * The bytes of a regular file. Anything else (a FIFO, a device, a socket, a directory) is refused without reading:
+ * it is opened with O_NONBLOCK, so even a FIFO swapped in after the check cannot block a libuv thread forever.
+ * @param {string} file resolved path
+ * @param {string} [name] how messages name it
+ * @returns {Promise<Buffer>}
+ */
+export async function readRegularFile(file, name = file) {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new ExportDirectoryError(`${name} is not a regular file (a FIFO, device, socket or directory is never read)`);
+    return await handle.readFile();
+  } finally {
+    await handle.close().catch(() => {});
+  }
 }
 
 /**

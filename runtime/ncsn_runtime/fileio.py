@@ -7,6 +7,8 @@
 * :func:`write_json_atomic`: a JSON object through :func:`atomic_write`; NaN / inf are refused
   (they are not JSON, and other hosts' parsers reject them).
 * :func:`read_json_object`: a JSON file that must hold an object, with a size limit.
+* :func:`open_regular`: open a file for reading only when it is a regular file (never a FIFO or device,
+  which could block the reader forever); every reader of untrusted files goes through it.
 * :func:`confined_path`: a relative path from an untrusted file (a manifest) resolved inside a root
   directory: no absolute paths, no ``..``, no symlink that leads out.
 """
@@ -28,6 +30,7 @@ __all__ = [
     "atomic_write",
     "check_output_file",
     "confined_path",
+    "open_regular",
     "read_json_object",
     "write_json_atomic",
 ]
@@ -95,11 +98,13 @@ def read_json_object(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ValueError(f"{path} is {size} bytes; a JSON file here is at most {max_bytes} bytes")
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise ValueError(f"{path} is {size} bytes; a JSON file here is at most {max_bytes} bytes")
+        data = handle.read(max_bytes + 1)
     try:
-        payload = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+        payload = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     except ValueError as error:
@@ -107,6 +112,25 @@ def read_json_object(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -
     if not isinstance(payload, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
     return payload
+
+
+def open_regular(path: str | os.PathLike) -> IO[bytes]:
+    """``open(path, "rb")`` for a regular file only; a FIFO, device, socket or directory raises ``ValueError``.
+
+    The file is opened with ``O_NONBLOCK`` (no effect on regular files) and checked with ``fstat`` on the open
+    descriptor, so a FIFO swapped in after an earlier ``is_file()`` can neither block the open nor be read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file (a FIFO, device, socket or directory is never read)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _reject_constant(name: str) -> Any:

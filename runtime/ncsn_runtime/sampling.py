@@ -108,7 +108,8 @@ def denoise(graphs: GraphSessions, samples: np.ndarray, last_level: int, sigma: 
     session = graphs.session("score")
     spec = GRAPHS["score"]
     output = check_graph_io(session, spec.file, spec.input_names)
-    score = session.run([output], {"sample": samples, "timestep": np.full(len(samples), last_level, dtype=np.int64)})[0]
+    feeds = {"sample": samples, "timestep": np.full(len(samples), last_level, dtype=np.int64)}
+    score = run_interruptibly(session, [output], feeds)[0]
     check_graph_output(score, samples.shape, spec.file)
     return check_denoised(denoise_update(samples, score, sigma * sigma).astype(np.float32), last_level)
 

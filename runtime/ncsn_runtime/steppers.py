@@ -36,6 +36,7 @@ import onnxruntime as ort
 
 from .contract import GRAPHS
 from .errors import ExportDirectoryError
+from .interrupt import quiet_run_options, run_interruptibly, run_with_iobinding_interruptibly
 from .noise import counter_normal, langevin_counter
 from .providers import Device
 
@@ -103,7 +104,7 @@ class ScoreStepper:
     def score(self, sample: np.ndarray, level: int) -> np.ndarray:
         """s(x, level), float32 [B, ...]."""
         timestep = np.full(len(sample), level, dtype=np.int64)
-        return self.session.run([self.output_name], {"sample": sample, "timestep": timestep})[0]
+        return run_interruptibly(self.session, [self.output_name], {"sample": sample, "timestep": timestep})[0]
 
     def step(self, level: int, step_size: float, counter: int) -> None:
         x = self._sample
@@ -124,7 +125,8 @@ class BoundStepper:
         session: onnxruntime session of ``step.onnx`` on ``device``.
         device: where the buffers live (``cpu`` or ``cuda``).
         sample_shape: full shape [B, ...] of the sample buffers.
-        run_options: per ping-pong direction (0: buffer 0 -> 1, 1: buffer 1 -> 0), or ``None``.
+        run_options: per ping-pong direction (0: buffer 0 -> 1, 1: buffer 1 -> 0), or ``None``. Every run goes
+            through :func:`~ncsn_runtime.interrupt.run_with_iobinding_interruptibly` (Ctrl-C stops it).
     """
 
     kind = "step.onnx + IO binding"
@@ -137,7 +139,7 @@ class BoundStepper:
         self.shape = tuple(int(size) for size in sample_shape)
         spec = GRAPHS[self.graph]
         self.output_name = check_graph_io(session, spec.file, spec.input_names)
-        self.run_options = run_options or (None, None)
+        self.run_options = run_options or (quiet_run_options(), quiet_run_options())  # Ctrl-C terminates through these
         self._buffers = [self._empty(self.shape, np.float32), self._empty(self.shape, np.float32)]
         self._level = self._value(np.zeros((), dtype=np.int64))
         self._step_size = self._value(np.zeros((), dtype=np.float32))
@@ -193,7 +195,7 @@ class BoundStepper:
         if step_size != self._last_step_size:
             self._step_size.update_inplace(np.array(step_size, dtype=np.float32))
             self._last_step_size = step_size
-        self.session.run_with_iobinding(self._bindings[self._current], self.run_options[self._current])
+        run_with_iobinding_interruptibly(self.session, self._bindings[self._current], self.run_options[self._current])
         self._current ^= 1
 
     def read(self) -> np.ndarray:
@@ -211,7 +213,7 @@ def cuda_graph_run_options() -> tuple[Any, Any]:
     """Run options selecting CUDA graph ids 1 and 2 (0 is reserved by onnxruntime, -1 disables capture)."""
     options = []
     for graph_id in ("1", "2"):
-        run_options = ort.RunOptions()
+        run_options = quiet_run_options()
         run_options.add_run_config_entry("gpu_graph_id", graph_id)
         options.append(run_options)
     return options[0], options[1]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from .contract import GRAPHS, MANIFEST_NAME
 from .errors import ExportDirectoryError
 from .external_data import ExternalDataError, external_data_locations
-from .fileio import PathConfinementError, confined_path
+from .fileio import PathConfinementError, confined_path, open_regular
 
 __all__ = ["check_session_io", "confined", "file_entry", "sha256_file", "verify_graph_files", "verify_listed_file"]
 
@@ -33,9 +33,9 @@ class ListedFile(Protocol):
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (constant memory)."""
+    """Hex sha256 of a regular file (``ValueError`` for a FIFO / device), read in chunks (constant memory)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -66,7 +66,10 @@ def verify_listed_file(root: Path, files: Mapping[str, ListedFile], relative: st
     size = path.stat().st_size
     if size != entry.bytes:
         raise ExportDirectoryError(f"{path} is {size} bytes, {MANIFEST_NAME} says {entry.bytes} (truncated or replaced?)")
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except (OSError, ValueError) as error:  # replaced by a FIFO / device meanwhile, or unreadable
+        raise ExportDirectoryError(f"cannot read {path}: {error}") from None
     if digest != entry.sha256:
         raise ExportDirectoryError(f"{path} sha256 {digest[:12]}... does not match {MANIFEST_NAME} ({entry.sha256[:12]}...)")
     return path
