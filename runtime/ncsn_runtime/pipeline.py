@@ -55,7 +55,8 @@ from .schedule import check_count
 from .scheduler import AnnealedLangevinDynamicsScheduler
 from .sessions import STEP_GRAPHS, GraphSessions, check_graph_output, graph_run_errors
 
-__all__ = ["Callback", "NCSNPipeline", "NCSNPipelineOutput", "RunInfo", "check_graph_output", "graph_run_errors"]
+__all__ = ["Callback", "NCSNPipeline", "NCSNPipelineOutput", "RunInfo", "check_graph_output", "graph_run_errors",
+           "load_scheduler"]
 
 logger = logging.getLogger("ncsn_runtime")
 
@@ -179,12 +180,7 @@ class NCSNPipeline:
         manifest = read_manifest(root)
         if graph_format == "ort":
             manifest = ort_manifest(manifest)
-        config_file = manifest.verified_path(manifest.scheduler_config)
-        try:
-            scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(config_file)
-        except (ValueError, TypeError) as error:
-            raise ExportDirectoryError(f"{config_file}: {error}") from None
-        check_scheduler_matches(manifest, scheduler)
+        scheduler = load_scheduler(manifest)
         graphs = {name: manifest.graph_path(name) for name in GRAPH_NAMES if name in manifest.graphs}
         if not graphs:
             raise ExportDirectoryError(f"{root / 'manifest.json'} lists none of the graphs {', '.join(GRAPH_NAMES)}")
@@ -535,6 +531,18 @@ def check_output_type(output_type: str) -> None:
     """``output_type`` must be one of :data:`OUTPUT_TYPES` (``ValueError`` otherwise)."""
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def load_scheduler(manifest: Manifest) -> AnnealedLangevinDynamicsScheduler:
+    """The export's numpy scheduler: the manifest's ``scheduler_config`` (listed, sha256-checked), parsed and range-checked,
+    and matching the graphs' levels (:func:`check_scheduler_matches`). Every reader of an export uses this one."""
+    config_file = manifest.verified_path(manifest.scheduler_config)
+    try:
+        scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(config_file)
+    except (ValueError, TypeError) as error:
+        raise ExportDirectoryError(f"{config_file}: {error}") from None
+    check_scheduler_matches(manifest, scheduler)
+    return scheduler
 
 
 def check_scheduler_matches(manifest: Manifest, scheduler: AnnealedLangevinDynamicsScheduler) -> None:

@@ -28,6 +28,16 @@ Why the initial sample stays an input: drawing it in the graph would need a seco
 in the runtime (the graph composer owns the ONNX noise); every host already implements the INIT stream,
 and a client-chosen start keeps the model general.
 
+What ``--force`` replaces: only a model directory that ncsn-triton provably wrote. Each one holds
+:data:`~ncsn_runtime.ownership.MARKER_NAME` (writer ``ncsn-triton``, a random token, this user, and the sha256 of
+every file written); ``--force`` refuses a directory without a valid marker (whatever its name, which may come
+from the untrusted manifest's ``model.name``), one holding files it did not write, and one whose files changed
+since (an edited ``config.pbtxt``). Triton ignores the hidden marker file.
+
+Every number written into ``config.pbtxt`` is checked against its ``ModelConfig`` field type first
+(``max_batch_size`` and ``count`` are int32, ``max_queue_delay_microseconds`` uint64), and the self-check of the
+baked graph runs under a deadline (``--check-timeout``, default 600 s).
+
 Needs the ``triton`` extra (``onnx``; ``tritonclient`` for clients and the tests), never torch.
 """
 
@@ -35,10 +45,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +59,12 @@ from typing import Any
 
 import numpy as np
 
-from .contract import BATCH, GRAPHS, SCHEDULER_CONFIG_PATH, TensorSpec
-from .manifest import ExportDirectoryError, load_manifest, verified_graph_path, verified_path
+from .contract import BATCH, GRAPHS, TensorSpec
+from .fileio import confined_path
+from .interrupt import RunTimeoutError, run_interruptibly
+from .manifest import ExportDirectoryError, file_entry, read_manifest
 from .noise import INIT_STREAM, initial_sample
+from .ownership import MARKER_NAME, new_token, read_marker, write_marker
 from .schedule import check_count
 
 TRITON_GRAPHS = ("sampler", "gpu_sampler")
@@ -58,6 +74,10 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 MODEL_FILE = "model.onnx"
 CLIENT_INFO = "ncsn.json"
 MAX_PROTO_BYTES = 2**31 - 1  # above this, weights go to model.onnx.data (external data)
+WRITER = "ncsn-triton"
+INT32_MAX = 2**31 - 1  # ModelConfig.max_batch_size, ModelInstanceGroup.count: int32
+UINT64_MAX = 2**64 - 1  # ModelDynamicBatching.max_queue_delay_microseconds: uint64
+DEFAULT_CHECK_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,7 @@ def write_repository(
     model_name: str | None = None,
     max_queue_delay_us: int = 1000,
     force: bool = False,
+    check_timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
 ) -> TritonModel:
     """Write ``output/<model>/config.pbtxt``, ``output/<model>/1/model.onnx`` and ``output/<model>/ncsn.json``.
 
@@ -183,7 +204,8 @@ def write_repository(
         num_inference_steps: noise levels of the baked schedule (``None``: all trained levels).
         model_name: directory / model name (default: the manifest's model name).
         max_queue_delay_us: how long the dynamic batcher waits to fill a batch.
-        force: replace an existing ``output/<model>``.
+        force: replace an existing ``output/<model>``, only when ncsn-triton wrote it (:func:`check_replaceable`).
+        check_timeout_s: deadline of the self-check below (seconds, > 0).
 
     The model directory is built in a temporary directory next to it and renamed into place, and the
     rewritten graph is checked against the export's graph (2 seeds, onnxruntime CPU) before that.
@@ -191,39 +213,44 @@ def write_repository(
     onnx = _onnx()
     if kind not in KINDS:
         raise ValueError(f"--kind must be one of {KINDS}, got {kind!r}")
-    max_batch_size = check_count("--max-batch-size", max_batch_size, 1)
-    instance_count = check_count("--instance-count", instance_count, 1)
-    if max_queue_delay_us < 0:
-        raise ValueError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
+    max_batch_size = check_count("--max-batch-size", max_batch_size, 1, INT32_MAX)
+    instance_count = check_count("--instance-count", instance_count, 1, INT32_MAX)
+    max_queue_delay_us = check_count("--max-queue-delay-us", max_queue_delay_us, 0, UINT64_MAX)
+    if isinstance(check_timeout_s, bool) or not isinstance(check_timeout_s, (int, float)) \
+            or not (math.isfinite(check_timeout_s) and check_timeout_s > 0):
+        raise ValueError(f"--check-timeout must be a finite number of seconds > 0, got {check_timeout_s!r}")
     root = Path(export_dir)
-    manifest = load_manifest(root)
+    info = read_manifest(root)
+    manifest = info.raw
     if graph is None:
-        graph = "gpu_sampler" if kind == "gpu" and "gpu_sampler" in manifest["graphs"] else "sampler"
+        graph = "gpu_sampler" if kind == "gpu" and "gpu_sampler" in info.graphs else "sampler"
     if graph not in TRITON_GRAPHS:
         raise ValueError(f"--graph must be one of {TRITON_GRAPHS} (the fused samplers), got {graph!r}")
-    if graph not in manifest["graphs"]:
-        raise ExportDirectoryError(f"{root} has no {graph} graph (graphs: {sorted(manifest['graphs'])}); re-export with it")
+    if graph not in info.graphs:
+        raise ExportDirectoryError(f"{root} has no {graph} graph (graphs: {sorted(info.graphs)}); re-export with it")
     name = model_name or model_name_from(manifest)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ValueError(f"--model-name must be letters, digits, '_', '.', '-', got {name!r}")
     repo = Path(output)
     target = repo / name
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} exists; pass --force to replace it")
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise FileExistsError(f"{target} exists; pass --force to replace it")
+        check_replaceable(target)
 
-    from .scheduler import AnnealedLangevinDynamicsScheduler
+    from .pipeline import load_scheduler
 
-    scheduler = AnnealedLangevinDynamicsScheduler.from_pretrained(verified_path(root, manifest, SCHEDULER_CONFIG_PATH))
+    scheduler = load_scheduler(info)  # the manifest's scheduler_config, checked against the graphs' levels
     levels = scheduler.num_train_timesteps
     count = check_count("--num-inference-steps", levels if num_inference_steps is None else num_inference_steps, 1, levels)
     scheduler.set_timesteps(count)
     timesteps, _, step_sizes = scheduler.schedule_arrays()
     schedule = {"timesteps": timesteps.astype(np.int64), "step_sizes": step_sizes.astype(np.float32),
                 "num_annealed_steps": np.array(scheduler.num_annealed_steps, dtype=np.int64)}
-    source = verified_graph_path(root, manifest, manifest["graphs"][graph]["file"])  # and its weights file
+    source = info.graph_path(graph)  # verified, with the external-data (weights) files it references
     model = bake_schedule(onnx.load(str(source)), schedule)
-    sample_shape = tuple(int(size) for size in manifest["model"]["sample_shape"])
-    init_range = [float(value) for value in manifest["model"].get("init_range", (0.0, 1.0))]
+    sample_shape = info.model.sample_shape
+    init_range = [float(value) for value in info.model.init_range]
 
     repo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
@@ -233,18 +260,20 @@ def write_repository(
         model_path = staging / "1" / MODEL_FILE
         external = model.ByteSize() > MAX_PROTO_BYTES
         onnx.save(model, str(model_path), save_as_external_data=external, location=f"{MODEL_FILE}.data" if external else None)
-        diff = check_baked_model(model_path, source, schedule, sample_shape, init_range)
+        diff = check_baked_model(model_path, source, schedule, sample_shape, init_range, timeout_s=check_timeout_s)
         (staging / "config.pbtxt").write_text(
             config_text(name, graph, sample_shape, max_batch_size=max_batch_size, instance_count=instance_count, kind=kind,
                         max_queue_delay_us=max_queue_delay_us), encoding="utf-8")
-        info = {"model": name, "source_graph": GRAPHS[graph].file, "sample_shape": list(sample_shape), "init_range": init_range,
+        client = {"model": name, "source_graph": GRAPHS[graph].file, "sample_shape": list(sample_shape), "init_range": init_range,
                 "init_stream": INIT_STREAM, "inputs": {"seed": "int64 [b, 1]: per-sample seed",
                                                        "sample": "float32 [b, *sample_shape]: initial_sample(seed)"},
                 "output": "final_sample", "timesteps": timesteps.tolist(), "step_sizes": step_sizes.tolist(),
                 "num_annealed_steps": scheduler.num_annealed_steps}
-        (staging / CLIENT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        (staging / CLIENT_INFO).write_text(json.dumps(client, indent=2) + "\n", encoding="utf-8")
+        write_marker(staging, WRITER, new_token(), name=name, files=_listing(staging))
         old = None
-        if target.exists():
+        if target.exists() or target.is_symlink():
+            check_replaceable(target)  # it may have appeared or changed meanwhile
             old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=repo))
             target.rename(old / name)
         staging.rename(target)
@@ -257,11 +286,58 @@ def write_repository(
                        scheduler.num_annealed_steps, diff)
 
 
+def check_replaceable(target: Path) -> None:
+    """Refuse (``FileExistsError``) to replace ``target`` unless ncsn-triton provably wrote it and nothing changed.
+
+    Provably wrote: ``target`` is a real directory holding our marker (:func:`ncsn_runtime.ownership.read_marker`)
+    for this model name. Nothing changed: every entry is the marker or a file the marker lists, with the listed
+    size and sha256 (a listed file that was deleted is fine).
+    """
+    if target.is_symlink() or not target.is_dir():
+        raise FileExistsError(f"refusing to replace {target}: it is not a model directory written by ncsn-triton; "
+                              "move it away or choose another --model-name")
+    marker = read_marker(target, WRITER)
+    listed = marker.get("files") if marker is not None else None
+    if marker is None or marker.get("name") != target.name or not isinstance(listed, dict):
+        raise FileExistsError(f"refusing to replace {target}: it was not written by ncsn-triton (no valid {MARKER_NAME} "
+                              "in it); move it away or choose another --model-name")
+    extra = sorted(relative for relative in _entries(target) if relative != MARKER_NAME and relative not in listed)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise FileExistsError(f"refusing to replace {target}: it holds files ncsn-triton did not write ({shown}); "
+                              "move them away first")
+    for relative, entry in listed.items():
+        try:
+            path = confined_path(target, relative, "marker entry")
+        except ValueError:
+            raise FileExistsError(f"refusing to replace {target}: its {MARKER_NAME} lists {relative!r}") from None
+        if path.is_file() and not path.is_symlink() and file_entry(path) != entry:
+            raise FileExistsError(f"refusing to replace {target}: {relative} changed since ncsn-triton wrote it; "
+                                  "move it away first")
+
+
+def _entries(root: Path) -> list[str]:
+    """Relative paths of every non-directory entry under ``root`` (symlinks, to directories too, not followed)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        found += [(base / name).relative_to(root).as_posix() for name in files]
+        found += [(base / name).relative_to(root).as_posix() for name in dirs if (base / name).is_symlink()]
+    return found
+
+
+def _listing(directory: Path) -> dict[str, dict[str, Any]]:
+    """``{relative: {"sha256", "bytes"}}`` of every file written into ``directory`` (the marker's ``files``)."""
+    return {relative: file_entry(directory / relative) for relative in sorted(_entries(directory)) if relative != MARKER_NAME}
+
+
 def check_baked_model(model_path: Path, source: Path, schedule: dict[str, np.ndarray], sample_shape: Sequence[int],
-                      init_range: Sequence[float], seeds: Sequence[int] = (0, 1)) -> float:
+                      init_range: Sequence[float], seeds: Sequence[int] = (0, 1), *,
+                      timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> float:
     """Run the baked model and the export's graph (with the schedule fed) on ``seeds``; max abs difference.
 
-    Raises ``ExportDirectoryError`` when they differ (> 1e-5) or the baked graph does not load.
+    Both runs together must finish within ``timeout_s`` seconds (and stop on Ctrl-C). Raises
+    ``ExportDirectoryError`` when they differ (> 1e-5), the baked graph does not load, or time runs out.
     """
     import onnxruntime as ort
 
@@ -271,8 +347,15 @@ def check_baked_model(model_path: Path, source: Path, schedule: dict[str, np.nda
     options.intra_op_num_threads = 1
     baked = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     original = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-    got = baked.run(["final_sample"], feeds)[0]
-    want = original.run(["final_sample"], {**feeds, **schedule})[0]
+    deadline = time.monotonic() + timeout_s
+    try:
+        got = run_interruptibly(baked, ["final_sample"], feeds, timeout_s=timeout_s)[0]
+        want = run_interruptibly(original, ["final_sample"], {**feeds, **schedule},
+                                 timeout_s=max(deadline - time.monotonic(), 1e-3))[0]
+    except RunTimeoutError:
+        raise ExportDirectoryError(f"the self-check of the baked {model_path.name} against {source.name} ({len(seeds)} "
+                                   f"seeds, onnxruntime CPU) did not finish within {timeout_s:g} s; raise "
+                                   "--check-timeout for a slow network") from None
     diff = float(np.max(np.abs(got - want)))
     if not diff <= 1e-5:
         raise ExportDirectoryError(f"the baked {model_path.name} differs from {source.name} by {diff} on seeds {list(seeds)}")
@@ -292,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-inference-steps", type=int, default=None, help="noise levels baked in (default: all trained)")
     parser.add_argument("--model-name", default=None, help="model name (default: the export's model name)")
     parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait to fill a batch")
-    parser.add_argument("--force", action="store_true", help="replace REPO/<model> if it exists")
+    parser.add_argument("--force", action="store_true",
+                        help="replace REPO/<model> if ncsn-triton wrote it and nothing in it changed since")
+    parser.add_argument("--check-timeout", type=float, default=DEFAULT_CHECK_TIMEOUT_S, metavar="SECONDS",
+                        help="deadline of the self-check of the baked graph against the export's")
     return parser
 
 
@@ -302,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = write_repository(args.export_dir, args.output, graph=args.graph, kind=args.kind,
                                   max_batch_size=args.max_batch_size, instance_count=args.instance_count,
                                   num_inference_steps=args.num_inference_steps, model_name=args.model_name,
-                                  max_queue_delay_us=args.max_queue_delay_us, force=args.force)
+                                  max_queue_delay_us=args.max_queue_delay_us, force=args.force,
+                                  check_timeout_s=args.check_timeout)
     except (ExportDirectoryError, ValueError, TypeError, ImportError, FileExistsError, FileNotFoundError) as error:
         print(f"ncsn-triton: error: {error}", file=sys.stderr)
         return 2
