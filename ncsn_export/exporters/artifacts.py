@@ -77,7 +77,10 @@ def select_artifacts(names: str | Iterable[str] | None = None) -> ArtifactSelect
         names = [names]
     chosen: set[str] = set(REQUIRED)
     explicit: set[str] = set(REQUIRED)
-    for item in (part.strip() for name in names for part in str(name).split(",")):
+    items = [part.strip() for name in names for part in str(name).split(",")]
+    if not any(items):
+        raise ExportInputError(f"`artifacts` is empty; name at least one of: {CHOICES_HELP} (or leave it out for default)")
+    for item in items:
         if not item:
             continue
         key = ALIASES.get(item, item)

@@ -38,6 +38,10 @@ class FrozenConfig(dict):
         raise TypeError("the scheduler config is read-only; build a new scheduler to change it")
 
     __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _readonly  # type: ignore[assignment]
+    __ior__ = __setattr__ = __delattr__ = _readonly  # type: ignore[assignment]  # `config |= {...}`, `config.x = 1`
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy / pickle rebuild it from its items (never through __setitem__)
+        return (type(self), (dict(self),))
 
 
 def resolve_config_file(pretrained_path: str | os.PathLike, subfolder: str | None = None) -> Path:

@@ -170,10 +170,14 @@ class AnnealedLangevinSchedulerBase:
         return self._timesteps_np.copy(), self._sigmas_np.copy(), self._step_size_np.copy()
 
     def positions_of(self, timesteps: np.ndarray) -> np.ndarray:
-        """Schedule positions of level indices; error naming the accepted levels when absent."""
+        """Schedule positions of level indices (a scalar, or one per sample [B]); error naming the accepted levels
+        when absent. More than one dim (e.g. ``[[0, 9]]``, which would broadcast a sigma per feature) is refused."""
         levels = np.asarray(timesteps)
         if not np.issubdtype(levels.dtype, np.integer):
             raise TypeError(f"`timestep` must be an int level index, got dtype {levels.dtype}")
+        if levels.ndim > 1:
+            raise ValueError(f"`timestep` must be one level (a scalar) or one per sample (shape [B]), got shape "
+                             f"{list(levels.shape)}")
         top = self.num_train_timesteps - 1
         if levels.size and (levels.min() < 0 or levels.max() > top):
             raise ValueError(f"`timestep` must be a trained level in [0, {top}], got {levels.ravel().tolist()}")
