@@ -218,3 +218,47 @@ def test_triton_self_check_has_a_deadline(toy, tmp_path, capsys):
     assert time.perf_counter() - start < 30
     assert code == 2 and "did not finish within 1 s; raise --check-timeout" in err, err
     assert not any((tmp_path / "r").iterdir()), "the staging directory was left behind"
+
+
+# -- ncsn-train's checkpoint directories ------------------------------------------------------------------------------
+def test_train_never_deletes_a_checkpoint_folder_it_did_not_write(tmp_path, capsys):
+    """Before: `.checkpoint.tmp` / `.checkpoint.old` in --out were rmtree'd by name, and `checkpoint/` replaced."""
+    import numpy as np
+    from PIL import Image
+
+    from ncsn_export.training.cli import main as train_main
+    from ncsn_export.training.trainer import TrainConfig, Trainer
+
+    run = tmp_path / "run"
+    data = (np.random.default_rng(0).random((8, 1, 8, 8)) * 255).astype(np.uint8)
+
+    def trainer(iterations: int = 2) -> Trainer:
+        config = TrainConfig(out_dir=str(run), iterations=iterations, batch_size=4, ngf=2, num_levels=3, sigma_min=0.1,
+                             sigma_max=1.0, checkpoint_every=1, sample_every=0, log_every=1)
+        return Trainer(config, data, dataset_name="random")
+
+    for name in (".checkpoint.tmp", ".checkpoint.old", "checkpoint"):
+        user_folder(run / name)
+        with pytest.raises(FileExistsError, match=f"refusing to replace {run / name}"):
+            trainer()
+        assert (run / name / "notes").read_text() == "x"
+        (run / name / "notes").unlink()
+        (run / name).rmdir()
+    first = trainer()
+    first.train(progress=False)
+    assert read_marker(run / "checkpoint", "ncsn-train") is not None
+    again = trainer(iterations=3)
+    again.resume()
+    again.train(progress=False)  # replaces its own checkpoint
+    assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == ["checkpoint"]
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(4):
+        Image.fromarray(data[index, 0]).save(images / f"{index}.png")
+    user_folder(tmp_path / "run2" / ".checkpoint.old")
+    code = train_main(["--data", str(images), "--image-size", "8", "--channels", "1", "--out", str(tmp_path / "run2"),
+                       "--iterations", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "refusing to replace" in err and err.count("\n") == 1, err
+    assert (tmp_path / "run2" / ".checkpoint.old" / "notes").read_text() == "x"

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from ncsn_runtime.contract import ARTIFACTS, GRAPHS, ORT_PREFIX, ort_file
+from ncsn_runtime.interrupt import run_interruptibly
 from ncsn_runtime.manifest import load_manifest, read_manifest
 from ncsn_runtime.noise import initial_sample, seeds_for_batch
 from ncsn_runtime.ort_format import ort_graph_files
@@ -235,7 +236,7 @@ def _run_pipeline(pipe: NCSNPipeline, schedule: Schedule, options: dict[str, Any
     """Sample ``schedule`` through ``pipe`` (its seeds are ``seed + b`` from ``schedule.seeds[0]``)."""
     if "direct" in options:  # a fused graph with the sampler's I/O, on the pipeline's device and session options
         session = open_session(pipe.graph_path(options["direct"]), pipe.device, intra_op_threads=pipe.intra_op_threads)
-        return session.run(None, schedule.feeds())[0]
+        return run_interruptibly(session, None, schedule.feeds())[0]  # Ctrl-C stops it, like every runtime call
     pipe.scheduler.num_annealed_steps = schedule.num_annealed_steps
     out = pipe(batch_size=schedule.batch_size, num_inference_steps=len(schedule.timesteps), seed=int(schedule.seeds[0]),
                output_type="raw", progress=False, **{k: v for k, v in options.items() if k != "stepwise_graph"})

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from ncsn_runtime.fileio import atomic_write, read_json_object, write_json_atomic
 from ncsn_runtime.noise import initial_sample
+from ncsn_runtime.ownership import MARKER_NAME, new_token, read_marker, write_marker
 from safetensors.torch import load_file, save
 from torch import nn
 
@@ -96,6 +97,7 @@ class Trainer:
         self.config = config
         self.dataset_name = dataset_name
         self.out = Path(config.out_dir)
+        self.check_checkpoint_dirs()  # before any training: a refusal later would cost the work
         self.scheduler = AnnealedLangevinDynamicsScheduler(
             num_train_timesteps=config.num_levels,
             num_annealed_steps=config.num_annealed_steps,
@@ -140,12 +142,20 @@ class Trainer:
             },
         }
 
+    def check_checkpoint_dirs(self) -> None:
+        """``checkpoint/``, ``.checkpoint.tmp`` and ``.checkpoint.old`` in ``out`` are absent or provably ncsn-train's
+        (its ownership marker; a ``checkpoint/`` of an older version holding only the four checkpoint files counts
+        too); else ``FileExistsError`` naming the directory. Saving replaces or deletes only those."""
+        for path in (self.out / CHECKPOINT_TMP, self.out / CHECKPOINT_OLD, self.out / CHECKPOINT_DIR):
+            _check_ours(path)
+
     def save_checkpoint(self) -> Path:
         """Write the checkpoint (atomically: temp dir + rename), the EMA weights and model.json."""
         self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.out / ".checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = self.out / CHECKPOINT_TMP
+        _remove_ours(tmp)  # left by a killed save
         tmp.mkdir()
+        write_marker(tmp, TRAIN_WRITER, new_token(), kind="checkpoint")
         _save_safetensors(self.model.state_dict(), tmp / "model.safetensors")
         _save_safetensors(self.ema.model.state_dict(), tmp / "ema.safetensors")
         opt_tensors: dict[str, torch.Tensor] = {}
@@ -167,13 +177,14 @@ class Trainer:
                 "param_groups": groups,
             },
         )
-        final = self.out / "checkpoint"
-        old = self.out / ".checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
+        final = self.out / CHECKPOINT_DIR
+        old = self.out / CHECKPOINT_OLD
+        _remove_ours(old)
+        if final.exists() or final.is_symlink():
+            _check_ours(final)
             final.rename(old)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_ours(old)
         _save_safetensors(self.ema.model.state_dict(), self.out / "ema.safetensors")
         self.scheduler.save_pretrained(self.out / "scheduler")
         write_json_atomic(self.out / "model.json", self.model_record())
@@ -259,3 +270,30 @@ class Trainer:
             bar.close()
             signal.signal(signal.SIGTERM, previous)
             self.save_checkpoint()
+
+
+TRAIN_WRITER = "ncsn-train"
+CHECKPOINT_DIR, CHECKPOINT_TMP, CHECKPOINT_OLD = "checkpoint", ".checkpoint.tmp", ".checkpoint.old"
+CHECKPOINT_FILES = frozenset({"model.safetensors", "ema.safetensors", "optimizer.safetensors", "trainer_state.json"})
+
+
+def _check_ours(path: Path) -> None:
+    """``path`` is absent or a checkpoint directory ncsn-train provably wrote; else ``FileExistsError``."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise FileExistsError(f"refusing to replace {path}: it is not a checkpoint directory ncsn-train wrote; move it away")
+    if read_marker(path, TRAIN_WRITER) is not None:
+        return
+    names = {entry.name for entry in path.iterdir()}
+    legacy = path.name == CHECKPOINT_DIR and names <= CHECKPOINT_FILES and all((path / name).is_file() for name in names)
+    if not legacy:  # a checkpoint of an older version (no marker) holds only these files
+        raise FileExistsError(f"refusing to replace {path}: ncsn-train did not write it (no ownership marker "
+                              f"{MARKER_NAME}); move it away or choose another --out")
+
+
+def _remove_ours(path: Path) -> None:
+    """Delete ``path`` when it is ncsn-train's (:func:`_check_ours`); nothing when it is absent."""
+    _check_ours(path)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
