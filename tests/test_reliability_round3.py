@@ -54,9 +54,9 @@ def test_two_dimensional_timesteps_are_refused(scheduler_class):
     array = torch.zeros if scheduler_class is TorchScheduler else (lambda shape: np.zeros(shape, np.float32))
     x, noise = array((1, 2)), array((1, 2)) + 1
     levels = torch.tensor([[0, 9]]) if scheduler_class is TorchScheduler else np.array([[0, 9]])
-    with pytest.raises(ValueError, match=r"one per sample \(shape \[B\]\), got shape \[1, 2\]"):
+    with pytest.raises(ValueError, match=r"one per sample \(shape \[B\]\), got shape \(1, 2\)"):
         scheduler.add_noise(x, noise, levels)
-    with pytest.raises(ValueError, match=r"got shape \[1, 2\]"):
+    with pytest.raises(ValueError, match=r"got shape \(1, 2\)"):
         scheduler.step(noise, levels, x, noise=noise)
     per_sample = torch.tensor([0, 9]) if scheduler_class is TorchScheduler else np.array([0, 9])
     out = scheduler.add_noise(array((2, 2)), array((2, 2)) + 1, per_sample)

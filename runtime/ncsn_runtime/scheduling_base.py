@@ -176,8 +176,7 @@ class AnnealedLangevinSchedulerBase:
         if not np.issubdtype(levels.dtype, np.integer):
             raise TypeError(f"`timestep` must be an int level index, got dtype {levels.dtype}")
         if levels.ndim > 1:
-            raise ValueError(f"`timestep` must be one level (a scalar) or one per sample (shape [B]), got shape "
-                             f"{list(levels.shape)}")
+            raise ValueError(f"`timestep` must be one level (a scalar) or one per sample (shape [B]), got shape {levels.shape}")
         top = self.num_train_timesteps - 1
         if levels.size and (levels.min() < 0 or levels.max() > top):
             raise ValueError(f"`timestep` must be a trained level in [0, {top}], got {levels.ravel().tolist()}")
