@@ -3,24 +3,24 @@
 Python runs its SIGINT handler only between bytecodes of the main thread, so a ``session.run`` made from the main
 thread would ignore Ctrl-C until it returns: a fused ``sampler.onnx`` call runs the whole loop, and one call of a
 slow ``score.onnx`` or ``step.onnx`` can take as long. :func:`run_interruptibly` (``session.run``) and
-:func:`run_with_iobinding_interruptibly` (``session.run_with_iobinding``, the stepwise engines) hand the call to
-ONE persistent worker thread while the main thread waits in an interruptible wait with a SIGINT handler installed
-that sets ``run_options.terminate``; onnxruntime then abandons the run at its next node (inside a ``Loop`` too)
-and :class:`KeyboardInterrupt` is raised in the caller (a second Ctrl-C stops waiting for a node that does not
-return). A persistent worker costs ~30 us per call (a new thread
-per call: ~130-320 us; measured on the 2-core machine), and every main-thread run happens on the same thread
-(CUDA-graph capture and replay included).
+:func:`run_with_iobinding_interruptibly` (``session.run_with_iobinding``, the stepwise engines) therefore make the
+call with a SIGINT handler installed and Python's signal wakeup fd (:func:`signal.set_wakeup_fd`) pointed at a pipe
+that one persistent watcher thread reads: the C-level handler writes the signal number there at once, even while
+the main thread is inside onnxruntime, and the watcher sets the run's ``run_options.terminate``. onnxruntime
+abandons the run at its next node (inside a ``Loop`` too) and :class:`KeyboardInterrupt` is raised in the caller.
+The call itself stays on the calling thread (no hand-off per step; CUDA-graph capture and replay stay where they
+were); the cost is two ``sigaction`` calls and a wakeup-fd swap per run, a few microseconds. Another owner's wakeup
+fd (asyncio's) gets every byte forwarded while ours is in place, and is restored afterwards.
 
 ``timeout_s`` bounds a call we run ourselves (ncsn-triton's self-check): a timer sets ``terminate`` and
 :class:`RunTimeoutError` is raised. Outside the main thread (no signal handler can be installed there) the call
-runs directly, still under its deadline. A run options object whose run was stopped is reset
-(``terminate = False``), so steppers can reuse theirs.
+runs directly, still under its deadline. ``terminate`` is reset after every run, so steppers reuse their options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import queue
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 __all__ = ["RunTimeoutError", "call_interruptibly", "quiet_run_options", "run_interruptibly",
            "run_with_iobinding_interruptibly"]
 
-POLL_SECONDS = 0.05
 T = TypeVar("T")
 
 
@@ -79,12 +78,11 @@ def call_interruptibly(call: Callable[[], T], run_options: Any, *, timeout_s: fl
         if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             value, error = _capture(call)
         else:
-            value, error = _on_worker(call, run_options, interrupted)
+            value, error = _with_sigint_watch(call, run_options, interrupted)
     finally:
         if timer is not None:
             timer.cancel()
-        if interrupted or expired:
-            run_options.terminate = False  # reusable for the next run
+        run_options.terminate = False  # reusable for the next run
     if interrupted:
         raise KeyboardInterrupt("sampling interrupted (onnxruntime run terminated)")
     if error is not None:
@@ -101,44 +99,66 @@ def _capture(call: Callable[[], T]) -> tuple[T | None, BaseException | None]:
         return None, error
 
 
-def _on_worker(call: Callable[[], T], run_options: Any, interrupted: list[int]) -> tuple[T | None, BaseException | None]:
-    """Run ``call`` on the worker thread; the main thread waits with a SIGINT handler that terminates the run."""
-    done = threading.Event()
-    box: list[tuple[Any, BaseException | None]] = []
+def _with_sigint_watch(call: Callable[[], T], run_options: Any,
+                       interrupted: list[int]) -> tuple[T | None, BaseException | None]:
+    """Run ``call`` on this (the main) thread while SIGINT terminates it through the watcher (see the module doc)."""
+    watch = _watch()
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_sigint(signum: int, frame: Any) -> None:  # runs once the main thread is back in Python
         interrupted.append(signum)
         run_options.terminate = True
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
-        _worker().put((call, box, done))
-        while not done.wait(POLL_SECONDS):
-            if len(interrupted) > 1:  # a second Ctrl-C: stop waiting for a node that ignores `terminate`
-                return None, None
+        previous_fd = signal.set_wakeup_fd(watch.write_fd, warn_on_full_buffer=False)
+        try:
+            with watch.lock:
+                watch.current, watch.forward = run_options, previous_fd
+            try:
+                return _capture(call)
+            finally:
+                with watch.lock:
+                    watch.current, watch.forward = None, -1
+        finally:
+            signal.set_wakeup_fd(previous_fd)
     finally:
-        signal.signal(signal.SIGINT, previous)
-    return box[0]
+        signal.signal(signal.SIGINT, previous_handler)
 
 
-_queue: queue.SimpleQueue | None = None
-_queue_pid: int | None = None
+class _Watch:
+    """A pipe for Python's signal wakeup fd and the daemon thread that reads it (one per process)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)  # set_wakeup_fd requires it; the reader blocks
+        self.lock = threading.Lock()
+        self.current: Any | None = None  # the run options of the run in progress
+        self.forward = -1  # the wakeup fd we displaced, which gets every byte too
+        self.pid = os.getpid()
+        threading.Thread(target=self._serve, name="ncsn-sigint-watch", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data = os.read(self.read_fd, 512)
+            except OSError:  # pragma: no cover - the pipe was closed
+                return
+            with self.lock:
+                if self.forward >= 0:
+                    with contextlib.suppress(OSError):
+                        os.write(self.forward, data)
+                if self.current is not None and int(signal.SIGINT) in data:
+                    self.current.terminate = True
+
+
+_watcher: _Watch | None = None
 _lock = threading.Lock()
 
 
-def _worker() -> queue.SimpleQueue:
-    """The worker thread's job queue (started once per process; a forked child starts its own)."""
-    global _queue, _queue_pid
+def _watch() -> _Watch:
+    """The process's watcher (a forked child starts its own)."""
+    global _watcher
     with _lock:
-        if _queue is None or _queue_pid != os.getpid():
-            jobs: queue.SimpleQueue = queue.SimpleQueue()
-
-            def serve() -> None:
-                while True:
-                    call, box, done = jobs.get()
-                    box.append(_capture(call))
-                    done.set()
-
-            threading.Thread(target=serve, name="ncsn-onnxruntime-run", daemon=True).start()
-            _queue, _queue_pid = jobs, os.getpid()
-        return _queue
+        if _watcher is None or _watcher.pid != os.getpid():
+            _watcher = _Watch()
+        return _watcher
