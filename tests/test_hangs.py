@@ -144,6 +144,23 @@ console.log(JSON.stringify({ statuses, manifest: manifest.status }));
     assert result == {"statuses": [404] * 24, "manifest": 200}
 
 
+@pytest.mark.parametrize("relative", ["manifest.json", "sampler.onnx", "scheduler/scheduler_config.json"])
+def test_c_host_refuses_a_fifo_in_the_export(toy, tmp_path, relative):
+    """examples/c/ncsn_sample: fopen() of a FIFO blocked until a writer came; now refused (skips like test_c_host)."""
+    from test_c_host import BINARY, BUILD_SCRIPT, onnxruntime_library
+
+    if subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=300).returncode != 0:
+        pytest.skip("examples/c cannot be built here (see tests/test_c_host.py)")
+    library = onnxruntime_library()
+    if library is None:
+        pytest.skip("the onnxruntime wheel ships no libonnxruntime.so (onnxruntime/capi/)")
+    export = with_fifo(toy, tmp_path / "fifo", relative)
+    proc = subprocess.run([str(BINARY), str(export), "--seed", "0", "--num-samples", "2", "--output", str(tmp_path / "c.npy"),
+                           "--ort-lib", str(library)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "is not a regular file" in proc.stderr and relative in proc.stderr, proc.stderr
+
+
 # -- every session.run stops on Ctrl-C --------------------------------------------------------------------------------
 @pytest.mark.parametrize("graph", ["score", "step", "gpu_step", "sampler"])
 def test_ctrl_c_stops_one_slow_graph_call(toy, tmp_path, graph):

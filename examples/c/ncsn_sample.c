@@ -16,12 +16,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,9 +81,26 @@ static void initial_sample(const int64_t *seeds, int64_t batch, int64_t numel, d
 }
 
 /* ---- a very small JSON reader: the value after "key": (numbers, number arrays, strings) ---------------- */
+/* 1 when path is a regular file (symlinks followed); a FIFO, device, socket or directory is never opened */
+static int is_regular_file(const char *path) {
+  struct stat info;
+  return stat(path, &info) == 0 && S_ISREG(info.st_mode);
+}
+
+/* the whole file, or NULL when it is missing; only a regular file is read (opened with O_NONBLOCK and checked with
+   fstat on the open descriptor, so a FIFO swapped in after a check cannot block) */
 static char *read_file(const char *path, size_t *size) {
-  FILE *file = fopen(path, "rb");
-  if (!file) return NULL;
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat info;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    close(fd);
+    die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  FILE *file = fdopen(fd, "rb");
+  if (!file) die(1, "cannot read %s", path);
   fseek(file, 0, SEEK_END);
   long length = ftell(file);
   fseek(file, 0, SEEK_SET);
@@ -341,6 +360,7 @@ int main(int argc, char **argv) {
   check(ort->CreateSessionOptions(&options), "CreateSessionOptions");
   if (threads) check(ort->SetIntraOpNumThreads(options, (int)threads), "SetIntraOpNumThreads");
   snprintf(path, sizeof path, "%s/%s", export_dir, sampler_file);
+  if (!is_regular_file(path)) die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
   check(ort->CreateSession(env, path, options, &session), path);
   check_io_names(session, path);
   check(ort->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &memory), "CreateCpuMemoryInfo");

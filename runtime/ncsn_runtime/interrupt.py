@@ -110,7 +110,10 @@ def _with_sigint_watch(call: Callable[[], T], run_options: Any,
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
-        previous_fd = signal.set_wakeup_fd(watch.write_fd, warn_on_full_buffer=False)
+        try:
+            previous_fd = signal.set_wakeup_fd(watch.write_fd, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # a platform whose wakeup fd must be a socket: Ctrl-C acts after the run
+            return _capture(call)
         try:
             with watch.lock:
                 watch.current, watch.forward = run_options, previous_fd
