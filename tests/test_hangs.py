@@ -201,3 +201,35 @@ def test_a_stopped_run_leaves_its_run_options_reusable(tmp_path):
     assert options.terminate is False
     out = run_interruptibly(session, None, {**feeds, "trips": np.array(3)}, options, timeout_s=30)[0]
     np.testing.assert_array_equal(out, feeds["sample"])
+
+
+def test_sigint_armed_stops_a_run_and_restores_the_handlers(tmp_path):
+    """The stepwise loop installs the handler once (``sigint_armed``): Ctrl-C still stops the run in progress,
+    raises between runs like Python's default handler, and the previous handler and wakeup fd come back."""
+    import threading
+
+    import onnxruntime as ort
+    from ncsn_runtime.interrupt import sigint_armed
+
+    path = tmp_path / "slow.onnx"
+    onnx.save(slow_graph("score", (2,), trip_input=True), str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"sample": np.ones((3, 2), np.float32), "timestep": np.zeros(3, np.int64)}
+    before = signal.getsignal(signal.SIGINT)
+    options = quiet_run_options()
+    with sigint_armed():
+        for _ in range(3):  # quick runs: nothing happens
+            run_interruptibly(session, None, {**feeds, "trips": np.array(2)}, options)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            run_interruptibly(session, None, {**feeds, "trips": np.array(FOREVER)}, options)
+        assert time.perf_counter() - start < 5
+        assert options.terminate is False
+        with pytest.raises(KeyboardInterrupt):  # between runs: at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        out = run_interruptibly(session, None, {**feeds, "trips": np.array(3)}, options)[0]
+        np.testing.assert_array_equal(out, feeds["sample"])
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.set_wakeup_fd(-1) == -1  # ours was removed again

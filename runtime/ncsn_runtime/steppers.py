@@ -36,7 +36,7 @@ import onnxruntime as ort
 
 from .contract import GRAPHS
 from .errors import ExportDirectoryError
-from .interrupt import quiet_run_options, run_interruptibly, run_with_iobinding_interruptibly
+from .interrupt import quiet_run_options, run_interruptibly, run_with_iobinding_interruptibly, sigint_armed
 from .noise import counter_normal, langevin_counter
 from .providers import Device
 
@@ -339,6 +339,14 @@ def langevin_loop(
             is replayed from its saved start, which reproduces it exactly (the noise is a function of
             the counter), to find the step.
     """
+    with sigint_armed():  # Ctrl-C stops the step in progress; the handler is installed once for the whole loop
+        _langevin_loop(stepper, timesteps, step_sizes, num_annealed_steps, before_level, after_step, on_step, check_finite)
+
+
+def _langevin_loop(stepper: Any, timesteps: np.ndarray, step_sizes: np.ndarray, num_annealed_steps: int,
+                   before_level: Callable[[int, np.ndarray], np.ndarray] | None,
+                   after_step: Callable[[int, int, np.ndarray], np.ndarray | None] | None,
+                   on_step: Callable[[int], None] | None, check_finite: bool) -> None:
     steps = int(num_annealed_steps)
     schedule = zip(np.asarray(timesteps).tolist(), np.asarray(step_sizes, np.float32).tolist(), strict=True)
     end = None  # x at the end of the previous level, already on the host
