@@ -38,12 +38,18 @@ class RunTimeoutError(TimeoutError):
     """An onnxruntime call did not finish within its deadline (and was terminated)."""
 
 
-def quiet_run_options() -> Any:
-    """``RunOptions`` that do not log a terminated run's "Exiting due to terminate flag" as an error."""
+def quiet_run_options(gpu_graph_id: str = "0") -> Any:
+    """``RunOptions`` that do not log a terminated run's "Exiting due to terminate flag" as an error.
+
+    ``gpu_graph_id`` is set explicitly (``"0"`` is onnxruntime's default, no CUDA-graph annotation): without the
+    entry, onnxruntime 1.32's Python wrapper looks it up through a raised and caught RuntimeError on every
+    ``run`` / ``run_with_iobinding``, ~30 us per call (measured: 125-130 us vs 93-98 us per toy step).
+    """
     import onnxruntime as ort
 
     options = ort.RunOptions()
     options.log_severity_level = 4
+    options.add_run_config_entry("gpu_graph_id", gpu_graph_id)
     return options
 
 

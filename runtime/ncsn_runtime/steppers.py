@@ -213,9 +213,7 @@ def cuda_graph_run_options() -> tuple[Any, Any]:
     """Run options selecting CUDA graph ids 1 and 2 (0 is reserved by onnxruntime, -1 disables capture)."""
     options = []
     for graph_id in ("1", "2"):
-        run_options = quiet_run_options()
-        run_options.add_run_config_entry("gpu_graph_id", graph_id)
-        options.append(run_options)
+        options.append(quiet_run_options(gpu_graph_id=graph_id))
     return options[0], options[1]
 
 
