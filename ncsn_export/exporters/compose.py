@@ -36,6 +36,7 @@ from ncsn_runtime.contract import BATCH, GRAPH_NAMES, GRAPHS, GraphSpec
 from onnx import TensorProto, helper
 
 from .graph_passes import compact_names, rewrite_elu
+from .lean_graph import lean_graph
 from .onnx_builder import GraphBuilder, tensor_info
 from .onnx_noise import counter_normal
 
@@ -52,6 +53,7 @@ def compose_graphs(
     opset: int = 18,
     fast_elu: bool = True,
     external_data_dir: str | Path | None = None,
+    lean: bool = True,
 ) -> dict[str, onnx.ModelProto]:
     """The graphs ``keys`` (contract keys) composed from ``score`` (the traced ``score.onnx`` model).
 
@@ -67,6 +69,8 @@ def compose_graphs(
         external_data_dir: the folder holding the external-data file(s) that ``score``'s initializers name
             (None: the weights are inside ``score``). The checker resolves external data relative to a
             model file, so each composed graph is then checked from a temporary file in that folder.
+        lean: simplify the network first (:func:`.lean_graph.lean_graph`: instance norm++ fused, shape arithmetic
+            and per-layer lookups folded); the returned ``"score"`` is then the lean network too.
 
     Returns:
         key -> ``onnx.ModelProto`` (checked with ``onnx.checker.check_model(full_check=True)``).
@@ -87,6 +91,8 @@ def compose_graphs(
     if len(score.graph.input) != 2 or len(score.graph.output) != 1:
         raise ValueError(f"the score graph must have 2 inputs (sample, timestep) and 1 output, got "
                          f"{len(score.graph.input)} and {len(score.graph.output)}")
+    if lean:
+        score, _ = lean_graph(score)
     if fast_elu:
         score, _ = rewrite_elu(score)
     score = compact_names(score)  # every graph repeats the network's names: keep them short (graph_passes)

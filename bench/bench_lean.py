@@ -1,0 +1,178 @@
+"""The lean network graph vs today's (not a test): node counts per graph, exactness, fused sampler CPU time.
+
+The network is traced once (``score.onnx``); the graph family is composed from that one trace twice,
+side by side in one run: ``raw`` (``compose_graphs(..., lean=False)``, today's graphs) and ``lean``
+(the default, :func:`ncsn_export.exporters.lean_graph.lean_graph` applied first). Then:
+
+* node counts of every graph (nested Loop bodies counted) and the op histogram of ``score``;
+* max |lean - raw| and max |lean - torch eager| of ``score`` at batches 1, 5, 16 (random levels);
+* the fused ``sampler.onnx`` (all trained levels x ``num_annealed_steps`` unless given), one intra-op thread,
+  raw vs lean vs the torch eager sampler, interleaved round robin (``bench_loop.timed_round_robin``).
+
+Target (issue 17): ``score.onnx`` of the default model <= 1100 nodes; lean sampler <= 0.85x raw at B=16, 1 thread.
+
+Run::
+
+    .venv/bin/python bench/bench_lean.py --model mnist --batch 16 --repeats 5
+
+Results are printed and saved to ``bench/results/bench_lean-<model>-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from ncsn_runtime.noise import initial_sample, seeds_for_batch
+from ncsn_runtime.schedule import geometric_sigmas, spanning_timesteps, step_sizes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_loop import RESULTS, session, timed_round_robin
+
+from ncsn_export.exporters.compose import compose_graphs
+from ncsn_export.exporters.onnx_export import count_nodes, export_score_onnx
+from ncsn_export.models.registry import load_model
+from ncsn_export.sampler import AnnealedLangevinSampler
+
+
+def score_errors(spec, raw: onnx.ModelProto, lean: onnx.ModelProto, num_levels: int) -> list[dict]:
+    """max |lean - raw| and |lean - eager|, |raw - eager| (relative to max |eager|) at a few batch sizes."""
+    raw_session, lean_session = session(raw, 1), session(lean, 1)
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in (1, 5, 16):
+        sample = rng.standard_normal((batch, *spec.sample_shape)).astype(np.float32)
+        levels = rng.integers(0, num_levels, batch).astype(np.int64)
+        feed = {"sample": sample, "timestep": levels}
+        got_raw, got_lean = raw_session.run(None, feed)[0], lean_session.run(None, feed)[0]
+        with torch.no_grad():
+            eager = spec.model(torch.from_numpy(sample), torch.from_numpy(levels)).numpy()
+        scale = float(np.abs(eager).max())
+        rows.append({"batch": batch, "max_abs_eager": scale,
+                     "lean_vs_raw": float(np.abs(got_lean - got_raw).max()) / scale,
+                     "lean_vs_eager": float(np.abs(got_lean - eager).max()) / scale,
+                     "raw_vs_eager": float(np.abs(got_raw - eager).max()) / scale})
+    return rows
+
+
+def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    spec = load_model(name)
+    config = spec.scheduler_config
+    shape = tuple(spec.sample_shape)
+    sigmas = geometric_sigmas(config["sigma_max"], config["sigma_min"], int(config["num_train_timesteps"]))
+    num_levels = len(sigmas) if args.levels is None else args.levels
+    num_steps = int(config["num_annealed_steps"]) if args.steps is None else args.steps
+    start = time.perf_counter()
+    if args.traced is None:
+        export_score_onnx(spec.model, shape, workdir / f"{name}-score.onnx", 18)
+    trace_s = time.perf_counter() - start
+    traced = onnx.load(str(args.traced or workdir / f"{name}-score.onnx"))
+    start = time.perf_counter()
+    raw = compose_graphs(traced, shape, sigmas, spec.final_denoise, lean=False)
+    raw_s = time.perf_counter() - start
+    start = time.perf_counter()
+    lean = compose_graphs(traced, shape, sigmas, spec.final_denoise)
+    lean_s = time.perf_counter() - start
+    nodes = {key: {"raw": count_nodes(raw[key].graph), "lean": count_nodes(lean[key].graph)} for key in raw}
+    ops = {label: dict(collections.Counter(node.op_type for node in graphs["score"].graph.node).most_common())
+           for label, graphs in (("raw", raw), ("lean", lean))}
+    errors = score_errors(spec, raw["score"], lean["score"], len(sigmas))
+
+    seeds = seeds_for_batch(0, args.batch)
+    timesteps = spanning_timesteps(num_levels, len(sigmas))
+    feed = {"sample": initial_sample(seeds, shape, *spec.init_range), "seed": seeds, "timesteps": timesteps,
+            "step_sizes": step_sizes(sigmas[timesteps], config["sampling_eps"]),
+            "num_annealed_steps": np.array(num_steps, dtype=np.int64)}
+    raw_sampler, lean_sampler = session(raw["sampler"], args.threads), session(lean["sampler"], args.threads)
+    same = float(np.abs(raw_sampler.run(None, feed)[0] - lean_sampler.run(None, feed)[0]).max())
+    eager_sampler = AnnealedLangevinSampler(spec.model, torch.from_numpy(sigmas), spec.final_denoise).eval()
+    torch_args = [torch.from_numpy(np.asarray(value)) for value in feed.values()]
+    torch.set_num_threads(args.threads)
+
+    def eager() -> None:
+        with torch.no_grad():
+            eager_sampler(*torch_args)
+
+    configurations = {"raw sampler.onnx (today)": lambda: raw_sampler.run(None, feed),
+                      "lean sampler.onnx": lambda: lean_sampler.run(None, feed)}
+    if not args.no_eager:
+        configurations["torch eager sampler"] = eager
+    timings = timed_round_robin(configurations, args.repeats)
+    ratios = {"lean / raw": timings["lean sampler.onnx"]["cpu_median_ms"] / timings["raw sampler.onnx (today)"]["cpu_median_ms"]}
+    wall = {"lean / raw": timings["lean sampler.onnx"]["median_ms"] / timings["raw sampler.onnx (today)"]["median_ms"]}
+    if "torch eager sampler" in timings:
+        for label in ("raw sampler.onnx (today)", "lean sampler.onnx"):
+            key = f"{label.split()[0]} / torch eager"
+            ratios[key] = timings[label]["cpu_median_ms"] / timings["torch eager sampler"]["cpu_median_ms"]
+            wall[key] = timings[label]["median_ms"] / timings["torch eager sampler"]["median_ms"]
+    return {"model": name, "sample_shape": list(shape), "levels": num_levels, "steps": num_steps, "batch": args.batch,
+            "threads": args.threads, "final_denoise": spec.final_denoise, "trace_seconds": round(trace_s, 2),
+            "compose_seconds": {"raw": round(raw_s, 2), "lean": round(lean_s, 2)}, "nodes": nodes, "score_ops": ops,
+            "score_errors": errors, "sampler_max_abs_lean_vs_raw": same, "timings": timings, "ratios": ratios,
+            "wall_ratios": wall}
+
+
+def print_result(result: dict) -> None:
+    print(f"\n{result['model']}: sample {result['sample_shape']}, trace {result['trace_seconds']} s, compose raw "
+          f"{result['compose_seconds']['raw']} s / lean {result['compose_seconds']['lean']} s")
+    print(f"  {'graph':<12} {'raw nodes':>10} {'lean nodes':>11}")
+    for key, row in result["nodes"].items():
+        print(f"  {key:<12} {row['raw']:>10} {row['lean']:>11}")
+    print(f"  score ops (lean): {result['score_ops']['lean']}")
+    print(f"  {'batch':>5} {'lean-raw':>10} {'lean-eager':>11} {'raw-eager':>10}   (max abs / max |eager|)")
+    for row in result["score_errors"]:
+        print(f"  {row['batch']:>5} {row['lean_vs_raw']:>10.2e} {row['lean_vs_eager']:>11.2e} {row['raw_vs_eager']:>10.2e}")
+    print(f"  sampler max |lean - raw|: {result['sampler_max_abs_lean_vs_raw']:.3e}")
+    print(f"  batch {result['batch']}, {result['levels']}x{result['steps']} steps"
+          f"{' + denoise' if result['final_denoise'] else ''}, {result['threads']} thread(s)")
+    print(f"  {'configuration':<28} {'cpu median ms':>14} {'cpu min ms':>11} {'wall median ms':>15} {'wall max/min':>13}")
+    for label, row in result["timings"].items():
+        print(f"  {label:<28} {row['cpu_median_ms']:>14.1f} {row['cpu_min_ms']:>11.1f} {row['median_ms']:>15.1f} "
+              f"{row['spread']:>13.2f}")
+    for label, value in result["ratios"].items():
+        print(f"  {label:<28} cpu {value:.3f}x  wall {result['wall_ratios'][label]:.3f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", help="built-in model name (repeatable; default: mnist)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--levels", type=int, default=None, help="N levels (default: all trained levels)")
+    parser.add_argument("--steps", type=int, default=None, help="T steps per level (default: the model's num_annealed_steps)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of onnxruntime and torch (default 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per configuration, interleaved (default 5)")
+    parser.add_argument("--traced", type=Path, default=None,
+                        help="an already traced score.onnx of the (one) --model, instead of tracing it again")
+    parser.add_argument("--no-eager", action="store_true", help="do not time the torch eager sampler")
+    args = parser.parse_args()
+    for value, flag in ((args.batch, "--batch"), (args.threads, "--threads"), (args.repeats, "--repeats")):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.model or ["mnist"]:
+            result = bench_model(name, args, Path(workdir))
+            print_result(result)
+            payload = {"command": " ".join(["bench/bench_lean.py", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
+                       "platform": platform.platform(), "onnxruntime": ort.__version__, "torch": torch.__version__,
+                       "result": result}
+            path = RESULTS / f"bench_lean-{name}-{stamp}.json"
+            path.write_text(json.dumps(payload, indent=2))
+            print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,570 @@
+"""A leaner traced score network: :func:`lean_graph`, applied once before the graph family is composed.
+
+onnxscript's optimizer (run by the trace, :mod:`.onnx_optimize`) and onnxruntime's offline basic
+optimization leave most of the traced conditional instance norm++ in place: its shape arithmetic hangs
+off the symbolic batch axis, so constant folding cannot remove it (2104 nodes on the default RefineNet,
+1717 after onnxruntime's basic level). These passes rewrite the exact patterns the trace produces;
+a pattern that does not match in every detail (ops, constant axes, single consumers) is left untouched.
+
+* :func:`fuse_instance_norm_plus`: the 26 nodes of one ``y = gamma*(IN(x) + alpha*m~) + beta``
+  (``m~``: the channel means of ``x`` standardised across channels with the unbiased variance,
+  re-broadcast through a Shape/Reshape/Concat/Expand chain) become 9, all of static shape::
+
+      means = ReduceMean(x, [2, 3], keepdims=1)                       f32[B, C, 1, 1]
+      m     = Reshape(InstanceNormalization(Reshape(means, [0, 1, -1]), eps / k), [0, -1, 1, 1])
+      gamma, gamma_alpha, beta = Split(Gather(table[L, 3C, 1, 1], level), axis=1)
+      y     = gamma * IN(x) + (gamma_alpha * m + beta)
+
+  ``k = C / (C - 1)`` (the unbiased variance): ``d / sqrt(k*var + eps) = IN_{eps/k}(d) / sqrt(k)``, and
+  ``1/sqrt(k)`` is folded into the table's ``gamma * alpha`` column. The only differences are float32
+  re-association (``(gamma*alpha)*m`` for ``gamma*(alpha*m)``): ~1e-7 relative.
+* :func:`gather_nd_to_gather`: ``Reshape(GatherND(t[L], Unsqueeze(i, -1)), [-1, 1, .., 1])`` (the
+  per-level ``sigma`` lookup) becomes ``Gather(t[L, 1, .., 1], i)`` when ``i`` is 1-D (exact).
+* :func:`merge_gathers`: every ``Gather(table, level)`` of constant tables with the same index and
+  compatible shapes becomes one ``Gather`` of the concatenated table and one ``Split`` (exact).
+* unused nodes (the orphaned shape arithmetic) and initializers are dropped.
+
+The floor per instance norm++ is the 9 nodes above: two reductions over different axes of ``x``
+(``IN(x)`` and the channel means), the cross-channel standardisation (one ``InstanceNormalization``,
+which needs the channels as its spatial axis: two ``Reshape``), and the per-sample scale and shifts of
+two tensors of different shapes (two ``Mul`` + two ``Add``); ONNX has no op for ``a*b + c``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class _Index:
+    """Producers, consumers, constants and ranks of one graph's values."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.graph = graph
+        self.producer = {name: node for node in graph.node for name in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in graph.node:
+            for name in node.input:
+                self.consumers[name].append(node)
+            for attribute in node.attribute:  # subgraphs read outer values by name: never rewrite those
+                if attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    for name in _subgraph_reads(attribute):
+                        self.consumers[name].append(node)
+        self.initializers = {tensor.name: tensor for tensor in graph.initializer}
+        self.graph_outputs = {value.name for value in graph.output}
+        try:
+            inferred = shape_inference.infer_shapes(model).graph
+        except Exception:  # ranks stay unknown: the rank-checked rewrites then do not apply
+            inferred = graph
+        self.ranks = {value.name: len(value.type.tensor_type.shape.dim)
+                      for value in (*inferred.input, *inferred.value_info, *inferred.output)
+                      if value.type.tensor_type.HasField("shape")}
+        self.ranks.update({tensor.name: len(tensor.dims) for tensor in graph.initializer})
+
+    def const(self, name: str) -> np.ndarray | None:
+        tensor = self.initializers.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.producer.get(name)
+        if node is None or node.op_type != op_type or node.domain not in _DEFAULT_DOMAINS:
+            return None
+        return node
+
+    def only_read_by(self, name: str, readers: list[onnx.NodeProto]) -> bool:
+        ids = {id(node) for node in readers}
+        return name not in self.graph_outputs and all(id(node) in ids for node in self.consumers.get(name, []))
+
+
+def _subgraph_reads(attribute: onnx.AttributeProto) -> set[str]:
+    graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+    names: set[str] = set()
+    for graph in graphs:
+        for node in graph.node:
+            names.update(node.input)
+            for inner in node.attribute:
+                if inner.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    names |= _subgraph_reads(inner)
+    return names
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _orders(node: onnx.NodeProto) -> Iterator[tuple[str, str]]:
+    """Both operand orders of a commutative binary node."""
+    if len(node.input) == 2:
+        yield node.input[0], node.input[1]
+        if node.input[0] != node.input[1]:
+            yield node.input[1], node.input[0]
+
+
+def _int_list(index: _Index, node: onnx.NodeProto, position: int, attribute: str) -> list[int] | None:
+    """An axes-like list given as the constant input ``position`` (opset >= 13/18) or as ``attribute``."""
+    if len(node.input) > position and node.input[position]:
+        value = index.const(node.input[position])
+        return None if value is None else [int(v) for v in value.reshape(-1)]
+    value = _attr(node, attribute)
+    return None if value is None else [int(v) for v in value]
+
+
+def _reduce_mean(index: _Index, name: str, axes: list[int], keepdims: int) -> onnx.NodeProto | None:
+    node = index.op(name, "ReduceMean")
+    if node is None or _attr(node, "keepdims", 1) != keepdims or _int_list(index, node, 1, "axes") != axes:
+        return None
+    return node
+
+
+def _scalar(index: _Index, name: str) -> float | None:
+    value = index.const(name)
+    return None if value is None or value.size != 1 or value.dtype.kind != "f" else float(value.reshape(()))
+
+
+@dataclass
+class _CinMatch:
+    """One matched instance norm++: the values the rewrite reads and the nodes it removes.
+
+    ``chain`` (the standardised channel means ``m~``) and ``IN(x)`` may be shared by several layers
+    that normalise the same ``x`` (the trace's common-subexpression elimination merges them);
+    ``tail`` (embedding lookup, scale and shifts) is the layer's own.
+    """
+
+    x: str
+    instance_norm: str  # IN(x)'s output (the IN node is kept)
+    means: str  # m~, the chain's output
+    level: str
+    table: np.ndarray  # [L, 3C]
+    sizes: tuple[int, int, int]
+    k: float  # variance factor (C / (C - 1) for the unbiased variance)
+    eps: float
+    rank: int
+    instance_eps: float  # IN(x)'s epsilon
+    output: str  # y, the value the fused nodes write
+    chain: list[onnx.NodeProto] = field(default_factory=list)
+    tail: list[onnx.NodeProto] = field(default_factory=list)
+    reads_means: onnx.NodeProto | None = None  # the tail node reading m~
+    reads_instance_norm: onnx.NodeProto | None = None  # the tail node reading IN(x)
+
+
+def _through_batch_reshape(index: _Index, name: str, nodes: list[onnx.NodeProto]) -> tuple[str, bool] | None:
+    """Follow ``Expand(Reshape(v, Concat(Reshape(Shape(v)[0:1], [-1]), [1])), Concat(Shape(.)[0:1], [1]))``
+    back to ``v``; returns (v, whether a trailing 1 was appended) and adds the chain's nodes to ``nodes``."""
+    expand = index.op(name, "Expand")
+    if expand is not None:
+        target = index.op(expand.input[1], "Concat")
+        if target is None or len(target.input) != 2 or _attr(target, "axis") != 0:
+            return None
+        batch = index.op(target.input[0], "Shape")
+        one = index.const(target.input[1])
+        if batch is None or _attr(batch, "start", 0) != 0 or _attr(batch, "end") != 1 or one is None or one.tolist() != [1]:
+            return None
+        nodes.append(expand)  # the target shape is [batch, 1]: the shared Shape/Concat stay, unused ones are dropped later
+        name = expand.input[0]
+    reshape = index.op(name, "Reshape")
+    if reshape is None:
+        return name, False
+    shape = index.op(reshape.input[1], "Concat")
+    if shape is None or len(shape.input) != 2 or _attr(shape, "axis") != 0:
+        return None
+    one = index.const(shape.input[1])
+    leading = index.op(shape.input[0], "Reshape")
+    if leading is not None:
+        flat = index.const(leading.input[1])
+        if flat is None or flat.tolist() != [-1]:
+            return None
+        size = index.op(leading.input[0], "Shape")
+    else:
+        size = index.op(shape.input[0], "Shape")
+    value = reshape.input[0]
+    if (size is None or size.input[0] != value or _attr(size, "start", 0) != 0 or _attr(size, "end") != 1
+            or one is None or one.tolist() != [1] or index.ranks.get(value) != 1):
+        return None
+    nodes += [reshape, shape, size] + ([leading] if leading is not None else [])
+    return value, True
+
+
+def _match_embedding(index: _Index, gamma: str, alpha: str, beta: str, nodes: list[onnx.NodeProto]) -> tuple | None:
+    """gamma, alpha, beta = Split(Gather(table[L, 3C], level), axis=1): (level, table, sizes)."""
+    split = index.op(gamma, "Split")
+    if split is None or list(split.output) != [gamma, alpha, beta] or _attr(split, "axis", 0) != 1:
+        return None
+    gather = index.op(split.input[0], "Gather")
+    if gather is None or _attr(gather, "axis", 0) != 0:
+        return None
+    table = index.const(gather.input[0])
+    if table is None or table.ndim != 2 or table.dtype.kind != "f" or index.ranks.get(gather.input[1]) != 1:
+        return None
+    if len(split.input) > 1 and split.input[1]:
+        sizes_array = index.const(split.input[1])
+        if sizes_array is None:
+            return None
+        sizes = tuple(int(v) for v in sizes_array)
+    elif _attr(split, "num_outputs") == 3 and table.shape[1] % 3 == 0:
+        sizes = (table.shape[1] // 3,) * 3
+    else:
+        return None
+    if len(set(sizes)) != 1 or sum(sizes) != table.shape[1]:
+        return None
+    nodes += [split, gather]
+    return gather.input[1], table, sizes
+
+
+def _match_cin(index: _Index, y_add: onnx.NodeProto) -> _CinMatch | None:
+    """Match ``y = Add(Mul(Unsqueeze(gamma), Add(IN(x), Unsqueeze(Mul(m~, alpha)))), Unsqueeze(beta))``."""
+    for h2_name, bu_name in _orders(y_add):
+        h2, bu = index.op(h2_name, "Mul"), index.op(bu_name, "Unsqueeze")
+        if h2 is None or bu is None:
+            continue
+        for gu_name, h_name in _orders(h2):
+            gu, h = index.op(gu_name, "Unsqueeze"), index.op(h_name, "Add")
+            if gu is None or h is None:
+                continue
+            for inx_name, tu_name in _orders(h):
+                inx, tu = index.op(inx_name, "InstanceNormalization"), index.op(tu_name, "Unsqueeze")
+                if inx is None or tu is None:
+                    continue
+                x = inx.input[0]
+                rank = index.ranks.get(x)
+                scale, bias = (index.const(name) for name in (*inx.input[1:3], "", "")[:2])
+                if (rank is None or rank < 3 or scale is None or bias is None or not np.all(scale == 1)
+                        or not np.all(bias == 0)):
+                    continue  # an affine IN(x) would need its scale and bias folded too: not the traced pattern
+                spatial = list(range(2, rank))
+                if any(_int_list(index, node, 1, "axes") != spatial for node in (bu, gu, tu)):
+                    continue
+                t = index.op(tu.input[0], "Mul")
+                if t is None:
+                    continue
+                for m_name, alpha in _orders(t):
+                    found = _match_standardised_means(index, m_name, x, spatial)
+                    if found is None:
+                        continue
+                    k, eps, chain = found
+                    tail: list[onnx.NodeProto] = []
+                    embedding = _match_embedding(index, gu.input[0], alpha, bu.input[0], tail)
+                    if embedding is None:
+                        continue
+                    level, table, sizes = embedding
+                    tail += [y_add, h2, bu, gu, h, tu, t]
+                    match = _CinMatch(x, inx_name, m_name, level, table, sizes, k, eps, rank,
+                                      float(_attr(inx, "epsilon", 1e-5)), y_add.output[0],
+                                      chain, tail, t, h)
+                    if all(name == match.output or index.only_read_by(name, tail)
+                           for node in tail for name in node.output):
+                        return match
+    return None
+
+
+def _match_standardised_means(index: _Index, m_name: str, x: str, spatial: list[int]) -> tuple | None:
+    """``m~ = d / sqrt(k * mean(d*d) + eps)``, ``d = means - mean_c(means)``, ``means = mean_hw(x)``: (k, eps, nodes)."""
+    m = index.op(m_name, "Div")
+    if m is None:
+        return None
+    d_name = m.input[0]
+    r = index.op(m.input[1], "Sqrt")
+    a = None if r is None else index.op(r.input[0], "Add")
+    if a is None:
+        return None
+    for v_name, eps_name in _orders(a):
+        eps = _scalar(index, eps_name)
+        nodes: list[onnx.NodeProto] = [m, r, a]
+        followed = None if eps is None or eps < 0 else _through_batch_reshape(index, v_name, nodes)
+        if followed is None:
+            continue
+        var, appended = followed
+        k, value = 1.0, var
+        for _ in range(2):  # var = s2 * C / (C - 1): a Mul and/or a Div by scalar constants
+            node = index.op(value, "Mul") or index.op(value, "Div")
+            if node is None:
+                break
+            scalars = [(other, _scalar(index, constant)) for other, constant in _orders(node)] if node.op_type == "Mul" \
+                else [(node.input[0], _scalar(index, node.input[1]))]
+            other, factor = next(((o, f) for o, f in scalars if f is not None and f > 0), (None, None))
+            if other is None:
+                break
+            k = k * factor if node.op_type == "Mul" else k / factor
+            nodes.append(node)
+            value = other
+        s2 = _reduce_mean(index, value, [1], 0 if appended else 1)
+        sq = None if s2 is None else index.op(s2.input[0], "Mul")
+        d = index.op(d_name, "Sub")
+        if sq is None or d is None or list(sq.input) != [d_name, d_name]:
+            continue
+        mu = _reduce_mean(index, d.input[1], [1], 1)
+        means = _reduce_mean(index, d.input[0], spatial, 0)
+        if mu is None or means is None or mu.input[0] != d.input[0] or means.input[0] != x:
+            continue
+        nodes += [s2, sq, d, mu, means]
+        return k, eps, nodes
+    return None
+
+
+def _shared_parts_private(index: _Index, matches: list[_CinMatch]) -> bool:
+    """The layers ``matches`` share one ``m~`` chain and ``IN(x)``: no value of those is read outside them."""
+    chain = matches[0].chain
+    if any(match.instance_norm != matches[0].instance_norm or match.k != matches[0].k or match.eps != matches[0].eps
+           for match in matches):
+        return False
+    readers = [match.reads_means for match in matches]
+    if not all(index.only_read_by(name, chain) for node in chain for name in node.output if name != matches[0].means):
+        return False
+    return (index.only_read_by(matches[0].means, readers)
+            and index.only_read_by(matches[0].instance_norm, [match.reads_instance_norm for match in matches]))
+
+
+def fuse_instance_norm_plus(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with every matched conditional instance norm++ in 9 nodes; returns (model, count)."""
+    index = _Index(model)
+    groups: dict[str, list[_CinMatch]] = defaultdict(list)
+    for node in index.graph.node:
+        if node.op_type == "Add" and node.domain in _DEFAULT_DOMAINS:
+            match = _match_cin(index, node)
+            if match is not None:
+                groups[match.means].append(match)
+    groups = {key: matches for key, matches in groups.items() if _shared_parts_private(index, matches)}
+    if not groups:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    constants: dict[tuple, str] = {}
+
+    def constant(array: np.ndarray, hint: str) -> str:
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in constants:
+            name = f"lean/{hint}_{len(constants)}"
+            graph.initializer.append(numpy_helper.from_array(array, name))
+            constants[key] = name
+        return constants[key]
+
+    removed = {id(node) for matches in groups.values() for match in matches
+               for node in (*match.chain, *match.tail, index.producer[match.instance_norm])}
+    tails = {id(index.producer[match.output]): match for matches in groups.values() for match in matches}
+    stds: dict[str, str] = {}  # m~ -> its lean value, f32[B, 1, C]
+    flat_inputs: dict[str, str] = {}  # x -> x as f32[1, B*C, H, W]
+    nodes: list[onnx.NodeProto] = []
+    for position, node in enumerate(model.graph.node):
+        if id(node) not in removed:
+            nodes.append(node)
+            continue
+        match = tails.get(id(node))
+        if match is None:
+            continue
+        tag = f"lean/cin_{position}"
+        keep = [0] * (match.rank - 2)  # Reshape's "copy this dim"
+        dtype = match.table.dtype
+        if match.means not in stds:  # the first layer of a group writes the shared m~ (before any reader)
+            stds[match.means] = f"{tag}/std"
+            nodes += [
+                helper.make_node("ReduceMean", [match.x, constant(np.arange(2, match.rank, dtype=np.int64), "axes")],
+                                 [f"{tag}/means"], name=f"{tag}/ReduceMean", keepdims=1),
+                helper.make_node("Reshape", [f"{tag}/means", constant(np.array([0, 1, -1], np.int64), "row")],
+                                 [f"{tag}/row"], name=f"{tag}/Reshape_row"),
+                helper.make_node("InstanceNormalization", [f"{tag}/row", constant(np.ones(1, dtype), "one"),
+                                                           constant(np.zeros(1, dtype), "zero")], [f"{tag}/std"],
+                                 name=f"{tag}/InstanceNormalization_means", epsilon=float(match.eps / match.k)),
+            ]
+        if match.x not in flat_inputs:
+            flat_inputs[match.x] = f"{tag}/x_flat"
+            nodes.append(helper.make_node("Reshape", [match.x, constant(np.array([1, -1, *keep], np.int64), "flat")],
+                                          [f"{tag}/x_flat"], name=f"{tag}/Reshape_x"))
+        table = match.table.astype(np.float64)
+        size = match.sizes[0]
+        gamma, alpha, beta = table[:, :size], table[:, size:2 * size], table[:, 2 * size:]
+        lean_table = np.concatenate([gamma, gamma * alpha / np.sqrt(match.k), beta], axis=1).astype(dtype)
+        embedding = [f"{tag}/gamma", f"{tag}/gamma_alpha", f"{tag}/beta"]
+        flat = constant(np.array([-1], np.int64), "vector")
+        nodes += [
+            helper.make_node("Gather", [constant(lean_table[:, None, :], "cin_table"), match.level], [f"{tag}/embedding"],
+                             name=f"{tag}/Gather", axis=0),
+            helper.make_node("Split", [f"{tag}/embedding", constant(np.array(match.sizes, np.int64), "sizes")], embedding,
+                             name=f"{tag}/Split", axis=2),
+            helper.make_node("Mul", [stds[match.means], f"{tag}/gamma_alpha"], [f"{tag}/shift_scaled"],
+                             name=f"{tag}/Mul_shift"),
+            helper.make_node("Add", [f"{tag}/shift_scaled", f"{tag}/beta"], [f"{tag}/shift"], name=f"{tag}/Add_shift"),
+            helper.make_node("Reshape", [f"{tag}/gamma", flat], [f"{tag}/scale_flat"], name=f"{tag}/Reshape_scale"),
+            helper.make_node("Reshape", [f"{tag}/shift", flat], [f"{tag}/shift_flat"], name=f"{tag}/Reshape_shift"),
+            helper.make_node("InstanceNormalization", [flat_inputs[match.x], f"{tag}/scale_flat", f"{tag}/shift_flat"],
+                             [f"{tag}/y_flat"], name=f"{tag}/InstanceNormalization", epsilon=match.instance_eps),
+            helper.make_node("Reshape", [f"{tag}/y_flat", constant(np.array([-1, size, *keep], np.int64), f"unflat{size}")],
+                             [match.output], name=f"{tag}/Reshape_y"),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return out, sum(len(matches) for matches in groups.values())
+
+
+def gather_nd_to_gather(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``Reshape(GatherND(t[L], Unsqueeze(i, [-1])), [-1, 1, ...])`` -> ``Gather(t[L, 1, ...], i)`` for 1-D ``i``."""
+    index = _Index(model)
+    rewrites: dict[int, tuple[onnx.NodeProto, list[onnx.NodeProto]]] = {}
+    for reshape in (node for node in index.graph.node if node.op_type == "Reshape" and node.domain in _DEFAULT_DOMAINS):
+        shape = index.const(reshape.input[1])
+        gather = index.op(reshape.input[0], "GatherND")
+        if shape is None or gather is None or _attr(gather, "batch_dims", 0) != 0:
+            continue
+        if shape.ndim != 1 or shape.size < 1 or shape[0] != -1 or any(int(v) != 1 for v in shape[1:]):
+            continue
+        table = index.const(gather.input[0])
+        unsqueeze = index.op(gather.input[1], "Unsqueeze")
+        if table is None or table.ndim != 1 or unsqueeze is None or _int_list(index, unsqueeze, 1, "axes") not in ([-1], [1]):
+            continue
+        level = unsqueeze.input[0]
+        if index.ranks.get(level) != 1:
+            continue
+        if not (index.only_read_by(gather.output[0], [reshape]) and index.only_read_by(unsqueeze.output[0], [gather])):
+            continue
+        rewrites[id(reshape)] = (reshape, [gather, unsqueeze])
+    if not rewrites:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    removed = {id(node) for _, others in rewrites.values() for node in others}
+    nodes: list[onnx.NodeProto] = []
+    for position, node in enumerate(model.graph.node):
+        if id(node) in removed:
+            continue
+        if id(node) not in rewrites:
+            nodes.append(node)
+            continue
+        gather, unsqueeze = rewrites[id(node)][1]
+        shape = index.const(node.input[1])
+        table = index.const(gather.input[0])
+        name = f"lean/lookup_{position}"
+        graph.initializer.append(numpy_helper.from_array(table.reshape(table.shape[0], *([1] * (shape.size - 1))), name))
+        nodes.append(helper.make_node("Gather", [name, unsqueeze.input[0]], list(node.output), name=f"{name}/Gather", axis=0))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return out, len(rewrites)
+
+
+def merge_gathers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """All ``Gather(const table, i, axis=0)`` with one index ``i``, one dtype, one ``L`` and one ``shape[1:-1]``
+    become one ``Gather`` of the tables concatenated on their last axis + one ``Split`` on that axis; a member read
+    only by a constant-size ``Split`` on that axis hands its pieces
+    to the merged ``Split``. Returns (model, number of Gathers removed)."""
+    index = _Index(model)
+    groups: dict[tuple, list[onnx.NodeProto]] = defaultdict(list)
+    for node in index.graph.node:
+        if node.op_type != "Gather" or node.domain not in _DEFAULT_DOMAINS or _attr(node, "axis", 0) != 0:
+            continue
+        table = index.const(node.input[0])
+        if table is None or table.ndim < 2 or index.ranks.get(node.input[1]) != 1:
+            continue
+        groups[(node.input[1], table.dtype.str, table.shape[0], table.shape[1:-1])].append(node)
+    groups = {key: members for key, members in groups.items() if len(members) > 1}
+    if not groups:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    first: dict[int, list[onnx.NodeProto]] = {}
+    removed: set[int] = set()
+    for members in groups.values():
+        nodes: list[onnx.NodeProto] = []
+        tables, outputs, sizes = [], [], []
+        for member in members:
+            table = index.const(member.input[0])
+            tables.append(table)
+            split = _constant_split(index, member.output[0], table.ndim - 1, table.shape[-1])
+            if split is None:
+                outputs.append(member.output[0])
+                sizes.append(table.shape[-1])
+            else:
+                outputs += list(split[0].output)
+                sizes += split[1]
+                removed.add(id(split[0]))
+            removed.add(id(member))
+        position = len(first)
+        name = f"lean/tables_{position}"
+        graph.initializer.append(numpy_helper.from_array(np.concatenate(tables, axis=-1), name))
+        graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), f"{name}/sizes"))
+        nodes += [helper.make_node("Gather", [name, members[0].input[1]], [f"{name}/rows"], name=f"{name}/Gather", axis=0),
+                  helper.make_node("Split", [f"{name}/rows", f"{name}/sizes"], outputs, name=f"{name}/Split",
+                                   axis=tables[0].ndim - 1)]
+        first[id(members[0])] = nodes
+    kept: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        kept += first.get(id(node), [])
+        if id(node) not in removed:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return out, sum(len(members) - 1 for members in groups.values())
+
+
+def _constant_split(index: _Index, name: str, axis: int, width: int) -> tuple[onnx.NodeProto, list[int]] | None:
+    """The one ``Split`` on ``axis`` (the last) reading ``name``, its sizes constant summing to ``width``: (node, sizes)."""
+    readers = index.consumers.get(name, [])
+    if len(readers) != 1 or name in index.graph_outputs:
+        return None
+    split = readers[0]
+    if (split.op_type != "Split" or split.domain not in _DEFAULT_DOMAINS or _attr(split, "axis", 0) not in (axis, -1)
+            or split.input[0] != name):
+        return None
+    if len(split.input) > 1 and split.input[1]:
+        sizes_array = index.const(split.input[1])
+        sizes = None if sizes_array is None else [int(v) for v in sizes_array]
+    else:
+        count = _attr(split, "num_outputs") or len(split.output)
+        sizes = [width // count] * count if width % count == 0 else None
+    if sizes is None or sum(sizes) != width or len(sizes) != len(split.output):
+        return None
+    return split, sizes
+
+
+def drop_unused(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` without nodes whose outputs nothing reads, and without unread initializers."""
+    graph = model.graph
+    needed = {value.name for value in graph.output}
+    keep: list[onnx.NodeProto] = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output if name):
+            keep.append(node)
+            needed.update(node.input)
+            for attribute in node.attribute:
+                if attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    needed |= _subgraph_reads(attribute)
+    dropped = len(graph.node) - len(keep)
+    unread = [tensor for tensor in graph.initializer if tensor.name not in needed]
+    if not dropped and not unread:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(reversed(keep))
+    initializers = [tensor for tensor in out.graph.initializer if tensor.name in needed]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(initializers)
+    kept_values = {name for node in keep for name in node.output} | {value.name for value in graph.input} | needed
+    value_info = [value for value in out.graph.value_info if value.name in kept_values]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(value_info)
+    return out, dropped
+
+
+def lean_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """``model`` with :func:`fuse_instance_norm_plus`, :func:`gather_nd_to_gather`, :func:`merge_gathers` and
+    :func:`drop_unused` applied (the same object when nothing matched); returns (model, rewrites per pass)."""
+    counts: dict[str, int] = {}
+    out = model
+    for name, rewrite in (("instance_norm_plus", fuse_instance_norm_plus), ("gather_nd", gather_nd_to_gather),
+                          ("merged_gathers", merge_gathers)):
+        out, counts[name] = rewrite(out)
+    if out is not model:  # dead code is only ours to drop when a rewrite orphaned it
+        out, counts["unused_nodes"] = drop_unused(out)
+        onnx.checker.check_model(out, full_check=True)
+    return out, counts
