@@ -65,13 +65,20 @@ def test_trained_score_denoises_real_digits(spec):
         assert after < (0.5 if sigma >= 0.05 else 0.9) * before, (level, sigma, before, after)
 
 
-def test_score_graph_exported_with_dynamo_matches_eager(spec, tmp_path):
-    """The RefineNet (NCSNv2 output scaling, instance norm++) through torch.onnx.export(dynamo=True)."""
-    ort = pytest.importorskip("onnxruntime")
+@pytest.fixture(scope="module")
+def traced_score(spec, tmp_path_factory):
+    """The default model's score.onnx as traced (one dynamo export, about a minute), before any graph pass."""
     from ncsn_export.exporters.onnx_export import DEFAULT_OPSET, export_score_onnx
 
-    path = tmp_path / "score.onnx"
+    path = tmp_path_factory.mktemp("default-trace") / "score.onnx"
     export_score_onnx(spec.model, spec.sample_shape, path, DEFAULT_OPSET)
+    return path
+
+
+def test_score_graph_exported_with_dynamo_matches_eager(spec, traced_score):
+    """The RefineNet (NCSNv2 output scaling, instance norm++) through torch.onnx.export(dynamo=True)."""
+    ort = pytest.importorskip("onnxruntime")
+    path = traced_score
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     for batch in (1, 5):  # dynamic batch
@@ -81,3 +88,28 @@ def test_score_graph_exported_with_dynamo_matches_eager(spec, tmp_path):
         with torch.no_grad():
             expected = spec.model(sample, levels).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+
+
+def test_lean_score_graph_of_the_default_model(spec, traced_score):
+    """The shipped score.onnx (lean network, Elu rewritten) of the default model: <= 1100 nodes (2104 as traced and
+    Elu-rewritten), equal to the eager model at the dynamic check's tolerance."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from ncsn_runtime.schedule import geometric_sigmas
+
+    from ncsn_export.exporters.compose import compose_graphs
+
+    path = traced_score
+    config = spec.scheduler_config
+    sigmas = geometric_sigmas(config["sigma_max"], config["sigma_min"], config["num_train_timesteps"])
+    score = compose_graphs(onnx.load(str(path)), spec.sample_shape, sigmas, spec.final_denoise, keys=("score",))["score"]
+    ops = {node.op_type for node in score.graph.node}
+    assert len(score.graph.node) <= 1100 and not {"Expand", "GatherND", "Unsqueeze", "Sqrt"} & ops, len(score.graph.node)
+    session = ort.InferenceSession(score.SerializeToString(), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(1)
+    sample = torch.randn(4, 1, 28, 28, generator=generator)
+    levels = torch.tensor([0, 3, 6, 9], dtype=torch.int64)
+    (got,) = session.run(None, {"sample": sample.numpy(), "timestep": levels.numpy()})
+    with torch.no_grad():
+        expected = spec.model(sample, levels).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))

@@ -1,0 +1,171 @@
+"""The lean score graph (:mod:`ncsn_export.exporters.lean_graph`): fewer nodes, same numbers, other graphs untouched."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from ncsn_runtime.schedule import geometric_sigmas
+from torch import nn
+
+from ncsn_export.exporters.compose import compose_graphs
+from ncsn_export.exporters.lean_graph import lean_graph
+from ncsn_export.exporters.onnx_export import export_score_onnx
+from ncsn_export.models.refinenet import ConditionalInstanceNorm2dPlus
+
+ort = pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LEVELS = 5
+SHAPE = (2, 8, 8)
+
+
+class TinyNormPlusScore(nn.Module):
+    """conv -> 3 instance norm++ (two of them on the same tensor, as the RefineNet's fusion blocks) -> score / sigma."""
+
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.conv_in = nn.Conv2d(SHAPE[0], width, 3, padding=1)
+        self.norm_a = ConditionalInstanceNorm2dPlus(width, LEVELS)
+        self.norm_b = ConditionalInstanceNorm2dPlus(width, LEVELS)
+        self.norm_c = ConditionalInstanceNorm2dPlus(width, LEVELS)
+        self.conv_a = nn.Conv2d(width, width, 3, padding=1)
+        self.conv_out = nn.Conv2d(width, SHAPE[0], 3, padding=1)
+        with torch.no_grad():
+            for parameter in self.parameters():  # far from the (gamma, alpha) = 1, beta = 0 start
+                parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator) + 0.2)
+        self.register_buffer("sigmas", torch.from_numpy(geometric_sigmas(1.0, 0.05, LEVELS)))
+
+    def forward(self, sample: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(sample)
+        h = nn.functional.elu(self.norm_a(h, level)) + nn.functional.elu(self.norm_b(h, level))
+        h = self.conv_a(h)
+        out = self.conv_out(nn.functional.elu(self.norm_c(h, level)))
+        return out / self.sigmas[level].view(-1, 1, 1, 1)
+
+
+class TinyAttentionScore(nn.Module):
+    """conv -> single-head self-attention over pixels -> conv (no instance norm++)."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(SHAPE[0], width, 3, padding=1)
+        self.attention = nn.MultiheadAttention(width, 1, batch_first=True)
+        self.embedding = nn.Embedding(LEVELS, width)
+        self.conv_out = nn.Conv2d(width, SHAPE[0], 3, padding=1)
+
+    def forward(self, sample: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(sample) + self.embedding(level)[:, :, None, None]
+        tokens = h.flatten(2).transpose(1, 2)
+        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return self.conv_out(attended.transpose(1, 2).reshape(h.shape))
+
+
+def _trace(model: nn.Module, shape, tmp_path) -> onnx.ModelProto:
+    path = tmp_path / "score.onnx"
+    export_score_onnx(model.eval(), shape, path, 18)
+    return onnx.load(str(path))
+
+
+def _run(model: onnx.ModelProto, sample: np.ndarray, level: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"sample": sample, "timestep": level})[0]
+
+
+@pytest.fixture(scope="module")
+def norm_plus(tmp_path_factory):
+    model = TinyNormPlusScore().eval()
+    return model, _trace(model, SHAPE, tmp_path_factory.mktemp("lean"))
+
+
+def test_instance_norm_plus_fused_to_its_floor(norm_plus):
+    _, raw = norm_plus
+    lean, counts = lean_graph(raw)
+    assert counts["instance_norm_plus"] == 3 and counts["gather_nd"] == 1 and counts["merged_gathers"] == 2  # 3 lookups become 1
+    ops = collections.Counter(node.op_type for node in lean.graph.node)
+    for gone in ("Shape", "Expand", "Concat", "Unsqueeze", "GatherND", "Sqrt", "Div"):
+        assert ops[gone] == (1 if gone == "Div" else 0), (gone, ops)  # the one Div left is score / sigma
+    # per layer: ReduceMean, Reshape, IN of the channel means (shared by norm_a and norm_b, which read the same h),
+    # Reshape of x (shared too), Mul + Add (shift), 2 Reshape (scale, shift), IN(x), Reshape back; one Gather + Split
+    convs, elus, tail = 3, 3, 3  # the Add of the two branches; sigma = Gather(sigmas[L, 1, 1, 1], level); score / sigma
+    assert len(lean.graph.node) == convs + elus + tail + 2 * (3 + 1) + 3 * 6 + 2, ops
+    assert ops["Gather"] == 2 and ops["Split"] == 1  # the 3 layers' tables in one lookup; the sigma lookup
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_lean_graph_equals_the_traced_one_and_eager(norm_plus, batch):
+    model, raw = norm_plus
+    lean, _ = lean_graph(raw)
+    rng = np.random.default_rng(batch)
+    sample = rng.standard_normal((batch, *SHAPE)).astype(np.float32)
+    level = (np.arange(batch) * 3 % LEVELS).astype(np.int64)  # different levels in one batch
+    got, want = _run(lean, sample, level), _run(raw, sample, level)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * scale)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(sample), torch.from_numpy(level)).numpy()
+    np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_composed_graphs_carry_the_lean_network(norm_plus):
+    _, raw = norm_plus
+    sigmas = geometric_sigmas(1.0, 0.05, LEVELS)
+    lean = compose_graphs(raw, SHAPE, sigmas, final_denoise=True, keys=("score", "gpu_step"))
+    plain = compose_graphs(raw, SHAPE, sigmas, final_denoise=True, keys=("score", "gpu_step"), lean=False)
+    saved = len(plain["score"].graph.node) - len(lean["score"].graph.node)
+    assert saved >= 3 * 10 and len(plain["gpu_step"].graph.node) - len(lean["gpu_step"].graph.node) == saved
+    ops = collections.Counter(node.op_type for node in lean["gpu_step"].graph.node)
+    assert ops["GatherND"] == 0 and ops["Expand"] == 1, ops  # the one Expand is compose's level broadcast
+    rng = np.random.default_rng(0)
+    feed = {"sample": rng.standard_normal((3, *SHAPE)).astype(np.float32),
+            "noise": rng.standard_normal((3, *SHAPE)).astype(np.float32),
+            "timestep": np.array(2, np.int64), "step_size": np.array(0.01, np.float32)}
+    outputs = []
+    for graphs in (lean, plain):
+        session = ort.InferenceSession(graphs["gpu_step"].SerializeToString(), providers=["CPUExecutionProvider"])
+        names = {value.name for value in session.get_inputs()}
+        outputs.append(session.run(None, {name: value for name, value in feed.items() if name in names})[0])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_whose_values_are_read_elsewhere_is_left_alone(norm_plus):
+    """An extra reader of one layer's intermediate value (here: a graph output) keeps that layer as traced."""
+    _, raw = norm_plus
+    probed = onnx.ModelProto()
+    probed.CopyFrom(raw)
+    last_sqrt = [node for node in probed.graph.node if node.op_type == "Sqrt"][-1]  # norm_c's sqrt(var + eps)
+    probed.graph.output.append(onnx.helper.make_tensor_value_info(last_sqrt.output[0], onnx.TensorProto.FLOAT, ["batch", 1]))
+    lean, counts = lean_graph(probed)
+    assert counts["instance_norm_plus"] == 2
+    assert last_sqrt.output[0] in {name for node in lean.graph.node for name in node.output}
+    sample = np.random.default_rng(1).standard_normal((2, *SHAPE)).astype(np.float32)
+    level = np.array([0, 4], np.int64)
+    session = ort.InferenceSession(lean.SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(probed.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {"sample": sample, "timestep": level}
+    for got, want in zip(session.run(None, feed), reference.run(None, feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", ["tiny-conv", "attention", "toy-gmm"])
+def test_graphs_without_the_patterns_are_unchanged(name, tmp_path):
+    if name == "tiny-conv":
+        from test_export_nets import TinyConvScore
+
+        model, shape = TinyConvScore(channels=2), SHAPE
+    elif name == "attention":
+        model, shape = TinyAttentionScore(), SHAPE
+    else:
+        from ncsn_export.models.registry import load_model
+
+        spec = load_model("toy-gmm")
+        model, shape = spec.model, spec.sample_shape
+    raw = _trace(model, shape, tmp_path)
+    before = raw.SerializeToString()
+    lean, counts = lean_graph(raw)
+    assert lean is raw and not any(counts.values()), counts
+    assert raw.SerializeToString() == before
