@@ -42,6 +42,7 @@ from .compose import compose_graphs
 from .directory import atomic_directory, check_output_dir
 from .errors import ExportError, ExportInputError
 from .inputs import MAX_VALIDATION_BATCH, check_export_arguments, load_spec
+from .lean_graph import lean_graph
 from .manifest_builder import ArtifactEntry, GraphEntry, ManifestBuilder, ModelInfo, versions
 from .onnx_export import (
     DEFAULT_OPSET,
@@ -183,6 +184,8 @@ def trace(plan: ExportPlan, workdir: Path, progress: bool = False) -> TraceResul
         export_score_onnx(plan.network, plan.sample_shape, path, plan.opset)
     proto = onnx.load(str(path))
     path.unlink()
+    proto, lean_counts = lean_graph(proto)  # once, with the weights still inline: its new level tables are shared too
+    logger.debug("lean_graph rewrites: %s", lean_counts)
     weights = detach_weights(proto, workdir / WEIGHTS_FILE)  # one file for every graph; compose copies references only
     seconds = time.perf_counter() - start
     logger.info("traced the score network (one dynamo export) in %.1f s", seconds)
@@ -201,7 +204,7 @@ def compose(plan: ExportPlan, traced: TraceResult, progress: bool = False) -> Co
         for key in plan.artifacts.graphs:  # "score" too: the composer applies its graph rewrites (e.g. Elu) to it
             try:
                 graphs[key] = compose_graphs(traced.score, plan.sample_shape, plan.train_sigmas, plan.final_denoise,
-                                             keys=(key,), opset=plan.opset,
+                                             keys=(key,), opset=plan.opset, lean=False,  # done in trace()
                                              external_data_dir=traced.weights.path.parent if traced.weights else None)[key]
             except Exception as error:  # onnx checker / shape inference errors: this graph only
                 skipped[key] = f"{type(error).__name__}: {error}"
@@ -266,7 +269,11 @@ def write(plan: ExportPlan, composed: ComposeResult, staging: Path, progress: bo
             check_graph_io(key, model, plan.sample_shape)
             path = staging / GRAPHS[key].file
             onnx.save(model, str(path))
-            onnx.checker.check_model(str(path), full_check=True)
+            try:
+                onnx.checker.check_model(str(path), full_check=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+                raise ExportError(f"{path.name} does not pass onnx's checker: {' '.join(str(error).split())[:500]}"
+                                  ) from error
             entries.append(GraphEntry(key, count_nodes(model.graph), _unsupported_ops(model)))
             if key not in ("score", "step", "sampler"):
                 artifacts.append(ArtifactEntry(key, "written"))

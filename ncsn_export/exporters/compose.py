@@ -92,7 +92,8 @@ def compose_graphs(
         raise ValueError(f"the score graph must have 2 inputs (sample, timestep) and 1 output, got "
                          f"{len(score.graph.input)} and {len(score.graph.output)}")
     if lean:
-        score, _ = lean_graph(score)
+        base = None if external_data_dir is None else str(external_data_dir)
+        score, _ = lean_graph(score, base, check=lambda model: check_composed(model, external_data_dir))
     if fast_elu:
         score, _ = rewrite_elu(score)
     score = compact_names(score)  # every graph repeats the network's names: keep them short (graph_passes)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,8 +54,9 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 class _Index:
     """Producers, consumers, constants and ranks of one graph's values."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, base_dir: str | None = None) -> None:
         graph = model.graph
+        self.base_dir = base_dir or ""  # where external-data initializers (weights.onnx.data) are read from
         self.graph = graph
         self.producer = {name: node for node in graph.node for name in node.output}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
@@ -81,7 +82,7 @@ class _Index:
 
     def const(self, name: str) -> np.ndarray | None:
         tensor = self.initializers.get(name)
-        return None if tensor is None else numpy_helper.to_array(tensor)
+        return None if tensor is None else numpy_helper.to_array(tensor, self.base_dir)
 
     def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
         node = self.producer.get(name)
@@ -336,9 +337,9 @@ def _shared_parts_private(index: _Index, matches: list[_CinMatch]) -> bool:
             and index.only_read_by(matches[0].instance_norm, [match.reads_instance_norm for match in matches]))
 
 
-def fuse_instance_norm_plus(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def fuse_instance_norm_plus(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every matched conditional instance norm++ in 9 nodes; returns (model, count)."""
-    index = _Index(model)
+    index = _Index(model, base_dir)
     groups: dict[str, list[_CinMatch]] = defaultdict(list)
     for node in index.graph.node:
         if node.op_type == "Add" and node.domain in _DEFAULT_DOMAINS:
@@ -418,9 +419,9 @@ def fuse_instance_norm_plus(model: onnx.ModelProto) -> tuple[onnx.ModelProto, in
     return out, sum(len(matches) for matches in groups.values())
 
 
-def gather_nd_to_gather(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def gather_nd_to_gather(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[onnx.ModelProto, int]:
     """``Reshape(GatherND(t[L], Unsqueeze(i, [-1])), [-1, 1, ...])`` -> ``Gather(t[L, 1, ...], i)`` for 1-D ``i``."""
-    index = _Index(model)
+    index = _Index(model, base_dir)
     rewrites: dict[int, tuple[onnx.NodeProto, list[onnx.NodeProto]]] = {}
     for reshape in (node for node in index.graph.node if node.op_type == "Reshape" and node.domain in _DEFAULT_DOMAINS):
         shape = index.const(reshape.input[1])
@@ -463,12 +464,12 @@ def gather_nd_to_gather(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, len(rewrites)
 
 
-def merge_gathers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def merge_gathers(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[onnx.ModelProto, int]:
     """All ``Gather(const table, i, axis=0)`` with one index ``i``, one dtype, one ``L`` and one ``shape[1:-1]``
     become one ``Gather`` of the tables concatenated on their last axis + one ``Split`` on that axis; a member read
     only by a constant-size ``Split`` on that axis hands its pieces
     to the merged ``Split``. Returns (model, number of Gathers removed)."""
-    index = _Index(model)
+    index = _Index(model, base_dir)
     groups: dict[tuple, list[onnx.NodeProto]] = defaultdict(list)
     for node in index.graph.node:
         if node.op_type != "Gather" or node.domain not in _DEFAULT_DOMAINS or _attr(node, "axis", 0) != 0:
@@ -538,7 +539,7 @@ def _constant_split(index: _Index, name: str, axis: int, width: int) -> tuple[on
     return split, sizes
 
 
-def drop_unused(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def drop_unused(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` without nodes whose outputs nothing reads, and without unread initializers."""
     graph = model.graph
     needed = {value.name for value in graph.output}
@@ -568,18 +569,23 @@ def drop_unused(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, dropped
 
 
-def lean_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+def lean_graph(model: onnx.ModelProto, base_dir: str | None = None,
+               check: Callable[[onnx.ModelProto], None] | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
     """``model`` with :func:`fuse_instance_norm_plus`, :func:`gather_nd_to_gather`, :func:`merge_gathers` and
-    :func:`drop_unused` applied (the same object when nothing matched); returns (model, rewrites per pass)."""
+    :func:`drop_unused` applied (the same object when nothing matched); returns (model, rewrites per pass).
+
+    ``base_dir``: the folder of the external-data file the initializers name (the shared ``weights.onnx.data``);
+    ``check``: how to check the result (default ``onnx.checker.check_model(full_check=True)``, which needs the
+    model's external data next to the current directory, so pass the composer's file-based check)."""
     counts: dict[str, int] = {}
     out = model
     for name, rewrite in (("instance_norm_plus", fuse_instance_norm_plus), ("gather_nd", gather_nd_to_gather),
                           ("merged_gathers", merge_gathers)):
-        out, counts[name] = rewrite(out)
+        out, counts[name] = rewrite(out, base_dir)
     if out is not model:  # dead code is only ours to drop when a rewrite orphaned it
-        out, counts["unused_nodes"] = drop_unused(out)
+        out, counts["unused_nodes"] = drop_unused(out, base_dir)
         try:
-            onnx.checker.check_model(out, full_check=True)
+            (check or (lambda m: onnx.checker.check_model(m, full_check=True)))(out)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:  # a bug here: keep the trace
             logger.warning("lean_graph: the rewritten score graph does not check (%s); keeping the traced graph", error)
             return model, dict.fromkeys(counts, 0)

@@ -82,12 +82,17 @@ def _nbytes(tensor: TensorProto) -> int:
     return size
 
 
+# Only floating-point tensors are weights. Integer initializers are indices and shapes (a Split's sizes, a Reshape's
+# shape): shape inference in onnx and onnxruntime must read them inline ("Cannot parse data from external tensors").
+WEIGHT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE})
+
+
 def detach_weights(model: onnx.ModelProto, path: str | os.PathLike, location: str = WEIGHTS_FILE,
                    size_threshold: int = SIZE_THRESHOLD) -> SharedWeights:
     """Write ``model``'s initializers of >= ``size_threshold`` bytes to ``path`` and make them external, in place.
 
     Args:
-        model: the traced score model (its initializers carry their bytes; string tensors are left alone).
+        model: the traced score model (its initializers carry their bytes; only :data:`WEIGHT_TYPES` are moved).
         path: the file to write (created or replaced).
         location: the name the external-data entries give (the file's name in the export directory).
         size_threshold: smaller initializers stay in the graph.
@@ -100,7 +105,7 @@ def detach_weights(model: onnx.ModelProto, path: str | os.PathLike, location: st
     with open(path, "wb") as handle:
         for graph in _all_graphs(model.graph):
             for tensor in graph.initializer:
-                if (tensor.data_location == TensorProto.EXTERNAL or tensor.data_type == TensorProto.STRING
+                if (tensor.data_location == TensorProto.EXTERNAL or tensor.data_type not in WEIGHT_TYPES
                         or _nbytes(tensor) < size_threshold):
                     continue
                 if not tensor.HasField("raw_data"):  # typed fields (float_data, ...) -> raw little-endian bytes
