@@ -155,11 +155,17 @@ class NCSNPipeline:
         cuda_graph: bool = True,
         intra_op_threads: int | None = None,
         graph_format: str = "onnx",
+        export: bool = False,
+        cache_dir: str | Path | None = None,
+        export_options: dict[str, Any] | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
     ) -> NCSNPipeline:
-        """Open an export directory.
+        """Open an export directory (or a diffusers-ncsn folder or Hub id: see :mod:`ncsn_runtime.pretrained`).
 
         Args:
-            export_dir: directory written by ``ncsn-export`` (``manifest.json`` at its top).
+            export_dir: directory written by ``ncsn-export`` (``manifest.json`` at its top), a diffusers-ncsn
+                pipeline folder (with ``export=True``) or a Hugging Face Hub id of either.
             provider: ``"auto"`` (CUDA when usable, else CPU; logged), ``"cpu"`` or ``"cuda"`` (an error
                 when CUDA is not usable).
             device_id: CUDA device ordinal.
@@ -171,11 +177,18 @@ class NCSNPipeline:
             intra_op_threads: onnxruntime threads per operator (``None``: its default).
             graph_format: ``"onnx"`` (the graphs) or ``"ort"`` (their ORT-format models ``ort/KEY.ort``, made with
                 ``--artifacts ort``; only the graphs that have one; :mod:`ncsn_runtime.ort_format`).
+            export: export a diffusers-ncsn folder on first use (``ncsn_export.exporters.export_model``, needs torch)
+                and cache it; later loads open the cache. ``export_options``: ``export_model`` keyword arguments.
+            cache_dir: the export cache (default ``$XDG_CACHE_HOME/ncsn-export`` or ``~/.cache/ncsn-export``).
+            revision, local_files_only: for a Hub id, passed to ``huggingface_hub.snapshot_download``.
 
         Every graph (and its external-data files) and the scheduler config are checked against the
         manifest's sha256 here; sessions open on first use (only a CUDA probe opens one now).
         """
-        root = Path(export_dir)
+        from .pretrained import resolve_pretrained
+
+        root = resolve_pretrained(export_dir, export=export, cache_dir=cache_dir, export_options=export_options,
+                                  revision=revision, local_files_only=local_files_only)
         graph_format = check_graph_format(graph_format)
         manifest = read_manifest(root)
         if graph_format == "ort":
@@ -188,6 +201,13 @@ class NCSNPipeline:
         device, session = resolve_device(provider, graphs[probe], device_id)
         return cls(root, manifest, scheduler, device, {probe: session} if session is not None else {},
                    stepwise_graph=stepwise_graph, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads, graph_paths=graphs)
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write this export directory, checked file by file, plus a Hub model card ``README.md``, atomically to
+        ``save_directory`` (:func:`ncsn_runtime.pretrained.save_pretrained`); returns it."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, save_directory)
 
     # -- sessions (ncsn_runtime.sessions.GraphSessions) ---------------------------------------------
     @property
