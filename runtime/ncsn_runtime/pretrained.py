@@ -45,7 +45,7 @@ from typing import Any
 from .contract import FORMAT_NAME, FORMAT_VERSION, GRAPH_NAMES, MANIFEST_NAME
 from .errors import ExportDirectoryError
 from .fileio import atomic_write, read_json_object
-from .manifest import Manifest, read_manifest
+from .manifest import Manifest, parse_manifest, read_manifest
 from .verify import confined
 
 __all__ = ["EXPORT_INSTALL_HINT", "STATS", "cache_key", "default_cache_dir", "resolve_pretrained", "save_pretrained",
@@ -333,35 +333,32 @@ def hub_snapshot(repo_id: str, revision: str | None, local_files_only: bool) -> 
 
 
 def materialize_hub_export(snapshot: Path, cache_root: Path) -> Path:
-    """Copy a Hub export directory out of the Hub cache into ``ROOT/hub/MANIFEST_SHA`` (checked), once."""
-    manifest = read_manifest_following(snapshot)
-    target = cache_root / "hub" / _sha256(snapshot / MANIFEST_NAME)
+    """Copy a Hub export directory out of the Hub cache into ``ROOT/hub/MANIFEST_SHA`` (checked), once.
+
+    The snapshot's files are symlinks into the repository's ``blobs/``: each may lead only inside that repository
+    folder; the manifest's names are checked against the (symlink-free) copy.
+    """
+    repository = snapshot.parent.parent
+    manifest_file = snapshot / MANIFEST_NAME
+    real = manifest_file.resolve()
+    if repository.resolve() not in real.parents:
+        raise ExportDirectoryError(f"{manifest_file} leads outside {repository}")
+    try:
+        raw = read_json_object(real)
+    except (OSError, ValueError) as error:
+        raise ExportDirectoryError(f"{manifest_file}: {error}") from None
+    target = cache_root / "hub" / _sha256(real)
     with contextlib.suppress(ExportDirectoryError):
-        if target.exists() and verify_export_dir(target).raw == manifest.raw:
+        if target.is_dir() and verify_export_dir(target).raw == raw:
             return target
     staging = _staging_dir(target.parent, target.name)
     try:
-        _copy_listed(snapshot, manifest, staging, symlinks_within=snapshot.parent.parent)
-        if target.exists():
-            with contextlib.suppress(ExportDirectoryError):
-                verify_export_dir(target)
-                return target  # another process put it there meanwhile
+        manifest = parse_manifest(staging, raw)
+        _copy_listed(snapshot, manifest, staging, symlinks_within=repository)
         _install(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def read_manifest_following(snapshot: Path) -> Manifest:
-    """A Hub snapshot's manifest (a symlink into the Hub cache's ``blobs/``), parsed like any manifest."""
-    from .manifest import parse_manifest
-
-    path = snapshot / MANIFEST_NAME
-    try:
-        raw = read_json_object(path.resolve())
-    except (OSError, ValueError) as error:
-        raise ExportDirectoryError(f"{path}: {error}") from None
-    return parse_manifest(snapshot, raw)
 
 
 # -- from_pretrained -----------------------------------------------------------------------------------------
