@@ -380,3 +380,14 @@ def test_stale_staging_of_a_dead_process_is_removed(tmp_path):
         path.mkdir()
     pretrained._remove_stale(tmp_path, key)
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_bad_export_option_values_get_export_models_own_errors_and_leave_only_locks(folder, tmp_path):
+    from ncsn_export.exporters.errors import ExportError, ExportInputError
+
+    with pytest.raises(ExportError, match=r"`opset` must be in \[18, "):
+        NCSNPipeline.from_pretrained(folder, export=True, cache_dir=tmp_path, export_options={"opset": 5})
+    with pytest.raises(ExportInputError, match="artifacts"):
+        NCSNPipeline.from_pretrained(folder, export=True, cache_dir=tmp_path, export_options={"artifacts": "nope"})
+    left = sorted(entry.name for entry in (tmp_path / "exports").iterdir())
+    assert left and all(name.startswith(".") and name.endswith(".lock") for name in left), left  # locks only
