@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from .validation_budget import DEFAULT_VALIDATION_BUDGET, VALIDATE_MODES
@@ -145,24 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("ncsn_export").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        report = export_model(
-            args.model,
-            args.output,
-            opset=DEFAULT_OPSET if args.opset is None else args.opset,
-            fp16=args.fp16,
-            validate=args.validate,
-            validation_budget=args.validation_budget,
-            progress=(sys.stderr.isatty() and not args.quiet) if args.progress is None else args.progress,
-            force=args.force,
-            allow_extra_files=args.allow_extra_files,
-            artifacts=args.artifacts,
-            batch_size=args.batch_size,
-            num_inference_steps=args.num_inference_steps,
-            num_annealed_steps=args.num_annealed_steps,
-            full_batch_size=args.full_validation_batch_size,
-            final_denoise=args.final_denoise,
-            tolerance=args.tolerance,
-        )
+        progress = (sys.stderr.isatty() and not args.quiet) if args.progress is None else args.progress
+        with _log_above_bars(progress):
+            report = _export(args, progress, export_model)
         print(report.table, flush=True)
     except (ExportInputError, ValueError, TypeError) as error:  # the caller's input (model, spec, output, ranges)
         print(f"ncsn-export: error: {_one_line(error)}", file=sys.stderr)
@@ -174,6 +161,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ncsn-export: interrupted; nothing was written to {args.output}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _log_above_bars(progress: bool) -> contextlib.AbstractContextManager:
+    """Log lines printed above the progress bars instead of through them (tqdm's logging redirect)."""
+    if not progress:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.getLogger("ncsn_export")])
+
+
+def _export(args: argparse.Namespace, progress: bool, export_model: Any) -> Any:
+    """``export_model`` with the CLI's arguments."""
+    from .exporters.onnx_export import DEFAULT_OPSET
+
+    return export_model(
+        args.model,
+        args.output,
+        opset=DEFAULT_OPSET if args.opset is None else args.opset,
+        fp16=args.fp16,
+        validate=args.validate,
+        validation_budget=args.validation_budget,
+        progress=progress,
+        force=args.force,
+        allow_extra_files=args.allow_extra_files,
+        artifacts=args.artifacts,
+        batch_size=args.batch_size,
+        num_inference_steps=args.num_inference_steps,
+        num_annealed_steps=args.num_annealed_steps,
+        full_batch_size=args.full_validation_batch_size,
+        final_denoise=args.final_denoise,
+        tolerance=args.tolerance,
+    )
 
 
 def _one_line(error: BaseException) -> str:
