@@ -133,7 +133,7 @@ def test_bad_seeds_are_rejected_with_clear_messages(seed, message):
 
 
 def test_seeds_for_batch_matches_numpy_and_checks_range():
-    top = 2**63 - 1 - 4
+    top = 2**63 - 4  # the last of 4 seeds is 2**63 - 1, as noise.seeds_for_batch allows
     results = run_probe(
         [
             {"op": "seeds_for_batch", "seed": str(top), "batch_size": 4},
@@ -146,7 +146,7 @@ def test_seeds_for_batch_matches_numpy_and_checks_range():
     assert [int(s) for s in results[0]["value"]] == noise.seeds_for_batch(top, 4).tolist()
     assert [int(s) for s in results[1]["value"]] == noise.seeds_for_batch(7, 3).tolist()
     assert [int(s) for s in results[2]["value"]] == [1, 99, 2**62]
-    assert not results[3]["ok"] and "`seed` must be in [0, 9223372036854775803]" in results[3]["error"]
+    assert not results[3]["ok"] and "`seed` must be in [0, 9223372036854775804]" in results[3]["error"]
     assert not results[4]["ok"] and "has 2 entries but batchSize is 3" in results[4]["error"]
 
 

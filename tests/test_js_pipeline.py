@@ -114,7 +114,7 @@ def _renamed_input_copy(source: Path, target: Path) -> Path:
         ("corrupt", [], 1, "does not match manifest.json"),
         ("mismatched", [], 1, "the contract is [sample,seed,timesteps,step_sizes,num_annealed_steps]"),
         ("gmm", ["--seed", "abc"], 2, "--seed: `seed` must be a decimal integer string"),
-        ("gmm", ["--seed", str(2**63)], 2, "--seed: `seed` must be in [0, 9223372036854775799]"),
+        ("gmm", ["--seed", str(2**63)], 2, "--seed: `seed` must be in [0, 9223372036854775800]"),
         ("gmm", ["--seed", "-3"], 2, "--seed"),
         ("gmm", ["--num-samples", "0"], 2, "--num-samples must be an integer >= 1"),
         ("gmm", ["--output", "x.jpg"], 2, "--output must end in .npy or .png"),

@@ -16,7 +16,7 @@ Generate samples from an ncsn-export directory with onnxruntime-node (CPU).
 
 options:
   -o, --output FILE      .npy (raw float32 samples [N, ...sample_shape]) or .png (image grid; image models only)
-  -s, --seed S           decimal integer in [0, 2**63 - 1 - N]; sample b uses seed S + b (default 0)
+  -s, --seed S           decimal integer in [0, 2**63 - N]; sample b uses seed S + b (default 0)
   -n, --num-samples N    batch size (default 16)
   --mode M               fused (sampler.onnx, default) or stepwise (score.onnx + JS scheduler); shorthand for --graph
   --graph G              sampler | gpu_sampler (fused loop) | step | gpu_step (one graph call per step; gpu_step takes
@@ -75,7 +75,7 @@ function parse(argv) {
   const numSamples = parseInteger('num-samples', values['num-samples'], 1);
   let seed;
   try {
-    seed = toUint64('seed', values.seed, MAX_SEED - BigInt(numSamples));
+    seed = toUint64('seed', values.seed, MAX_SEED - BigInt(numSamples - 1)); // sample b uses S + b <= 2**63 - 1 (as ncsn-sample)
   } catch (error) {
     throw new UsageError(`--seed: ${error.message}`);
   }

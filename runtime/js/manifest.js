@@ -21,7 +21,8 @@ export const GRAPH_CONTRACT = {
  * Reads files of one export directory by relative path.
  * @typedef {object} FileSource
  * @property {string} location where the directory is (for messages)
- * @property {(relative: string) => Promise<Uint8Array>} readBytes resolves the file's bytes; rejects with an Error naming it
+ * @property {(relative: string, options?: {maxBytes?: number, noSymlink?: boolean}) => Promise<Uint8Array>} readBytes resolves the
+ *   file's bytes; rejects with an Error naming it (a file over maxBytes, or a symlink with noSymlink, is refused unread where it can be)
  * @property {(bytes: Uint8Array) => Promise<string>} [sha256] hex sha256 (default: WebCrypto)
  * @property {(relative: string) => Promise<string>} [localPath] the file's confined real path on disk (Node: onnxruntime-node opens graphs by path)
  */
@@ -47,9 +48,17 @@ export const GRAPH_CONTRACT = {
  * @property {Record<string, {sha256: string, bytes: number}>} files
  */
 
-/** Resource limits on numbers read from an export directory (as ncsn_runtime.manifest / ncsn_runtime.schedule). */
+/**
+ * Resource limits on what an export directory holds, the same values as Python's (tests/test_host_limits.py asserts
+ * they are equal): ncsn_runtime.manifest.MAX_SAMPLE_RANK / MAX_SAMPLE_ELEMENTS / MAX_FILES / MAX_FILE_BYTES and
+ * ncsn_runtime.fileio.MAX_JSON_BYTES (manifest.json at most 16 MiB).
+ */
 export const MAX_SAMPLE_RANK = 8;
 export const MAX_SAMPLE_ELEMENTS = 2 ** 24;
+export const MAX_FILES = 10_000;
+export const MAX_FILE_BYTES = 2 ** 40;
+export const MAX_JSON_BYTES = 16 * 1024 * 1024;
+export const COMPUTE_DTYPES = ['float32', 'float16'];
 
 /** An export directory is missing, incomplete, corrupt or of an unknown format. */
 export class ExportDirectoryError extends Error {
@@ -87,9 +96,13 @@ export function checkRelativePath(relative, what = 'path') {
 export async function loadManifest(source) {
   let bytes;
   try {
-    bytes = await source.readBytes(MANIFEST_NAME);
+    bytes = await source.readBytes(MANIFEST_NAME, { maxBytes: MAX_JSON_BYTES, noSymlink: true });
   } catch (error) {
+    if (error instanceof ExportDirectoryError) throw error;
     throw new ExportDirectoryError(`${source.location}/${MANIFEST_NAME} is missing: ${source.location} is not an ncsn-export directory (${error.message})`);
+  }
+  if (bytes.byteLength > MAX_JSON_BYTES) {
+    throw new ExportDirectoryError(`${source.location}/${MANIFEST_NAME} is ${bytes.byteLength} bytes; at most ${MAX_JSON_BYTES} (16 MiB)`);
   }
   let manifest;
   try {
@@ -107,15 +120,18 @@ export async function loadManifest(source) {
   for (const key of ['model', 'graphs', 'files']) {
     if (manifest[key] === null || typeof manifest[key] !== 'object' || Array.isArray(manifest[key])) throw new ExportDirectoryError(`${where} lacks the \`${key}\` section`);
   }
+  const listed = Object.keys(manifest.files).length;
+  if (listed > MAX_FILES) throw new ExportDirectoryError(`${where}: \`files\` lists ${listed} entries; at most ${MAX_FILES}`);
   for (const [relative, entry] of Object.entries(manifest.files)) {
     checkRelativePath(relative, `${where}: files entry`);
     if (entry === null || typeof entry !== 'object' || typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)
-        || !Number.isSafeInteger(entry.bytes) || entry.bytes < 0) {
-      throw new ExportDirectoryError(`${where}: files[${JSON.stringify(relative)}] must be {sha256: 64 hex digits, bytes: int >= 0}`);
+        || !Number.isSafeInteger(entry.bytes) || entry.bytes < 0 || entry.bytes > MAX_FILE_BYTES) {
+      throw new ExportDirectoryError(`${where}: files[${JSON.stringify(relative)}] must be {sha256: 64 hex digits, bytes: an int in [0, 2**40]}`);
     }
   }
   checkRelativePath(manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG, `${where}: scheduler_config`);
   for (const [key, graph] of Object.entries(manifest.graphs)) {
+    if (!Object.hasOwn(GRAPH_CONTRACT, key)) continue; // a graph key this runtime does not know is ignored (as Python)
     if (graph === null || typeof graph !== 'object') throw new ExportDirectoryError(`${where}: graphs.${key} must be an object`);
     checkRelativePath(graph.file, `${where}: graphs.${key}.file`);
   }
@@ -128,6 +144,20 @@ export async function loadManifest(source) {
   const levels = model.num_train_timesteps;
   if (levels !== undefined && !(Number.isSafeInteger(levels) && levels >= 1 && levels <= MAX_TRAIN_TIMESTEPS)) {
     throw new ExportDirectoryError(`${where}: model.num_train_timesteps must be an integer in [1, ${MAX_TRAIN_TIMESTEPS}], got ${JSON.stringify(levels)}`);
+  }
+  if (!COMPUTE_DTYPES.includes(model.compute_dtype ?? 'float32')) {
+    throw new ExportDirectoryError(`${where}: model.compute_dtype must be float32 or float16, got ${JSON.stringify(model.compute_dtype)}`);
+  }
+  for (const key of ['is_image', 'final_denoise']) {
+    if (model[key] !== undefined && typeof model[key] !== 'boolean') {
+      throw new ExportDirectoryError(`${where}: model.${key} must be true or false, got ${JSON.stringify(model[key])}`);
+    }
+  }
+  for (const key of ['name', 'description']) {
+    if (model[key] !== undefined && typeof model[key] !== 'string') throw new ExportDirectoryError(`${where}: model.name and model.description must be strings`);
+  }
+  if (manifest.opset !== undefined && manifest.opset !== null && !(Number.isSafeInteger(manifest.opset) && manifest.opset >= 1 && manifest.opset <= 1000)) {
+    throw new ExportDirectoryError(`${where}: opset must be an int in [1, 1000], got ${JSON.stringify(manifest.opset)}`);
   }
   if ((model.dtype ?? 'float32') !== 'float32') throw new ExportDirectoryError(`${where}: model.dtype ${model.dtype} is not supported (float32 only)`);
   for (const key of ['init_range', 'data_range']) {

@@ -2,7 +2,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { lstat, open, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 
@@ -21,8 +21,11 @@ export function fsSource(directory) {
   const root = path.resolve(directory);
   return {
     location: root,
-    async readBytes(relative) {
-      const bytes = await readRegularFile(await this.localPath(relative), relative);
+    async readBytes(relative, { maxBytes, noSymlink = false } = {}) {
+      if (noSymlink && (await lstat(path.join(root, checkRelativePath(relative, 'file')))).isSymbolicLink()) {
+        throw new ExportDirectoryError(`${path.join(root, relative)} is a symlink; it is never followed (${root} is not an ncsn-export directory)`);
+      }
+      const bytes = await readRegularFile(await this.localPath(relative), relative, maxBytes);
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     },
     /** The file's real path: onnxruntime-node opens a verified graph by path (its Loop-body weights stay fast). */
@@ -51,13 +54,15 @@ export function fsSource(directory) {
  * it is opened with O_NONBLOCK, so even a FIFO swapped in after the check cannot block a libuv thread forever.
  * @param {string} file resolved path
  * @param {string} [name] how messages name it
+ * @param {number} [maxBytes] refuse (unread) a file larger than this
  * @returns {Promise<Buffer>}
  */
-export async function readRegularFile(file, name = file) {
+export async function readRegularFile(file, name = file, maxBytes = Infinity) {
   const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   try {
     const info = await handle.stat();
     if (!info.isFile()) throw new ExportDirectoryError(`${name} is not a regular file (a FIFO, device, socket or directory is never read)`);
+    if (info.size > maxBytes) throw new ExportDirectoryError(`${file} is ${info.size} bytes; at most ${maxBytes} are read`);
     return await handle.readFile();
   } finally {
     await handle.close().catch(() => {});

@@ -135,7 +135,7 @@ export function checkSeeds(seeds) {
 export function seedsForBatch(seed, batchSize) {
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`\`batchSize\` must be an integer >= 1, got ${batchSize}`);
   if (typeof seed === 'number' || typeof seed === 'bigint' || typeof seed === 'string') {
-    const base = toUint64('seed', seed, MAX_SEED - BigInt(batchSize));
+    const base = toUint64('seed', seed, MAX_SEED - BigInt(batchSize - 1)); // the last sample's seed S + B - 1 <= 2**63 - 1 (as Python)
     return Array.from({ length: batchSize }, (_, b) => base + BigInt(b));
   }
   const seeds = checkSeeds(seed);

@@ -84,6 +84,16 @@ export const CALLBACK_TENSOR_INPUTS = Object.freeze(['samples']);
  */
 
 const MODES = ['fused', 'stepwise'];
+/** Samples came out NaN/inf (as ncsn_runtime.steppers.NonFiniteSampleError): `samples` lists the bad ones. */
+export class NonFiniteSampleError extends Error {
+  /** @param {string} message @param {number[]} samples */
+  constructor(message, samples) {
+    super(message);
+    this.name = 'NonFiniteSampleError';
+    this.samples = samples;
+  }
+}
+
 export const GRAPH_KEYS = ['sampler', 'gpu_sampler', 'step', 'gpu_step', 'score'];
 const FUSED_GRAPHS = ['sampler', 'gpu_sampler'];
 const MODE_GRAPH = { fused: 'sampler', stepwise: 'score' };
@@ -218,6 +228,15 @@ export class NCSNPipeline {
     if (kind === 'fused') samples = await this._fused(x0, seeds, scheduler, shape, onProgress, graph);
     else if (graph === 'score') samples = await this._stepwise(x0, seeds, scheduler, shape, onProgress, afterStep);
     else samples = await this._stepGraph(graph, x0, seeds, scheduler, shape, onProgress, afterStep);
+    const perSample = samples.length / batch;
+    const bad = [];
+    for (let b = 0; b < batch; b++) {
+      if (!samples.subarray(b * perSample, (b + 1) * perSample).every(Number.isFinite)) bad.push(b);
+    }
+    if (bad.length) {
+      throw new NonFiniteSampleError(`NaN/inf in the final samples [${bad.slice(0, 10)}] (graph ${graph}): the export's init_range, `
+        + 'sigmas or score network overflow float32; no samples are written', bad);
+    }
     return { samples, shape, seeds, timesteps: scheduler.timesteps, stepSizes: scheduler.stepSize, graph };
   }
 
