@@ -22,7 +22,8 @@ export function fsSource(directory) {
   return {
     location: root,
     async readBytes(relative, { maxBytes, noSymlink = false } = {}) {
-      if (noSymlink && (await lstat(path.join(root, checkRelativePath(relative, 'file')))).isSymbolicLink()) {
+      // a missing file fails below with realpath's message, as without noSymlink
+      if (noSymlink && (await lstat(path.join(root, checkRelativePath(relative, 'file'))).catch(() => null))?.isSymbolicLink()) {
         throw new ExportDirectoryError(`${path.join(root, relative)} is a symlink; it is never followed (${root} is not an ncsn-export directory)`);
       }
       const bytes = await readRegularFile(await this.localPath(relative), relative, maxBytes);
