@@ -97,6 +97,10 @@ CASES: dict[str, tuple[Callable[[Path, Path], Path], list[str], str]] = {
     "opset-0": (lambda s, t: tampered(s, t, lambda m: m.update(opset=0)), [], "refuse"),
     "unknown-graph-key": (lambda s, t: tampered(s, t, lambda m: m["graphs"].update(
         future_graph={"file": "../../nowhere.onnx", "whatever": 1})), [], "accept"),
+    "sampler-table-reordered": (lambda s, t: tampered(s, t, lambda m: m["graphs"]["sampler"]["inputs"].reverse()), [],
+                                "accept"),
+    "step-table-renamed": (lambda s, t: tampered(s, t, lambda m: m["graphs"]["step"]["inputs"][0].update(name="x")), [],
+                           "refuse"),  # a graph not run this time: its table is still checked
     "init_range-extreme": (lambda s, t: tampered(s, t, lambda m: m["model"].update(init_range=[-3e38, 3e38])), [],
                            "refuse"),
     "sigmas-extreme": (lambda s, t: tampered(s, t, edit_config=lambda c: c.update(sigma_max=1e30, sigma_min=1e-30)),

@@ -89,6 +89,26 @@ export function checkRelativePath(relative, what = 'path') {
 }
 
 /**
+ * A graph's `inputs` / `outputs` tables (when listed) name exactly the contract's tensors, in any order (as
+ * ncsn_runtime.manifest; dtypes and shapes are not compared here yet).
+ * @param {any} graph @param {string} key @param {string} what
+ */
+function checkIoNames(graph, key, what) {
+  const contract = GRAPH_CONTRACT[key];
+  for (const side of /** @type {const} */ (['inputs', 'outputs'])) {
+    const entries = graph[side];
+    if (entries === undefined || entries === null) continue; // an older manifest without the table: the contract's
+    if (!Array.isArray(entries) || !entries.every((item) => item !== null && typeof item === 'object' && typeof item.name === 'string')) {
+      throw new ExportDirectoryError(`${what}.${side} must be a list of {name, dtype, shape} objects`);
+    }
+    const names = entries.map((item) => item.name);
+    if ([...names].sort().join(',') !== [...contract[side]].sort().join(',') || names.length !== contract[side].length) {
+      throw new ExportDirectoryError(`${key} graph ${side} are [${names}], the contract is [${contract[side]}]: export directory mismatched`);
+    }
+  }
+}
+
+/**
  * Read and check manifest.json; throws ExportDirectoryError naming the problem.
  * @param {FileSource} source
  * @returns {Promise<Manifest>}
@@ -134,6 +154,7 @@ export async function loadManifest(source) {
     if (!Object.hasOwn(GRAPH_CONTRACT, key)) continue; // a graph key this runtime does not know is ignored (as Python)
     if (graph === null || typeof graph !== 'object') throw new ExportDirectoryError(`${where}: graphs.${key} must be an object`);
     checkRelativePath(graph.file, `${where}: graphs.${key}.file`);
+    checkIoNames(graph, key, `${where}: graphs.${key}`); // every known graph's table, loaded or not (as Python)
   }
   const model = manifest.model;
   const shape = model.sample_shape;
@@ -217,13 +238,6 @@ export async function readVerified(source, manifest, relative) {
 export function graphFile(manifest, name) {
   const graph = manifest.graphs[name];
   if (!graph) throw new ExportDirectoryError(`${MANIFEST_NAME} lists no \`${name}\` graph (has: ${Object.keys(manifest.graphs).join(', ') || 'none'})`);
-  const contract = GRAPH_CONTRACT[name];
-  for (const side of /** @type {const} */ (['inputs', 'outputs'])) {
-    if (!Array.isArray(graph[side])) continue;
-    const names = graph[side].map((value) => value.name);
-    if (names.join(',') !== contract[side].join(',')) {
-      throw new ExportDirectoryError(`${name} graph ${side} are [${names}], the contract is [${contract[side]}]: export directory mismatched`);
-    }
-  }
+  checkIoNames(graph, name, `${MANIFEST_NAME}: graphs.${name}`);
   return graph.file;
 }
