@@ -160,6 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ncsn-export: interrupted; nothing was written to {args.output}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # the environment: a full disk, a read-only filesystem, ...
+        from ncsn_runtime.fileio import os_error_line
+
+        print(f"ncsn-export: error: {os_error_line(error, args.output)}; nothing was written to {args.output}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -31,6 +31,7 @@ import onnx
 import torch
 from ncsn_runtime.config import save_scheduler_config
 from ncsn_runtime.contract import GRAPHS, ORT_CONFIG
+from ncsn_runtime.fileio import ENVIRONMENT_ERRNOS
 from ncsn_runtime.schedule import check_count, geometric_sigmas
 from torch import nn
 
@@ -304,6 +305,12 @@ def _write_torch_artifact(plan: ExportPlan, key: str, staging: Path) -> Artifact
                                          plan.sample_shape, path)
         else:
             details = export_pt2(plan.sampler(), plan.sample_shape, path)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        if error.errno in ENVIRONMENT_ERRNOS:  # a full disk is not "this artifact cannot be made": fail the export
+            raise
+        logger.warning("could not make %s: %s", path.name, error)
+        return ArtifactEntry(key, "skipped", f"{type(error).__name__}: {error}")
     except Exception as error:  # an optional artifact that cannot be made must not discard the ONNX graphs
         path.unlink(missing_ok=True)
         logger.warning("could not make %s: %s", path.name, error)

@@ -27,12 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ncsn_runtime.contract import FORMAT_NAME, MANIFEST_NAME
-from ncsn_runtime.fileio import check_ancestor_writable, read_json_object
+from ncsn_runtime.fileio import check_ancestor_writable, check_name_fits, read_json_object
 from ncsn_runtime.ownership import MARKER_NAME, new_token, read_marker, write_marker
 
 from .errors import ExportInputError
 
 WRITER = "ncsn-export"
+# what a staging name ``.NAME.partial-PID-XXXXXXXX`` adds to NAME (a process id has at most 7 digits on Linux)
+STAGING_NAME_EXTRA = len(".") + len(".partial-") + 7 + len("-") + 8
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{8})")
 
 
@@ -51,6 +53,7 @@ def check_output_dir(output_dir: str | os.PathLike, force: bool, allow_extra_fil
     """Check that ``output_dir`` may be written (see the module docstring); returns its resolved path."""
     output = resolve_output(output_dir)
     try:
+        check_name_fits(output, STAGING_NAME_EXTRA, "`output`")  # before any stat: a too-long name raises OSError there
         check_ancestor_writable(output, f"`output` {output_dir}")
     except ValueError as error:
         raise ExportInputError(str(error)) from None

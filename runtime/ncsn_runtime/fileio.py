@@ -11,6 +11,10 @@
   which could block the reader forever); every reader of untrusted files goes through it.
 * :func:`confined_path`: a relative path from an untrusted file (a manifest) resolved inside a root
   directory: no absolute paths, no ``..``, no symlink that leads out.
+* :func:`check_name_fits`: refuse, before any work, an output name that is too long for its filesystem once
+  our temporary prefix / suffix is added.
+* :func:`os_error_line`: an environment error (full disk, read-only filesystem, ...) as one line naming the
+  file and the cause, for every CLI.
 """
 
 from __future__ import annotations
@@ -25,16 +29,23 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 __all__ = [
+    "ENVIRONMENT_ERRNOS",
     "MAX_JSON_BYTES",
     "PathConfinementError",
     "atomic_write",
+    "check_name_fits",
     "check_output_file",
     "confined_path",
     "open_regular",
+    "os_error_line",
     "read_json_object",
     "write_json_atomic",
 ]
 
+# errors of the machine, not of the input: a full disk or quota, a read-only or failing filesystem
+ENVIRONMENT_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO)
+                               if code is not None)
+ATOMIC_NAME_EXTRA = len(".") + len(".") + 12 + len(".tmp")  # atomic_write's temporary ``.NAME.XXXXXXXXXXXX.tmp``
 MAX_JSON_BYTES = 16 * 1024 * 1024  # manifests and configs are a few kB; refuse to parse anything huge
 
 
@@ -169,6 +180,7 @@ def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
     path = Path(path)
     if path.name in ("", ".", ".."):
         raise ValueError(f"{what} {str(path)!r} must name a file")
+    check_name_fits(path, ATOMIC_NAME_EXTRA, what)  # before any stat: a too-long name raises OSError there
     if path.is_dir():
         raise ValueError(f"{what} {path} is a directory; give a file name")
     parent = path.parent
@@ -187,3 +199,40 @@ def check_ancestor_writable(path: Path, label: str) -> None:
             if not os.access(ancestor, os.W_OK | os.X_OK):
                 raise ValueError(f"{label}: {ancestor} is not writable")
             return
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name (bytes) the filesystem holding ``path``'s nearest existing ancestor allows (255 if unknown)."""
+    for ancestor in path.parents:
+        if ancestor.exists():
+            try:
+                return int(os.pathconf(ancestor, "PC_NAME_MAX"))
+            except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+                return 255
+    return 255
+
+
+def check_name_fits(path: Path, extra: int, label: str) -> None:
+    """Refuse (``ValueError`` starting with ``label``) a ``path.name`` longer than the filesystem's name limit
+    minus ``extra``: the bytes our temporary sibling's name adds (``.NAME.partial-PID-TOKEN`` and the like)."""
+    size = len(os.fsencode(path.name))
+    limit = _name_max(path)
+    if size + extra > limit:
+        shown = path.name if len(path.name) <= 40 else f"{path.name[:20]}...{path.name[-12:]}"
+        raise ValueError(f"{label}: the name {shown!r} is too long ({size} bytes; with the {extra} bytes of our temporary "
+                         f"name it exceeds this filesystem's {limit}-byte limit); use a name of at most {limit - extra} "
+                         "bytes")
+
+
+def os_error_line(error: OSError, path: object = None) -> str:
+    """``error`` as one line naming the file (``error.filename``, else ``path``) and the cause.
+
+    For example ``/data/out/score.onnx: No space left on device [ENOSPC]``.
+    """
+    where = error.filename if error.filename is not None else path
+    if where is not None and error.filename2 is not None:
+        where = f"{where} -> {error.filename2}"
+    cause = error.strerror or " ".join(str(error).split()) or type(error).__name__
+    code = errno.errorcode.get(error.errno) if isinstance(error.errno, int) else None
+    text = f"{cause} [{code}]" if code else cause
+    return f"{where}: {text}" if where is not None else text

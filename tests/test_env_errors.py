@@ -1,0 +1,96 @@
+"""Issue 18, part 5: the environment (a full disk, a name too long for the filesystem, a file where a folder
+should be) and a user's broken files give every CLI one line naming the file and the cause, exit 1 or 2,
+never a traceback, and leave nothing half-written."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from ncsn_export.cli import main as export_main
+
+TOY = ["--model", "toy-gmm", "--no-validate", "-q"]
+
+
+def _full_disk_after(limit: int):
+    """A stand-in for ``onnx.save`` that writes ``limit`` bytes of the file, then fails like a full disk."""
+
+    def save(model, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(model.SerializeToString()[:limit])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return save
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """Before: a traceback ending in ``OSError: [Errno 28] No space left on device`` (exit 1)."""
+    import onnx
+
+    monkeypatch.setattr(onnx, "save", _full_disk_after(100))
+    out = tmp_path / "out"
+    code = export_main([*TOY, "-o", str(out)])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 1
+    assert line == f"ncsn-export: error: {out}: No space left on device [ENOSPC]; nothing was written to {out}", line
+    assert list(tmp_path.iterdir()) == []  # no output, no staging directory, no half-written graph
+
+
+def test_export_full_disk_in_a_torch_artifact_fails_the_export(tmp_path, capsys, monkeypatch):
+    """A full disk while writing sampler.pt is the machine's error, not "sampler.pt cannot be made" (a skip)."""
+    from ncsn_export.exporters import api
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "x" / "sampler.pt"))
+
+    monkeypatch.setattr(api, "export_torchscript", no_space)
+    out = tmp_path / "out"
+    code = export_main([*TOY, "-o", str(out)])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 1 and "sampler.pt: No space left on device [ENOSPC]" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_name_too_long_for_the_staging_name_is_refused_first(tmp_path, capsys, monkeypatch):
+    """Before: a 240-byte name passed the checks, then the staging directory ``.NAME.partial-PID-XXXXXXXX`` failed."""
+    from ncsn_export.exporters import api
+
+    monkeypatch.setattr(api, "plan_export", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    out = tmp_path / ("a" * (limit - 15))
+    code = export_main([*TOY, "-o", str(out)])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and "is too long" in line and f"{limit}-byte limit" in line, line
+    assert list(tmp_path.iterdir()) == []
+    fits = tmp_path / ("b" * (limit - 26))  # the longest name the check lets through really stages and renames
+    monkeypatch.undo()
+    assert export_main([*TOY, "--artifacts", "score", "-o", str(fits)]) == 0
+    assert (fits / "manifest.json").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [fits.name]
+
+
+def test_sample_output_name_too_long_is_refused(tmp_path):
+    from ncsn_runtime.fileio import check_output_file
+
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    with pytest.raises(ValueError, match=r"--output: the name .* is too long"):
+        check_output_file(tmp_path / ("c" * (limit - 5) + ".png"))
+    assert check_output_file(tmp_path / ("c" * (limit - 22) + ".png")) == tmp_path / ("c" * (limit - 22) + ".png")
+
+
+def test_os_error_line():
+    from ncsn_runtime.fileio import os_error_line
+
+    assert os_error_line(OSError(errno.EROFS, "Read-only file system", "/m/x")) == "/m/x: Read-only file system [EROFS]"
+    assert os_error_line(OSError(errno.ENOSPC, "No space left on device"), Path("/o")) == \
+        "/o: No space left on device [ENOSPC]"
+    assert os_error_line(OSError("weird")) == "weird"
