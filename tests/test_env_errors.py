@@ -94,3 +94,57 @@ def test_os_error_line():
     assert os_error_line(OSError(errno.ENOSPC, "No space left on device"), Path("/o")) == \
         "/o: No space left on device [ENOSPC]"
     assert os_error_line(OSError("weird")) == "weird"
+
+
+@pytest.fixture(scope="module")
+def toy_export():
+    pytest.importorskip("onnx", reason="ncsn-triton needs the onnx package (the [triton] extra)")
+    from host_exports import build_export
+
+    return build_export("toy-gmm")
+
+
+def test_triton_on_a_full_disk_is_one_line_and_leaves_nothing(toy_export, tmp_path, capsys, monkeypatch):
+    """Before: a traceback ending in ``OSError: [Errno 28] No space left on device``, and an empty REPO left behind."""
+    import onnx
+    from ncsn_runtime import triton
+
+    monkeypatch.setattr(onnx, "save", _full_disk_after(100))
+    repo = tmp_path / "repo"
+    code = triton.main([str(toy_export), "-o", str(repo), "--model-name", "m"])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 1
+    assert line == f"ncsn-triton: error: {repo / 'm'}: No space left on device [ENOSPC]; nothing was written to {repo}"
+    assert list(tmp_path.iterdir()) == []  # the repository folder this run made is gone too
+    (repo / "other").mkdir(parents=True)  # an existing repository keeps its other models
+    assert triton.main([str(toy_export), "-o", str(repo), "--model-name", "m"]) == 1
+    assert [path.name for path in repo.iterdir()] == ["other"]
+
+
+@pytest.mark.parametrize("case", ["file-parent", "file", "long-name"])
+def test_triton_bad_output_is_refused_before_any_work(toy_export, tmp_path, capsys, monkeypatch, case):
+    """Before: ``-o afile/sub`` raised NotADirectoryError, a 250-byte --model-name ``File name too long`` (tracebacks)."""
+    from ncsn_runtime import triton
+
+    monkeypatch.setattr(triton, "bake_schedule", lambda *a, **k: pytest.fail("work began before the check"))
+    (tmp_path / "afile").write_text("x")
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    output, name = {"file-parent": (tmp_path / "afile" / "sub", "m"), "file": (tmp_path / "afile", "m"),
+                    "long-name": (tmp_path / "repo", "a" * (limit - 5))}[case]
+    code = triton.main([str(toy_export), "-o", str(output), "--model-name", name])
+    line = _one_line_error(capsys.readouterr().err)
+    expected = {"file-parent": f"--output {output}: {tmp_path / 'afile'} is not a directory",
+                "file": f"--output {output} exists and is not a directory",
+                "long-name": f"--model-name: the name 'aaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaa' is too long ({limit - 5} bytes"}
+    assert code == 2 and expected[case] in line, line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]
+
+
+def test_triton_longest_name_that_fits_is_written_and_replaced(toy_export, tmp_path):
+    from ncsn_runtime import triton
+
+    name = "a" * (os.pathconf(tmp_path, "PC_NAME_MAX") - 14)
+    for force in (False, True):  # the second run goes through the ``.NAME.old.XXXXXXXX`` sibling
+        model = triton.write_repository(toy_export, tmp_path, model_name=name, force=force, num_inference_steps=2)
+        assert (model.directory / "config.pbtxt").is_file()
+    assert [path.name for path in tmp_path.iterdir()] == [name]

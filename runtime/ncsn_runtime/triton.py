@@ -44,6 +44,7 @@ Needs the ``triton`` extra (``onnx``; ``tritonclient`` for clients and the tests
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -60,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from .contract import BATCH, GRAPHS, TensorSpec
-from .fileio import confined_path
+from .fileio import check_ancestor_writable, check_name_fits, confined_path, os_error_line
 from .interrupt import RunTimeoutError, run_interruptibly
 from .manifest import ExportDirectoryError, file_entry, read_manifest
 from .noise import INIT_STREAM, initial_sample
@@ -233,6 +234,12 @@ def write_repository(
         raise ValueError(f"--model-name must be letters, digits, '_', '.', '-', got {name!r}")
     repo = Path(output)
     target = repo / name
+    # the temporary siblings are ``.NAME.XXXXXXXX`` and ``.NAME.old.XXXXXXXX``: NAME plus 14 bytes must fit
+    check_name_fits(target, len(".") + len(".old.") + 8, "--model-name" if model_name else
+                    "the model name from the export's manifest (choose another with --model-name)")
+    if repo.exists() and not repo.is_dir():
+        raise ValueError(f"--output {repo} exists and is not a directory")
+    check_ancestor_writable(target, f"--output {repo}")  # `-o afile/sub`, a read-only parent
     if target.exists() or target.is_symlink():
         if not force:
             raise FileExistsError(f"{target} exists; pass --force to replace it")
@@ -252,6 +259,7 @@ def write_repository(
     sample_shape = info.model.sample_shape
     init_range = [float(value) for value in info.model.init_range]
 
+    made_repo = not repo.exists()
     repo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
     staging.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
@@ -279,8 +287,13 @@ def write_repository(
         staging.rename(target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if made_repo:
+            with contextlib.suppress(OSError):  # only when empty: the repository folder this run created
+                repo.rmdir()
+        if isinstance(error, OSError) and error.filename is None:  # onnx.save / write_text name no file
+            raise OSError(error.errno, error.strerror or str(error), str(target)) from error
         raise
     return TritonModel(name, target, graph, kind, max_batch_size, instance_count, timesteps, step_sizes,
                        scheduler.num_annealed_steps, diff)
@@ -393,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExportDirectoryError, ValueError, TypeError, ImportError, FileExistsError, FileNotFoundError) as error:
         print(f"ncsn-triton: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment: a full disk, a read-only filesystem, ...
+        print(f"ncsn-triton: error: {os_error_line(error)}; nothing was written to {args.output}", file=sys.stderr)
+        return 1
     levels = len(result.timesteps)
     print(f"wrote {result.directory}: config.pbtxt, 1/{MODEL_FILE} ({result.graph}, {levels} levels x "
           f"{result.num_annealed_steps} steps baked in), {CLIENT_INFO}")
