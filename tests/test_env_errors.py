@@ -148,3 +148,65 @@ def test_triton_longest_name_that_fits_is_written_and_replaced(toy_export, tmp_p
         model = triton.write_repository(toy_export, tmp_path, model_name=name, force=force, num_inference_steps=2)
         assert (model.directory / "config.pbtxt").is_file()
     assert [path.name for path in tmp_path.iterdir()] == [name]
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return ["--data", str(data), "--image-size", "8", "--channels", "1", "--out", str(out), "--iterations", "1",
+            "--batch-size", "2", "--ngf", "2", "--num-levels", "3", "--sample-every", "0", "--log-every", "1",
+            "--threads", "1", "--no-progress"]
+
+
+def _images(folder: Path, count: int = 3, size: int = 12) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    for k in range(count):
+        Image.fromarray(np.full((size, size), 40 * k, np.uint8)).save(folder / f"{k}.png")
+    return folder
+
+
+def test_train_on_a_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch):
+    """Before: ``PIL.Image.DecompressionBombError`` (not an OSError) escaped as a traceback."""
+    from PIL import Image
+
+    from ncsn_export.training import cli
+
+    data = _images(tmp_path / "images")
+    Image.new("L", (200, 200)).save(data / "bomb.png")  # 40,000 pixels > 2 x the limit set here
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    code = cli.main(_train_args(data, tmp_path / "run"))
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and f"image {data / 'bomb.png'} is refused as a possible decompression bomb" in line, line
+    (data / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a broken PNG names its file too
+    assert cli.main(_train_args(data, tmp_path / "run")) == 2
+    assert f"image {data / 'bomb.png'} cannot be read" in _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign-weights", "missing-entry"])
+def test_train_resume_from_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, damage):
+    """Before: safetensors' SafetensorError / torch's RuntimeError / KeyError escaped as tracebacks."""
+    from safetensors.torch import load_file, save_file
+
+    from ncsn_export.training import cli
+
+    data, out = _images(tmp_path / "images"), tmp_path / "run"
+    assert cli.main(_train_args(data, out)) == 0
+    capsys.readouterr()
+    ckpt = out / "checkpoint"
+    model = ckpt / "model.safetensors"
+    if damage == "truncated":
+        model.write_bytes(model.read_bytes()[:50])
+    elif damage == "garbage":
+        model.write_bytes(b"\xff" * 64)
+    elif damage == "foreign-weights":
+        save_file({"other.weight": load_file(str(model))[next(iter(load_file(str(model))))]}, str(model))
+    else:
+        tensors = load_file(str(ckpt / "optimizer.safetensors"))
+        del tensors["rng.generator"]
+        save_file(tensors, str(ckpt / "optimizer.safetensors"))
+    code = cli.main([*_train_args(data, out), "--resume"])
+    line = _one_line_error(capsys.readouterr().err)
+    expected = {"truncated": f"{model} is not a readable safetensors file", "garbage": f"{model} is not a readable",
+                "foreign-weights": "its weights do not fit this model", "missing-entry": "it has no entry 'rng.generator'"}
+    assert code == 2 and line.startswith(f"ncsn-train: error: cannot resume from {ckpt}: ") and expected[damage] in line, line

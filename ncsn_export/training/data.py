@@ -69,12 +69,18 @@ def load_image_folder(directory: str | Path, image_size: int, channels: int = 3)
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
     out = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
     for k, file in enumerate(files):
-        with Image.open(file) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.BICUBIC)
-            pixels = np.asarray(image, dtype=np.uint8)
+        try:
+            with Image.open(file) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                image = image.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.BICUBIC)
+                pixels = np.asarray(image, dtype=np.uint8)
+        except Image.DecompressionBombError as error:  # Pillow's limit on pixels (Image.MAX_IMAGE_PIXELS)
+            raise ValueError(f"image {file} is refused as a possible decompression bomb: {error}") from None
+        except OSError as error:  # not an image, truncated, unreadable
+            raise ValueError(f"image {file} cannot be read: {' '.join(str(error).split()) or type(error).__name__}"
+                             ) from None
         out[k] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     return out
 

@@ -27,6 +27,7 @@ import torch
 from ncsn_runtime.fileio import atomic_write, read_json_object, write_json_atomic
 from ncsn_runtime.noise import initial_sample
 from ncsn_runtime.ownership import MARKER_NAME, new_token, read_marker, write_marker
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
@@ -195,10 +196,27 @@ class Trainer:
         ckpt = self.out / "checkpoint"
         if not (ckpt / "trainer_state.json").is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint in {ckpt}")
-        self.model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        self.ema.model.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+        try:
+            self._restore(ckpt)
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:  # a damaged or foreign checkpoint
+            text = f"it has no entry {error}" if isinstance(error, KeyError) else " ".join(str(error).split())
+            raise ValueError(f"cannot resume from {ckpt}: {(text or type(error).__name__)[:300]}") from None
+
+    def _restore(self, ckpt: Path) -> None:
+        """The body of :meth:`resume`; a damaged file raises ``ValueError`` naming it."""
+        def tensors_of(name: str) -> dict[str, torch.Tensor]:
+            try:
+                return load_file(str(ckpt / name))
+            except SafetensorError as error:  # truncated, corrupt, not safetensors
+                raise ValueError(f"{ckpt / name} is not a readable safetensors file ({error})") from None
+
+        try:
+            self.model.load_state_dict(tensors_of("model.safetensors"))
+            self.ema.model.load_state_dict(tensors_of("ema.safetensors"))
+        except RuntimeError as error:  # missing / unexpected keys, wrong shapes: another model's checkpoint
+            raise ValueError(f"its weights do not fit this model ({' '.join(str(error).split())})") from None
         state = read_json_object(ckpt / "trainer_state.json")
-        tensors = load_file(str(ckpt / "optimizer.safetensors"))
+        tensors = tensors_of("optimizer.safetensors")
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in tensors.items():
             if name.startswith("state."):
