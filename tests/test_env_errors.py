@@ -210,3 +210,22 @@ def test_train_resume_from_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, da
     expected = {"truncated": f"{model} is not a readable safetensors file", "garbage": f"{model} is not a readable",
                 "foreign-weights": "its weights do not fit this model", "missing-entry": "it has no entry 'rng.generator'"}
     assert code == 2 and line.startswith(f"ncsn-train: error: cannot resume from {ckpt}: ") and expected[damage] in line, line
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "1.5", "99999"])
+def test_bad_thread_variable_is_named_not_blamed_on_the_export(tmp_path, capsys, monkeypatch, value):
+    """Before: ``NCSN_NUM_THREADS=abc`` gave "onnxruntime cannot load .../sampler.onnx (... the export itself is broken
+    ...): invalid literal for int()"."""
+    from host_exports import build_export
+    from ncsn_runtime.cli import main as sample_main
+
+    export = build_export("toy-gmm")
+    monkeypatch.setenv("NCSN_NUM_THREADS", value)
+    code = sample_main([str(export), "-o", str(tmp_path / "s.npy"), "-n", "1", "--no-progress"])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and line == ("ncsn-sample: error: environment variable NCSN_NUM_THREADS must be a whole number of "
+                                  f"threads in 0..4096 (0: onnxruntime's default), got {value!r}"), line
+    assert not (tmp_path / "s.npy").exists()
+    for fine in ("2", "0", ""):
+        monkeypatch.setenv("NCSN_NUM_THREADS", fine)
+        assert sample_main([str(export), "-o", str(tmp_path / "s.npy"), "-n", "1", "--no-progress"]) == 0

@@ -21,6 +21,8 @@ from typing import Any
 
 import onnxruntime as ort
 
+from .errors import EnvironmentVariableError
+
 logger = logging.getLogger("ncsn_runtime")
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -77,6 +79,27 @@ def normalize_provider(provider: str) -> str:
     return _ALIASES[provider.lower()]
 
 
+THREADS_VARIABLE = "NCSN_NUM_THREADS"
+
+
+def threads_from_environment() -> int | None:
+    """``NCSN_NUM_THREADS`` as a thread count (``None`` when unset, empty or 0: onnxruntime's default).
+
+    Anything else but a whole number in 0..4096 raises :class:`EnvironmentVariableError` naming the variable.
+    """
+    raw = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 4096:
+        raise EnvironmentVariableError(f"environment variable {THREADS_VARIABLE} must be a whole number of threads in "
+                                       f"0..4096 (0: onnxruntime's default), got {raw!r}")
+    return value or None
+
+
 def session_options(intra_op_threads: int | None = None, free_dimensions: dict[str, int] | None = None) -> ort.SessionOptions:
     """Session options: all graph optimisations, warnings-and-worse logging, optional fixed free dimensions.
 
@@ -88,7 +111,7 @@ def session_options(intra_op_threads: int | None = None, free_dimensions: dict[s
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    threads = intra_op_threads if intra_op_threads is not None else os.environ.get("NCSN_NUM_THREADS")
+    threads = intra_op_threads if intra_op_threads is not None else threads_from_environment()
     if threads:
         options.intra_op_num_threads = int(threads)
     for name, size in (free_dimensions or {}).items():

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportDirectoryError
+from .errors import EnvironmentVariableError, ExportDirectoryError
 from .manifest import Manifest
 from .providers import Device, ProviderError, open_session
 from .scheduler import AnnealedLangevinDynamicsScheduler
@@ -101,7 +101,7 @@ class GraphSessions:
             path = self.graph_path(name)
             try:
                 session = open_session(path, self.device, intra_op_threads=self.intra_op_threads)
-            except ProviderError:
+            except (ProviderError, EnvironmentVariableError):  # the machine's or the environment's, not the export's
                 raise
             except Exception as error:  # onnxruntime's own Fail / InvalidGraph / InvalidProtobuf
                 raise ExportDirectoryError(f"onnxruntime cannot load {path} (its sha256 matches the manifest, so the "
