@@ -229,3 +229,52 @@ def test_bad_thread_variable_is_named_not_blamed_on_the_export(tmp_path, capsys,
     for fine in ("2", "0", ""):
         monkeypatch.setenv("NCSN_NUM_THREADS", fine)
         assert sample_main([str(export), "-o", str(tmp_path / "s.npy"), "-n", "1", "--no-progress"]) == 0
+
+
+def _tampered_copy(export: Path, destination: Path, tamper) -> Path:
+    """A copy of ``export`` whose sampler.onnx is changed by ``tamper(model)``, with its manifest hash updated to match."""
+    import hashlib
+    import json
+    import shutil
+
+    import onnx
+
+    shutil.copytree(export, destination)
+    graph = destination / "sampler.onnx"
+    model = onnx.load(str(graph))
+    tamper(model)
+    onnx.save(model, str(graph))
+    manifest = json.loads((destination / "manifest.json").read_text())
+    data = graph.read_bytes()
+    manifest["files"]["sampler.onnx"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (destination / "manifest.json").write_text(json.dumps(manifest))
+    return destination
+
+
+def test_triton_on_a_tampered_graph_whose_hash_matches_is_one_line(toy_export, tmp_path, capsys):
+    """Before: ``onnx.checker.ValidationError: No Op registered for Bogus`` as a traceback."""
+    from ncsn_runtime import triton
+
+    def bogus(model):
+        model.graph.node[0].op_type = "Bogus"
+
+    export = _tampered_copy(toy_export, tmp_path / "export", bogus)
+    code = triton.main([str(export), "-o", str(tmp_path / "repo")])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and f"{export / 'sampler.onnx'} is not a valid ONNX graph" in line and "Bogus" in line, line
+    assert not (tmp_path / "repo").exists()
+
+
+def test_triton_onnxruntime_load_error_is_one_line(toy_export, tmp_path, capsys, monkeypatch):
+    import onnxruntime as ort
+    from ncsn_runtime import triton
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    def fail(*args, **kwargs):
+        raise Fail("[ONNXRuntimeError] : 1 : FAIL : Load model failed:\nsomething\nmulti-line")
+
+    monkeypatch.setattr(ort, "InferenceSession", fail)
+    code = triton.main([str(toy_export), "-o", str(tmp_path / "repo"), "--model-name", "m"])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and "onnxruntime cannot load model.onnx: [ONNXRuntimeError] : 1 : FAIL" in line, line
+    assert not (tmp_path / "repo").exists()

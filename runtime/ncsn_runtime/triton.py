@@ -255,7 +255,11 @@ def write_repository(
     schedule = {"timesteps": timesteps.astype(np.int64), "step_sizes": step_sizes.astype(np.float32),
                 "num_annealed_steps": np.array(scheduler.num_annealed_steps, dtype=np.int64)}
     source = info.graph_path(graph)  # verified, with the external-data (weights) files it references
-    model = bake_schedule(onnx.load(str(source)), schedule)
+    try:
+        model = bake_schedule(onnx.load(str(source)), schedule)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:  # a graph we did not write
+        raise ExportDirectoryError(f"{source} is not a valid ONNX graph (its sha256 matches the manifest, so the export "
+                                   f"itself is broken): {' '.join(str(error).split())[:300]}") from None
     sample_shape = info.model.sample_shape
     init_range = [float(value) for value in info.model.init_range]
 
@@ -358,8 +362,14 @@ def check_baked_model(model_path: Path, source: Path, schedule: dict[str, np.nda
     feeds = {"sample": initial_sample(seed, sample_shape, *init_range), "seed": seed}
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    baked = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    original = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    sessions = []
+    for path in (model_path, source):
+        try:
+            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        except Exception as error:  # onnxruntime's own Fail / InvalidGraph / NotImplemented
+            raise ExportDirectoryError(f"onnxruntime cannot load {path.name if path == model_path else path}: "
+                                       f"{' '.join(str(error).split())[:300]}") from None
+    baked, original = sessions
     deadline = time.monotonic() + timeout_s
     try:
         got = run_interruptibly(baked, ["final_sample"], feeds, timeout_s=timeout_s)[0]
