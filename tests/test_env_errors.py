@@ -278,3 +278,44 @@ def test_triton_onnxruntime_load_error_is_one_line(toy_export, tmp_path, capsys,
     line = _one_line_error(capsys.readouterr().err)
     assert code == 2 and "onnxruntime cannot load model.onnx: [ONNXRuntimeError] : 1 : FAIL" in line, line
     assert not (tmp_path / "repo").exists()
+
+
+def test_train_loss_becoming_nan_is_one_line_and_keeps_a_finite_checkpoint(tmp_path, capsys, monkeypatch):
+    """Before: ``FloatingPointError: loss became nan at iteration 1`` as a traceback."""
+    import torch
+
+    from ncsn_export.training import cli, trainer
+
+    real, calls = trainer.annealed_dsm_loss, []
+
+    def nan_on_second_call(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(trainer, "annealed_dsm_loss", nan_on_second_call)
+    data, out = _images(tmp_path / "images"), tmp_path / "run"
+    args = _train_args(data, out)
+    args[args.index("--iterations") + 1] = "3"
+    code = cli.main(args)
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 1 and line == (f"ncsn-train: error: loss became nan at iteration 1; {out / 'checkpoint'} holds "
+                                  "iteration 1, the last finite one (try a lower --lr, then --resume)"), line
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "checkpoint" / "model.safetensors"))
+    assert all(torch.isfinite(value).all() for value in weights.values())
+
+
+def test_train_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    from ncsn_export.training import cli, trainer
+
+    def no_space(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.out / "checkpoint" / "model.safetensors"))
+
+    monkeypatch.setattr(trainer.Trainer, "save_checkpoint", no_space)
+    data, out = _images(tmp_path / "images"), tmp_path / "run"
+    code = cli.main(_train_args(data, out))
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 1 and line == f"ncsn-train: error: {out / 'checkpoint' / 'model.safetensors'}: No space left on device " \
+        "[ENOSPC]", line

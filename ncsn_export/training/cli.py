@@ -141,7 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ncsn-train: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     print(json.dumps({"data": name, "examples": len(data), "parameters": trainer.model_record()["num_parameters"]}))
-    trainer.train(progress=not args.no_progress)
+    try:
+        trainer.train(progress=not args.no_progress)
+    except FloatingPointError as error:  # the step that made it was not applied: the checkpoint holds finite weights
+        print(f"ncsn-train: error: {error}; {trainer.out / 'checkpoint'} holds iteration {trainer.iteration}, the last "
+              "finite one (try a lower --lr, then --resume)", file=sys.stderr)
+        return 1
+    except OSError as error:  # the environment: a full disk, a read-only filesystem, ...
+        from ncsn_runtime.fileio import os_error_line
+
+        print(f"ncsn-train: error: {os_error_line(error, trainer.out)}", file=sys.stderr)
+        return 1
     print(f"saved {trainer.out / 'ema.safetensors'} after {trainer.iteration} iterations")
     return 0
 
