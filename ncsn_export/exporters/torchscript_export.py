@@ -8,7 +8,8 @@ process that never imported ``ncsn_export``. ``sampler.pt2`` is the ``torch.expo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ from torch.utils._sympy.numbers import int_oo
 from ..sampler import AnnealedLangevinSampler
 from .errors import ExportError, tracing_error
 from .onnx_export import SAMPLER_INPUTS, example_inputs, quiet_exporter
+
+
+def _save_via_memory(save: Callable[[Any, Any], None], obj: Any, path: str | Path) -> None:
+    """``save(obj, buffer)``, then the bytes to ``path``.
+
+    torch's zip writer aborts the whole process (``terminate called after throwing an instance of 'c10::Error'``)
+    when a write to a file fails (a full disk); into memory it cannot fail, and a full disk then raises an
+    ordinary ``OSError`` from Python's write. Costs one copy of the file in memory.
+    """
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def script_or_trace(model: nn.Module, sample_shape: Sequence[int]) -> tuple[torch.jit.ScriptModule, str]:
@@ -48,7 +62,7 @@ def export_torchscript(
             scripted = torch.jit.script(sampler)
     except Exception as error:
         raise tracing_error(Path(path).name, error) from error
-    torch.jit.save(scripted, str(path))
+    _save_via_memory(torch.jit.save, scripted, path)
     return {"network": how}
 
 
@@ -69,7 +83,7 @@ def export_pt2(sampler: AnnealedLangevinSampler, sample_shape: Sequence[int], pa
     except Exception as error:
         raise tracing_error(Path(path).name, error) from error
     _drop_stack_traces(program)
-    torch.export.save(program, str(path))
+    _save_via_memory(torch.export.save, program, path)
     return {"batch_range": _batch_range(program)}
 
 
