@@ -374,3 +374,24 @@ def test_export_on_a_real_full_tmpfs(tmp_path, capsys, size):
             assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_sample_on_a_full_disk_names_the_file_and_keeps_the_old_output(tmp_path, capsys, monkeypatch):
+    """Before: ``ncsn-sample: error: OSError: [Errno 28] No space left on device`` (no file named)."""
+    import numpy as np
+    from host_exports import build_export
+    from ncsn_runtime.cli import main as sample_main
+
+    export = build_export("toy-gmm")
+    output = tmp_path / "s.npy"
+    output.write_bytes(b"old samples")
+
+    def no_space(handle, array):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", no_space)
+    code = sample_main([str(export), "-o", str(output), "-n", "1", "--no-progress"])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and line == f"ncsn-sample: error: {output}: No space left on device [ENOSPC]", line
+    assert output.read_bytes() == b"old samples" and sorted(p.name for p in tmp_path.iterdir()) == ["s.npy"]

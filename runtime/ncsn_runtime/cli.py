@@ -257,7 +257,12 @@ def _run(args: argparse.Namespace, start: float) -> int:
     except NonFiniteSampleError as error:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 1
-    except (ExportDirectoryError, ProviderError, ValueError, TypeError, ImportError, OSError, MemoryError) as error:
+    except OSError as error:  # the environment (a full disk, ...) or a path: the file and the cause
+        from .fileio import os_error_line
+
+        print(f"ncsn-sample: error: {os_error_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ExportDirectoryError, ProviderError, ValueError, TypeError, ImportError, MemoryError) as error:
         print(f"ncsn-sample: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     run = pipe.last_run

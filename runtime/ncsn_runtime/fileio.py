@@ -85,8 +85,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | by
         if previous_mode is not None:
             os.chmod(tmp, previous_mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a full disk in write(): name the file we write
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
     return path
 
