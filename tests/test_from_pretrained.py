@@ -26,6 +26,7 @@ pytest.importorskip("ncsn.unet", reason="diffusers-ncsn is not installed (pip in
 
 from ncsn_runtime import NCSNPipeline, pretrained  # noqa: E402
 from ncsn_runtime.errors import ExportDirectoryError  # noqa: E402
+from ncsn_runtime.verify import sha256_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULER = {"num_train_timesteps": 4, "num_annealed_steps": 3, "sigma_min": 0.05, "sigma_max": 1.0, "sampling_eps": 1e-4}
@@ -245,7 +246,7 @@ def _hub_cache(hub: Path, repo_id: str, source: Path) -> str:
     for path in sorted(source.rglob("*")):
         if not path.is_file():
             continue
-        blob = repo / "blobs" / pretrained._sha256(path)
+        blob = repo / "blobs" / sha256_file(path)
         blob.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, blob)
         link = repo / "snapshots" / revision / path.relative_to(source)

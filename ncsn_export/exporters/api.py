@@ -180,7 +180,7 @@ def trace(plan: ExportPlan, workdir: Path, progress: bool = False) -> TraceResul
     """Step 1: ``torch.onnx.export(dynamo=True)`` of the score network, once."""
     start = time.perf_counter()
     path = workdir / GRAPHS["score"].file
-    estimate = estimate_trace_seconds(plan.network, plan.sample_shape) if progress else 0.0
+    estimate = estimate_trace_seconds(plan.network) if progress else 0.0
     with timed_bar("trace: torch.onnx.export(dynamo=True)", estimate, progress):
         export_score_onnx(plan.network, plan.sample_shape, path, plan.opset)
     proto = onnx.load(str(path))

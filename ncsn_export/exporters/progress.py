@@ -15,30 +15,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ncsn_runtime.conventions import NoBar, progress_bar
+
 TICK_SECONDS = 0.5
 
 
-class _NullBar:
-    def update(self, n: float = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _tqdm(**options: Any) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(file=sys.stderr, dynamic_ncols=True, leave=True, **options)
+def _bar(total: float, **options: Any) -> Any:
+    return progress_bar(total=total, config={"file": sys.stderr, "dynamic_ncols": True, "leave": True, **options})
 
 
 @contextlib.contextmanager
 def stage_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
     """A bar over ``total`` items of one stage; ``bar.update()`` after each."""
-    bar = _tqdm(total=total, desc=description, unit="item") if enabled and total > 0 else _NullBar()
+    bar = _bar(total, desc=description, unit="item") if enabled and total > 0 else NoBar()
     try:
         yield bar
     finally:
@@ -49,11 +38,14 @@ def stage_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
 def timed_bar(description: str, estimate_seconds: float, enabled: bool) -> Iterator[Any]:
     """A bar over one call expected to take ``estimate_seconds``; advanced by a ticker thread, completed on exit."""
     if not enabled:
-        yield _NullBar()
+        yield NoBar()
         return
     total = max(round(float(estimate_seconds), 1), 0.1)
-    bar = _tqdm(total=total, desc=description, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s est. "
-                "[{elapsed}<{remaining}]")
+    bar = _bar(total, desc=description, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s est. "
+               "[{elapsed}<{remaining}]")
+    if isinstance(bar, NoBar):  # tqdm is not installed
+        yield bar
+        return
     done = threading.Event()
     start = time.perf_counter()
 

@@ -47,7 +47,7 @@ from .errors import ExportDirectoryError
 from .fileio import atomic_write, read_json_object
 from .manifest import Manifest, parse_manifest, read_manifest
 from .model_card import MODEL_CARD, model_card
-from .verify import confined
+from .verify import confined, sha256_file
 
 __all__ = ["EXPORT_INSTALL_HINT", "STATS", "cache_key", "default_cache_dir", "resolve_pretrained", "save_pretrained",
            "verify_export_dir"]
@@ -110,21 +110,13 @@ def not_exported_message(reference: str, root: Path) -> str:
 
 
 # -- the cache key -------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pipeline_digests(root: Path) -> dict[str, str]:
     """sha256 of what the exporter reads from a diffusers-ncsn folder: the configs and the UNet weights."""
     digests = {}
     for relative in (*PIPELINE_FILES, *UNET_WEIGHTS):
         path = root / relative
         if path.is_file():
-            digests[relative] = _sha256(path)
+            digests[relative] = sha256_file(path)
         elif relative in PIPELINE_FILES:
             raise ExportDirectoryError(f"diffusers-ncsn pipeline folder {root}: missing {relative}")
     if not any(name in digests for name in UNET_WEIGHTS):
@@ -347,7 +339,7 @@ def materialize_hub_export(snapshot: Path, cache_root: Path) -> Path:
         raw = read_json_object(real)
     except (OSError, ValueError) as error:
         raise ExportDirectoryError(f"{manifest_file}: {error}") from None
-    target = cache_root / "hub" / _sha256(real)
+    target = cache_root / "hub" / sha256_file(real)
     with contextlib.suppress(ExportDirectoryError):
         if target.is_dir() and verify_export_dir(target).raw == raw:
             return target
