@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from host_exports import TOLERANCE, build_export, with_all_graphs
 from ncsn_runtime.cli import main as sample_main
-from ncsn_runtime.contract import GRAPH_NAMES, GRAPHS
+from ncsn_runtime.contract import GRAPHS, SAMPLING_GRAPHS
 from ncsn_runtime.manifest import ExportDirectoryError
 from ncsn_runtime.noise import counter_normal
 from ncsn_runtime.pipeline import NCSNPipeline
@@ -32,7 +32,7 @@ def test_every_graph_gives_the_same_samples(export):
     reference = _samples(pipe, "sampler")
     assert pipe.last_run.graph == "sampler" and pipe.last_run.mode == "fused"
     diffs = {}
-    for graph in GRAPH_NAMES:
+    for graph in SAMPLING_GRAPHS:
         samples = _samples(pipe, graph)
         assert pipe.last_run.graph == graph
         assert pipe.last_run.mode == ("fused" if graph in ("sampler", "gpu_sampler") else "stepwise")
@@ -124,7 +124,7 @@ def test_auto_on_cuda_prefers_gpu_step_with_a_cuda_graph(export, monkeypatch, ca
         assert np.abs(samples - reference).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("graph", GRAPH_NAMES)
+@pytest.mark.parametrize("graph", SAMPLING_GRAPHS)
 def test_cli_graph_flag(export, graph, tmp_path, capsys):
     reference = _samples(NCSNPipeline.from_pretrained(export, provider="cpu"), "sampler", steps=None, seed=11, batch=2)
     output = tmp_path / "samples.npy"
@@ -144,4 +144,4 @@ def test_cli_graph_conflicts_with_mode(export, tmp_path, capsys):
 def test_cli_graph_choices_are_the_contract_keys():
     from ncsn_runtime.cli import GRAPH_CHOICES
 
-    assert sorted(GRAPH_CHOICES) == sorted(GRAPH_NAMES)
+    assert sorted(GRAPH_CHOICES) == sorted(SAMPLING_GRAPHS)

@@ -62,9 +62,14 @@ def test_inpaint_matches_algorithm_2_and_keeps_the_known_region(conv: NCSNPipeli
     assert np.abs(samples[0, ..., 4:] - samples[1, ..., 4:]).max() > 1e-3  # each seed fills differently
     reference = _reference_inpaint(conv_dir, conv, np.broadcast_to(image, (3, 1, 8, 8)), mask, seeds_for_batch(4, 3))
     np.testing.assert_allclose(samples, reference, atol=1e-4)
+    assert conv.last_run.graph == "inpaint" and conv.last_run.mode == "fused (inpaint)"  # auto: inpaint.onnx
+    stepwise = conv.inpaint(image, mask, seed=4, batch_size=3, output_type="raw", progress=False, mode="stepwise").images
+    assert conv.last_run.graph == "step" and conv.last_run.mode == "stepwise (inpaint)"
+    np.testing.assert_allclose(stepwise, reference, atol=1e-4)
     by_score = NCSNPipeline.from_pretrained(conv_dir, provider="cpu", stepwise_graph="score")
-    np.testing.assert_allclose(by_score.inpaint(image, mask, seed=4, batch_size=3, output_type="raw", progress=False).images,
-                               samples, atol=1e-4)
+    np.testing.assert_allclose(by_score.inpaint(image, mask, seed=4, batch_size=3, output_type="raw", progress=False,
+                                                mode="stepwise").images, samples, atol=1e-4)
+    assert by_score.last_run.graph == "score"
     again = conv.inpaint(image, mask, seed=4, batch_size=3, output_type="raw", progress=False).images
     np.testing.assert_array_equal(again, samples)
 
@@ -94,18 +99,24 @@ def test_toy_inpainting_completes_the_right_mode():
 @pytest.mark.parametrize(
     ("image", "mask", "batch_size", "error", "match"),
     [
-        (np.zeros((1, 7, 8)), np.ones((8, 8)), None, ValueError, "`image` must have shape"),
-        (np.zeros((3, 1, 8, 8)), np.ones((8, 8)), 2, ValueError, "3 images but batch_size is 2"),
+        (np.zeros((1, 7, 8)), _left_half_mask(), None, ValueError, "`image` must have shape"),
+        (np.zeros((3, 1, 8, 8)), _left_half_mask(), 2, ValueError, "3 images but batch_size is 2"),
         (np.zeros((1, 8, 8)), np.ones((7, 8)), None, ValueError, "does not broadcast"),
-        (np.zeros((1, 8, 8)), np.full((8, 8), 2.0), None, ValueError, r"\[0, 1\]"),
-        (np.full((1, 8, 8), np.nan), np.ones((8, 8)), None, ValueError, "NaN"),
+        (np.zeros((1, 8, 8)), np.full((8, 8), 2.0), None, ValueError, r"only 0 and 1 .* in \[2, 2\]"),
+        (np.zeros((1, 8, 8)), np.where(np.arange(8) < 4, 1.0, 0.5)[None].repeat(8, 0), None, ValueError,
+         r"32 other values in \[0.5, 0.5\]"),
+        (np.zeros((1, 8, 8)), np.ones((8, 8)), None, ValueError, "all 1 .*nothing to fill in"),
+        (np.zeros((1, 8, 8)), np.zeros((8, 8)), None, ValueError, "all 0 .*plain sampling"),
+        (np.zeros((2, 1, 8, 8)), np.stack([_left_half_mask(), np.ones((8, 8))])[:, None], None, ValueError, "sample 1 is all 1"),
+        (np.full((1, 8, 8), np.nan), _left_half_mask(), None, ValueError, "NaN"),
         (np.zeros((1, 8, 8)), np.array(["a"]), None, TypeError, "mask"),
-        (np.zeros((1, 8, 8)), np.ones((8, 8)), 0, ValueError, "batch_size"),
+        (np.zeros((1, 8, 8)), _left_half_mask(), 0, ValueError, "batch_size"),
     ],
 )
-def test_inpaint_bad_input(conv: NCSNPipeline, image, mask, batch_size, error, match):
+@pytest.mark.parametrize("mode", ["fused", "stepwise"])
+def test_inpaint_bad_input(conv: NCSNPipeline, image, mask, batch_size, error, match, mode):
     with pytest.raises(error, match=match):
-        conv.inpaint(image, mask, seed=0, batch_size=batch_size, progress=False)
+        conv.inpaint(image, mask, seed=0, batch_size=batch_size, progress=False, mode=mode)
 
 
 def test_projection_uses_sigma_of_the_level_and_its_own_stream():

@@ -15,6 +15,7 @@ around a renamed copy of its nodes with :mod:`onnx.helper` (see :mod:`.onnx_buil
   weights are initializers of the inner loop body (onnxruntime's layout optimizations, NCHWc, need
   them there: with the weights hoisted to the main graph the CPU sampler ran 1.9x slower).
   ``gpu_sampler`` uses the ``arithmetic`` noise (only ops with CUDA kernels).
+* ``inpaint``: the ``sampler`` loop conditioned on ``known`` / ``mask`` (:mod:`.inpaint_graph`).
 
 When the score graph's weights are external data (:func:`.shared_weights.detach_weights`), every
 composed graph copies only the references (name, location, offset, length), never the bytes.
@@ -102,6 +103,7 @@ def compose_graphs(
         "gpu_step": lambda: _step_graph(score.graph, shape, GRAPHS["gpu_step"], noise_variant=None),
         "sampler": lambda: _sampler_graph(score.graph, shape, sigmas, final_denoise, GRAPHS["sampler"], "bitwise"),
         "gpu_sampler": lambda: _sampler_graph(score.graph, shape, sigmas, final_denoise, GRAPHS["gpu_sampler"], "arithmetic"),
+        "inpaint": lambda: _inpaint_graph(score.graph, shape, sigmas, final_denoise),
     }
     graphs: dict[str, onnx.ModelProto] = {}
     for key in keys:
@@ -197,6 +199,14 @@ def langevin(b: GraphBuilder, sample: str, score: str, half_step_size: str, sqrt
 def _batch_levels(b: GraphBuilder, sample: str, level: str) -> str:
     """The scalar level index broadcast to int64 [B] (the network takes one level per sample)."""
     return b.op("Expand", b.op("Reshape", level, b.const([1], np.int64)), b.op("Shape", sample, start=0, end=1))
+
+
+def _inpaint_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas: np.ndarray,
+                   final_denoise: bool) -> onnx.GraphProto:
+    """``inpaint``: the sampler loop conditioned on a known image and a mask (:mod:`.inpaint_graph`)."""
+    from .inpaint_graph import inpaint_graph
+
+    return inpaint_graph(score, shape, train_sigmas, final_denoise, GRAPHS["inpaint"])
 
 
 def _step_graph(score: onnx.GraphProto, shape: tuple[int, ...], spec: GraphSpec, noise_variant: str | None) -> onnx.GraphProto:

@@ -6,6 +6,7 @@ Examples::
     ncsn-sample exports/toy-gmm --num-samples 1000 --seed 0 --output toy.png   # scatter plot
     ncsn-sample exports/toy-gmm --num-samples 1000 --seed 0 --output toy.npy   # raw [N, 2] float32
     ncsn-sample exports/mnist -n 8 --seed 0 --output digits.png --trajectory annealing.png   # + the annealing
+    ncsn-sample exports/mnist --inpaint digit.png --mask mask.png -n 8 --seed 0 --output filled.png   # inpainting
 
 ``.png``: image models give a grid (``--nrow`` images per row, each image enlarged ``--scale`` times,
 nearest-neighbour, by default to at least 64 px, with a thin grey gap); 2-D non-image models (the toy
@@ -16,6 +17,9 @@ level l (the last column is the written samples, after the final denoising step 
 ``OUT.gif`` animates the grid level by level. The states come from the pipeline's step callback, so the run
 is stepwise (``step.onnx``; ``gpu_step.onnx`` on CUDA): the fused ``sampler.onnx`` runs every level in one call and
 cannot stop between them.
+``--inpaint IMAGE --mask MASK`` fills the mask's black (0) pixels of IMAGE, N completions, one per seed, through
+``inpaint.onnx`` (fused) when the export has it, else stepwise (:mod:`ncsn_runtime.inpaint`; which one is printed);
+reading and checking the files: :mod:`ncsn_runtime.inpaint_io`.
 Sample ``n`` always uses seed ``S + n``, so ``--batch-size`` changes speed and memory, never the samples.
 """
 
@@ -37,7 +41,7 @@ OUTPUT_SUFFIXES = (".png", ".npy")
 TRAJECTORY_SUFFIXES = (".png", ".gif")
 FUSED_GRAPHS = ("sampler", "gpu_sampler")  # ncsn_runtime.pipeline.FUSED_GRAPHS (not imported: --help stays light)
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # as ncsn_runtime.providers; not imported here so --help stays light
-GRAPH_CHOICES = ("sampler", "gpu_sampler", "step", "gpu_step", "score")  # ncsn_runtime.contract.GRAPH_NAMES (a test checks)
+GRAPH_CHOICES = ("sampler", "gpu_sampler", "step", "gpu_step", "score")  # ncsn_runtime.contract.SAMPLING_GRAPHS (a test checks)
 MAX_OUTPUT_BYTES = 2 << 30  # all N samples are held in memory and written at once: at most 2 GiB of float32
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 logger = logging.getLogger("ncsn_runtime.cli")
@@ -97,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "each noise level; .gif = the grid animated level by level. Runs stepwise (step.onnx; "
                              "gpu_step.onnx on CUDA; the same samples as fused): the fused sampler.onnx cannot stop "
                              "between levels")
+    parser.add_argument("--inpaint", default=None, metavar="IMAGE.png|IMAGE.npy",
+                        help="inpaint this image (exactly the export's H x W; PNG grayscale/RGB, or .npy in the data range) "
+                             "where --mask is 0: N completions; fused inpaint.onnx when exported, else stepwise")
+    parser.add_argument("--mask", default=None, metavar="MASK.png|MASK.npy",
+                        help="with --inpaint: white (255) / 1 = known, black (0) / 0 = fill in; nothing else")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", help="log provider and engine choices")
     scale = parser.add_argument_group("scale out (--engine ray; see ncsn_runtime.distributed)")
@@ -120,6 +129,7 @@ def _check_args(args: argparse.Namespace) -> Path:
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name!r}")
     check_ranges(args)
+    _check_inpaint_args(args)
     if args.trajectory is not None:
         trajectory = Path(args.trajectory)
         if trajectory.suffix.lower() not in TRAJECTORY_SUFFIXES:
@@ -133,6 +143,30 @@ def _check_args(args: argparse.Namespace) -> Path:
                              "stepwise, the same samples)")
         check_output_file(trajectory, "--trajectory")
     return check_output_file(output)
+
+
+def _check_inpaint_args(args: argparse.Namespace) -> None:
+    if (args.inpaint is None) != (args.mask is None):
+        raise ValueError("--inpaint IMAGE and --mask MASK go together: give both")
+    if args.inpaint is None:
+        return
+    if args.trajectory is not None:
+        raise ValueError("--trajectory draws sampling, not inpainting: drop one of --trajectory / --inpaint")
+    if args.graph is not None:
+        raise ValueError("--graph picks a sampling graph; inpainting runs inpaint.onnx (or, with --mode stepwise, the "
+                         "stepwise graph): drop --graph")
+
+
+def inpaint_all(pipe, image: np.ndarray, mask: np.ndarray, num_samples: int, seed: int, steps: int | None, mode: str,
+                batch_size: int | None, progress: bool) -> np.ndarray:
+    """Raw completions float32 [N, *sample_shape] of ``image`` (sample n: seed ``seed + n``, whatever the batch)."""
+    batch = batch_size or num_samples
+    chunks = []
+    for offset in range(0, num_samples, batch):
+        count = min(batch, num_samples - offset)
+        chunks.append(pipe.inpaint(image, mask, seed=seed + offset, batch_size=count, num_inference_steps=steps,
+                                   mode=mode, output_type="raw", progress=progress).images)
+    return np.concatenate(chunks)
 
 
 def check_against_export(pipe, args: argparse.Namespace, output: Path) -> None:
@@ -219,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.engine == "ray":
         if args.trajectory is not None:
             parser.error("--trajectory needs --engine local (the Ray engine writes .npy or shards)")
+        if args.inpaint is not None:
+            parser.error("--inpaint needs --engine local")
         from .distributed import run_cli
 
         return run_cli(args)
@@ -245,11 +281,23 @@ def _run(args: argparse.Namespace, start: float) -> int:
                                             graph_format=args.graph_format)
         pipe.choose_graph(args.mode, args.graph)  # a --mode / --graph conflict fails before any work
         check_against_export(pipe, args, output)
+        if args.inpaint is not None:
+            from .inpaint import choose_inpaint_mode, prepare_image_and_mask
+            from .inpaint_io import read_known_image, read_mask
+
+            known = read_known_image(args.inpaint, pipe.sample_shape, pipe.data_range)
+            mask = read_mask(args.mask, pipe.sample_shape)
+            prepare_image_and_mask(known, mask, pipe.sample_shape, 1)
+            choose_inpaint_mode(pipe, args.mode, None)  # mode fused without inpaint.onnx fails before any work
         loaded = time.perf_counter()
         if args.trajectory is not None:
             logger.info("--trajectory: sampling stepwise (the fused graph cannot stop between noise levels)")
-        samples, path = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size,
-                                   not args.no_progress, args.graph, trajectory=args.trajectory is not None)
+        if args.inpaint is not None:
+            samples, path = inpaint_all(pipe, known, mask, args.num_samples, args.seed, args.steps, args.mode,
+                                        args.batch_size, not args.no_progress), None
+        else:
+            samples, path = sample_all(pipe, args.num_samples, args.seed, args.steps, args.mode, args.batch_size,
+                                       not args.no_progress, args.graph, trajectory=args.trajectory is not None)
         sampled = time.perf_counter()
         what = write_output(pipe, samples, output, args.nrow, args.scale)
         if path is not None:
@@ -266,7 +314,8 @@ def _run(args: argparse.Namespace, start: float) -> int:
         print(f"ncsn-sample: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     run = pipe.last_run
-    print(f"wrote {output}: {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}")
+    print(f"wrote {output}: {what}, seeds {args.seed}..{args.seed + args.num_samples - 1}"
+          + (f", inpainting {args.inpaint} where {args.mask} is 0" if args.inpaint is not None else ""))
     if path is not None:
         print(f"wrote {args.trajectory}: {wrote_path}; sampled stepwise ({run.graph}.onnx) because the fused graph cannot "
               "stop between noise levels")

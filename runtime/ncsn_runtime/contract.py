@@ -17,6 +17,10 @@ Graphs (``manifest["graphs"][key]``):
   bitwise ops, no float64, so it can be captured as a CUDA graph and run on WebGPU.
 * ``gpu_sampler``: the fused loop with the same I/O as ``sampler``, whose noise uses only ops that
   have CUDA kernels (no bitwise ops).
+* ``inpaint``: the ``sampler`` loop conditioned on ``known`` and a binary ``mask`` (1 = known; Song & Ermon
+  2019, Section 5): the known region is set to ``known + sigma_i * z_i`` (:data:`INPAINT_STREAM`, counter
+  ``i``) when level ``i`` starts and after every Langevin step; the result holds ``known`` there
+  (``ncsn_runtime.inpaint``, ``ncsn_export/exporters/inpaint_graph.py``). Not a sampling graph: no ``graph=``.
 
 Noise (see :mod:`ncsn_runtime.noise` for the definition): stream :data:`LANGEVIN_STREAM` at counter
 ``langevin_counter(i, t, T) = i * T + t`` for annealed step ``t`` of schedule position ``i``;
@@ -42,6 +46,7 @@ __all__ = [
     "LANGEVIN_STREAM",
     "NUM_LEVELS",
     "SAMPLE_DIMS",
+    "SAMPLING_GRAPHS",
     "GraphSpec",
     "TensorSpec",
     "langevin_counter",
@@ -139,9 +144,15 @@ GRAPHS: dict[str, GraphSpec] = {
                   "network + one Langevin step, noise z as an input (CUDA graphs, WebGPU)"),
         GraphSpec("gpu_sampler", "gpu_sampler.onnx", _SAMPLER_INPUTS, (_FINAL,),
                   "the fused loop with noise from ops that have CUDA kernels (no bitwise ops)"),
+        GraphSpec("inpaint", "inpaint.onnx",
+                  (*_SAMPLER_INPUTS, TensorSpec("sigmas", "float32", (NUM_LEVELS,)),
+                   TensorSpec("known", "float32", (BATCH, SAMPLE_DIMS)), TensorSpec("mask", "float32", (BATCH, SAMPLE_DIMS))),
+                  (_FINAL,),
+                  "the sampler loop conditioned on a known image and a binary mask (1 = known), counter noise in the graph"),
     )
 }
 GRAPH_NAMES: tuple[str, ...] = tuple(GRAPHS)
+SAMPLING_GRAPHS: tuple[str, ...] = tuple(key for key in GRAPHS if key != "inpaint")  # graphs that sample (graph=)
 
 # Optional torch artifacts (manifest key -> file).
 ARTIFACTS: dict[str, str] = {"torchscript": "sampler.pt", "torch_export": "sampler.pt2"}

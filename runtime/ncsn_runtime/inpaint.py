@@ -6,28 +6,61 @@ when the level starts and again after every Langevin step; the unknown region ev
     x <- x * (1 - mask) + y_i * mask
 
 ``mask`` is 1 where the pixel is known (kept from ``image``) and 0 where it is to be filled, as in the
-paper; values in between blend. ``z_i`` is drawn once per level from the counter generator on its own
-stream (:data:`INPAINT_STREAM`, counter ``i``), so inpainting is as reproducible as sampling and its
-noise never collides with the Langevin noise (stream 0) or the initial sample (stream 1).
+paper; it must be binary, and every sample must have something known and something to fill
+(:func:`check_mask`). ``z_i`` is drawn once per level from the counter generator on its own stream
+(:data:`INPAINT_STREAM`, counter ``i``), so inpainting is as reproducible as sampling and its noise never
+collides with the Langevin noise (stream 0) or the initial sample (stream 1).
 
-:func:`inpaint` is the flow behind :meth:`ncsn_runtime.pipeline.NCSNPipeline.inpaint` (stepwise, on any stepwise
-graph of the export); :func:`prepare_image_and_mask` and :class:`KnownRegionProjection` are its numpy parts.
+:func:`inpaint` is the flow behind :meth:`ncsn_runtime.pipeline.NCSNPipeline.inpaint`: fused, one call of
+``inpaint.onnx`` (the same algorithm inside the sampler's ``Loop``; exported by default), or stepwise on any
+stepwise graph of the export (per-step callbacks). Both give the same samples for the same seeds (<= 1e-4).
+:func:`prepare_image_and_mask`, :class:`KnownRegionProjection` and :func:`run_inpaint_fused` are its parts.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .contract import GRAPHS
+from .interrupt import run_interruptibly
 from .noise import INPAINT_STREAM, counter_normal, initial_sample
 
 if TYPE_CHECKING:
     from .pipeline import Callback, NCSNPipeline, NCSNPipelineOutput
+    from .sessions import GraphSessions
 
-__all__ = ["KnownRegionProjection", "inpaint", "prepare_image_and_mask"]
+__all__ = ["INPAINT_MODES", "KnownRegionProjection", "check_mask", "inpaint", "prepare_image_and_mask",
+           "run_inpaint_fused"]
+
+logger = logging.getLogger("ncsn_runtime")
+
+INPAINT_MODES = ("auto", "fused", "stepwise")
+INPAINT_GRAPH = "inpaint"
+
+
+def check_mask(mask: np.ndarray) -> None:
+    """``mask`` float32 [B, ...] must hold only 0 and 1, and each sample some of both; a one-line ``ValueError`` otherwise."""
+    if not np.isfinite(mask).all():
+        raise ValueError("`mask` holds NaN or inf; it must hold only 0 and 1 (1 = known)")
+    binary = (mask == 0.0) | (mask == 1.0)
+    if not binary.all():
+        bad = mask[~binary]
+        raise ValueError(f"`mask` must hold only 0 and 1 (1 = known, 0 = fill in), got {bad.size} other values in "
+                         f"[{float(bad.min()):g}, {float(bad.max()):g}] (mask values span [{float(mask.min()):g}, "
+                         f"{float(mask.max()):g}])")
+    known = mask.reshape(len(mask), -1).sum(axis=1)
+    size = mask[0].size
+    for index, count in enumerate(known):
+        if count == size:
+            raise ValueError(f"`mask` of sample {index} is all 1 (everything known): nothing to fill in")
+        if count == 0:
+            raise ValueError(f"`mask` of sample {index} is all 0 (nothing known): that is plain sampling, call the "
+                             "pipeline itself")
 
 
 def prepare_image_and_mask(
@@ -38,7 +71,7 @@ def prepare_image_and_mask(
     Args:
         image: [*sample_shape] (repeated over the batch) or [B, *sample_shape], in the model's data range.
         mask: any shape that broadcasts to [B, *sample_shape], e.g. [H, W], [1, H, W], [B, 1, H, W];
-            values in [0, 1] (1 = known).
+            values 0 or 1 (1 = known), some of each per sample (:func:`check_mask`).
         sample_shape: per-sample shape of the export.
         batch_size: B; ``None`` takes it from a batched image (else 1).
     """
@@ -67,8 +100,7 @@ def prepare_image_and_mask(
             f"`mask` shape {mask.shape} does not broadcast to the samples' shape {(batch_size, *shape)}; "
             f"pass e.g. {shape[-2:] if len(shape) >= 2 else shape}, {shape} or {(batch_size, *shape)}"
         ) from None
-    if not np.isfinite(mask).all() or mask.min() < 0.0 or mask.max() > 1.0:
-        raise ValueError(f"`mask` values must lie in [0, 1] (1 = known), got [{mask.min()}, {mask.max()}]")
+    check_mask(mask)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
@@ -107,6 +139,58 @@ class KnownRegionProjection:
         return self.project(position, sample)
 
 
+def run_inpaint_fused(graphs: GraphSessions, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray, sigmas: np.ndarray,
+                      step_sizes: np.ndarray, num_annealed_steps: int, image: np.ndarray, mask: np.ndarray, progress: bool,
+                      bar_config: Mapping[str, Any] | None = None) -> np.ndarray:
+    """One interruptible call of ``inpaint.onnx``; float32 [B, *sample_shape].
+
+    Args: as :func:`ncsn_runtime.sampling.run_fused`, plus ``sigmas`` float32 [N] (aligned with ``timesteps``) and
+    ``image`` / ``mask`` float32 [B, *sample_shape] from :func:`prepare_image_and_mask`.
+    """
+    from .sampling import progress_bar
+    from .sessions import check_graph_output
+    from .steppers import NonFiniteSampleError, bad_samples, check_graph_io
+
+    session = graphs.session(INPAINT_GRAPH)
+    spec = GRAPHS[INPAINT_GRAPH]
+    output = check_graph_io(session, spec.file, spec.input_names)
+    feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
+             "num_annealed_steps": np.array(num_annealed_steps, dtype=np.int64), "sigmas": sigmas, "known": image,
+             "mask": mask}
+    bar = progress_bar(1, progress, f"ncsn inpaint fused ({len(timesteps)} levels x {num_annealed_steps} steps in one graph)",
+                       bar_config)
+    try:
+        samples = run_interruptibly(session, [output], feeds)[0]
+    finally:
+        bar.update(1)
+        bar.close()
+    check_graph_output(samples, x.shape, spec.file)
+    bad = bad_samples(samples)
+    if bad:
+        raise NonFiniteSampleError(f"NaN/inf in the inpainted samples {bad[:10]} (fused mode checks only the result; rerun "
+                                   "with mode='stepwise' to find the level and step where it first appears)", samples=bad)
+    return samples
+
+
+def choose_inpaint_mode(pipe: NCSNPipeline, mode: str, callback: Any) -> str:
+    """``"fused"`` (``inpaint.onnx``) or ``"stepwise"``: ``auto`` is fused when the export has the graph and no callback."""
+    if mode not in INPAINT_MODES:
+        raise ValueError(f"`mode` must be one of {INPAINT_MODES}, got {mode!r}")
+    has_graph = pipe.has_graph(INPAINT_GRAPH)
+    if mode == "fused":
+        if not has_graph:
+            from .errors import ExportDirectoryError
+
+            raise ExportDirectoryError(f"mode='fused' needs {GRAPHS[INPAINT_GRAPH].file}, which {pipe.export_dir} does not "
+                                       "have (re-export it, or use mode='stepwise')")
+        if callback is not None:
+            raise ValueError("`callback_on_step_end` needs stepwise inpainting; inpaint.onnx runs every step in one call")
+        return "fused"
+    if mode == "stepwise" or callback is not None or not has_graph:
+        return "stepwise"
+    return "fused"
+
+
 def inpaint(
     pipe: NCSNPipeline,
     image: np.ndarray,
@@ -121,37 +205,47 @@ def inpaint(
     callback_on_step_end: Callback | None = None,
     progress: bool = True,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
+    mode: str = "auto",
 ) -> NCSNPipelineOutput | tuple[Any]:
-    """Algorithm 2 on ``pipe``'s stepwise graph; arguments as :meth:`~ncsn_runtime.pipeline.NCSNPipeline.inpaint`."""
+    """Algorithm 2 through ``inpaint.onnx`` (fused) or ``pipe``'s stepwise graph; arguments as
+    :meth:`~ncsn_runtime.pipeline.NCSNPipeline.inpaint`. ``pipe.last_run.mode`` says which ran."""
     from .pipeline import NCSNPipelineOutput, RunInfo, check_output_type
     from .sessions import graph_run_errors
 
     tensor_inputs = pipe._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
+    chosen = choose_inpaint_mode(pipe, mode, callback_on_step_end)
     if batch_size is not None:
         batch_size = pipe._check_batch(batch_size)
     image, mask = prepare_image_and_mask(image, mask, pipe.sample_shape, batch_size)
     seeds = pipe._seeds(seed, generator, len(image))
     timesteps, sigmas, step_sizes = pipe._schedule(num_inference_steps)
     check_output_type(output_type)
-    graph = pipe.choose_graph("stepwise")
-    projection = KnownRegionProjection(image, mask, seeds, sigmas)
-    user_hook = None if callback_on_step_end is None else pipe._callback_hook(callback_on_step_end, timesteps, sigmas,
-                                                                                       tensor_inputs)
-
-    def after_step(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray:
-        x = projection.after_step(position, annealed_step, x)
-        if user_hook is not None:
-            replaced = user_hook(position, annealed_step, x)
-            x = x if replaced is None else replaced
-        return x
-
     start = time.perf_counter()
     x = initial_sample(seeds, pipe.sample_shape, *pipe.init_range)
-    with graph_run_errors(pipe.export_dir):
-        samples, engine = pipe._run_stepwise(x, seeds, timesteps, step_sizes, progress,
-                                             before_level=projection.before_level, after_step=after_step, graph=graph)
-    samples = samples * projection.keep + image * mask
-    pipe.last_run = RunInfo("stepwise (inpaint)", engine, pipe.provider, len(image), len(timesteps),
+    if chosen == "fused":
+        with graph_run_errors(pipe.export_dir):
+            samples = run_inpaint_fused(pipe.graphs, x, seeds, timesteps, sigmas, step_sizes,
+                                        pipe.scheduler.num_annealed_steps, image, mask, progress, pipe._progress_bar_config)
+        engine, graph = f"{pipe.info.graphs[INPAINT_GRAPH].file} (fused Loop)", INPAINT_GRAPH
+    else:
+        graph = pipe.choose_graph("stepwise")
+        projection = KnownRegionProjection(image, mask, seeds, sigmas)
+        user_hook = None if callback_on_step_end is None else pipe._callback_hook(callback_on_step_end, timesteps, sigmas,
+                                                                                  tensor_inputs)
+
+        def after_step(position: int, annealed_step: int, x: np.ndarray) -> np.ndarray:
+            x = projection.after_step(position, annealed_step, x)
+            if user_hook is not None:
+                replaced = user_hook(position, annealed_step, x)
+                x = x if replaced is None else replaced
+            return x
+
+        with graph_run_errors(pipe.export_dir):
+            samples, engine = pipe._run_stepwise(x, seeds, timesteps, step_sizes, progress,
+                                                 before_level=projection.before_level, after_step=after_step, graph=graph)
+        samples = samples * projection.keep + image * mask
+    pipe.last_run = RunInfo(f"{chosen} (inpaint)", engine, pipe.provider, len(image), len(timesteps),
                             pipe.scheduler.num_annealed_steps, time.perf_counter() - start, graph)
+    logger.info("inpaint: %s through %s", chosen, engine)
     images = pipe._postprocess(samples.astype(np.float32), output_type)
     return NCSNPipelineOutput(images, seeds) if return_dict else (images,)

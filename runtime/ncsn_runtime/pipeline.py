@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .callbacks import CALLBACK_TENSOR_INPUTS, Callback, callback_tensor_inputs, make_step_hook
-from .contract import GRAPH_NAMES, GRAPHS
+from .contract import GRAPH_NAMES, GRAPHS, SAMPLING_GRAPHS
 from .conventions import check_progress_bar_config, generator_seeds, parse_device
 from .conventions import progress_bar as make_progress_bar
 from .errors import ExportDirectoryError
@@ -364,8 +364,9 @@ class NCSNPipeline:
             if self.choose_mode(mode, callback) == "fused":
                 return "sampler" if self.has_graph("sampler") else "gpu_sampler"
             return self._stepwise_graph()
-        if graph not in GRAPH_NAMES:
-            raise ValueError(f"`graph` must be one of {', '.join(GRAPH_NAMES)}, got {graph!r}")
+        if graph not in SAMPLING_GRAPHS:
+            raise ValueError(f"`graph` must be one of {', '.join(SAMPLING_GRAPHS)}, got {graph!r}"
+                             + (" (inpaint.onnx runs through pipe.inpaint)" if graph == "inpaint" else ""))
         if not self.has_graph(graph):
             raise ExportDirectoryError(f"graph={graph!r} needs {GRAPHS[graph].file}, which {self.export_dir} does not have "
                                        f"(graphs: {self.graphs.names})")
@@ -470,22 +471,27 @@ class NCSNPipeline:
         callback_on_step_end: Callback | None = None,
         progress: bool = True,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        mode: str = "auto",
     ) -> NCSNPipelineOutput | tuple[Any]:
         """Fill the unknown region of ``image`` (Song & Ermon 2019, Algorithm 2; see :mod:`ncsn_runtime.inpaint`).
 
         Args:
             image: float [*sample_shape] or [B, *sample_shape] in the model's data range.
-            mask: 1 = known, 0 = fill; any shape broadcasting to [B, *sample_shape] (e.g. [H, W]).
+            mask: 1 = known, 0 = fill (only 0 and 1, some of each per sample); any shape broadcasting to
+                [B, *sample_shape] (e.g. [H, W]).
             batch_size: B (``None``: the image's batch, else 1); each sample is a different completion.
-            Other arguments as in :meth:`__call__`. Always stepwise. The returned samples hold
-            ``image`` itself in the known region (Algorithm 2 leaves ``image + sigma_L * z`` there).
+            mode: ``"fused"`` (one call of ``inpaint.onnx``), ``"stepwise"`` (the stepwise graph, Python hooks) or
+                ``"auto"`` (fused when the export has ``inpaint.onnx`` and there is no callback); both give the same
+                samples for the same seeds; ``last_run.mode`` says which ran.
+            Other arguments as in :meth:`__call__`. The returned samples hold ``image`` itself in the known
+            region (Algorithm 2 leaves ``image + sigma_L * z`` there).
         """
         from .inpaint import inpaint
 
         return inpaint(self, image, mask, seed=seed, generator=generator, batch_size=batch_size,
                        num_inference_steps=num_inference_steps, output_type=output_type, return_dict=return_dict,
                        callback_on_step_end=callback_on_step_end, progress=progress,
-                       callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+                       callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, mode=mode)
 
     # -- internals (shared with ncsn_runtime.inpaint) ------------------------------------------------
     def _check_batch(self, batch_size: Any) -> int:
