@@ -39,7 +39,8 @@ def test_js_graph_contract_equals_the_python_contract():
         assert io["outputs"] == list(GRAPHS[key].output_names), key
 
 
-@pytest.mark.parametrize("name", ["PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "LANGEVIN_STREAM", "INIT_STREAM"])
+@pytest.mark.parametrize("name", ["PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "LANGEVIN_STREAM", "INIT_STREAM",
+                                  "INPAINT_STREAM"])
 def test_js_noise_constants_equal_the_python_noise(name):
     match = re.search(rf"export const {name} = (0x[0-9a-fA-F]+|\d+);", NOISE_JS.read_text(encoding="utf-8"))
     assert match, f"{name} not found in runtime/js/noise.js"

@@ -7,7 +7,8 @@ import { parseArgs } from 'node:util';
 
 import { makeGrid } from './grid.js';
 import { MAX_SEED, toUint64 } from './noise.js';
-import { encodePng, loadPipeline, saveNpy, writeFileAtomic } from './node.js';
+import { decodeNpy } from './npy.js';
+import { encodePng, loadPipeline, readRegularFile, saveNpy, writeFileAtomic } from './node.js';
 import { GRAPH_KEYS } from './pipeline.js';
 
 const USAGE = `usage: node runtime/js/cli.mjs EXPORT_DIR --output FILE [options]
@@ -25,10 +26,15 @@ options:
   --steps n              noise levels to anneal through (default: all trained levels)
   --sampling-eps E       Langevin step-size scale (default: scheduler_config.json's)
   --threads K            onnxruntime intra-op threads (default: onnxruntime's choice)
+  --inpaint KNOWN.npy    inpaint this float32 image ([...sample_shape] or [H, W], in the data range) where --mask is 0:
+                         N completions; fused inpaint.onnx (default, --mode fused) or stepwise (--mode stepwise)
+  --mask MASK.npy        with --inpaint: float32, 1 = known, 0 = fill in, nothing else; same shape as KNOWN
   --json                 print a JSON summary (shape, seconds, mode) on stdout
   -h, --help             show this help`;
 
 class UsageError extends Error {}
+
+const MAX_NPY_BYTES = 1 << 30; // --inpaint / --mask hold one sample
 
 /** @param {string} name @param {string | undefined} value @param {number} low */
 function parseInteger(name, value, low) {
@@ -53,6 +59,8 @@ function parse(argv) {
       'sampling-eps': { type: 'string' },
       threads: { type: 'string' },
       json: { type: 'boolean', default: false },
+      inpaint: { type: 'string' },
+      mask: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -70,6 +78,11 @@ function parse(argv) {
   const fusedGraph = ['sampler', 'gpu_sampler'].includes(values.graph);
   if (values.graph !== undefined && values.mode !== undefined && (values.mode === 'fused') !== fusedGraph) {
     throw new UsageError(`--mode ${values.mode} conflicts with --graph ${values.graph} (a ${fusedGraph ? 'fused' : 'stepwise'} graph): pass --graph alone`);
+  }
+  if ((values.inpaint === undefined) !== (values.mask === undefined)) throw new UsageError('--inpaint KNOWN.npy and --mask MASK.npy go together: give both');
+  if (values.inpaint !== undefined && values.graph !== undefined) throw new UsageError('--graph picks a sampling graph; --inpaint runs inpaint.onnx (--mode fused) or the stepwise graph (--mode stepwise): drop --graph');
+  for (const name of ['inpaint', 'mask']) {
+    if (values[name] !== undefined && path.extname(values[name]).toLowerCase() !== '.npy') throw new UsageError(`--${name} must be a .npy file (float32), got ${JSON.stringify(values[name])}`);
   }
   const graph = values.graph ?? (values.mode === 'stepwise' ? 'score' : 'sampler');
   const numSamples = parseInteger('num-samples', values['num-samples'], 1);
@@ -96,7 +109,28 @@ function parse(argv) {
     samplingEps,
     threads: parseInteger('threads', values.threads, 1),
     json: values.json,
+    inpaint: values.inpaint,
+    mask: values.mask,
   };
+}
+
+/**
+ * A float32 .npy of one sample ([...sampleShape], or [H, W] for one channel): its values, C-ordered.
+ * @param {string} file @param {string} flag @param {number[]} sampleShape
+ */
+async function readNpyArray(file, flag, sampleShape) {
+  let array;
+  try {
+    array = decodeNpy(new Uint8Array(await readRegularFile(file, file, MAX_NPY_BYTES)));
+  } catch (error) {
+    throw new UsageError(`${flag} ${file}: ${error.message}`);
+  }
+  const size = sampleShape.reduce((a, b) => a * b, 1);
+  const fits = array.shape.join(',') === sampleShape.join(',')
+    || (sampleShape.length === 3 && sampleShape[0] === 1 && array.shape.join(',') === sampleShape.slice(1).join(','));
+  if (!fits || array.data.length !== size) throw new UsageError(`${flag} ${file} has shape [${array.shape}]; this export's samples are [${sampleShape}]`);
+  if (!(array.data instanceof Float32Array)) throw new UsageError(`${flag} ${file} must hold float32 values (save it with numpy as float32)`);
+  return array.data;
 }
 
 async function main(argv) {
@@ -114,19 +148,29 @@ async function main(argv) {
   const sessionOptions = args.threads ? { intraOpNumThreads: args.threads } : {};
   const loadStart = performance.now();
   // the step graph needs score.onnx for the final denoising step, if the export applies one
-  const graphs = args.graph === 'step' ? ['step', 'score'] : [args.graph];
+  let graphs = args.graph === 'step' ? ['step', 'score'] : [args.graph];
+  if (args.inpaint !== undefined) graphs = args.mode === 'fused' ? ['inpaint'] : ['score'];
   const pipeline = await loadPipeline(args.exportDir, { graphs, sessionOptions });
   if (args.extension === '.png' && !pipeline.model.is_image) {
     throw new UsageError(`model ${pipeline.model.name} has non-image samples of shape [${pipeline.sampleShape}]: write .npy instead of .png`);
   }
   const loadSeconds = (performance.now() - loadStart) / 1000;
   const start = performance.now();
-  const result = await pipeline.generate({
-    seed: args.seed,
-    numSamples: args.numSamples,
-    numInferenceSteps: args.numInferenceSteps,
-    samplingEps: args.samplingEps,
-  });
+  const result = args.inpaint === undefined
+    ? await pipeline.generate({
+      seed: args.seed,
+      numSamples: args.numSamples,
+      numInferenceSteps: args.numInferenceSteps,
+      samplingEps: args.samplingEps,
+    })
+    : await pipeline.inpaint({
+      known: await readNpyArray(args.inpaint, '--inpaint', pipeline.sampleShape),
+      mask: await readNpyArray(args.mask, '--mask', pipeline.sampleShape),
+      seed: args.seed,
+      numSamples: args.numSamples,
+      numInferenceSteps: args.numInferenceSteps,
+      mode: args.mode,
+    }).catch((error) => { throw error instanceof RangeError || error instanceof TypeError ? new UsageError(error.message) : error; });
   const seconds = (performance.now() - start) / 1000;
   if (args.extension === '.npy') {
     await saveNpy(args.output, result.samples, result.shape);
@@ -134,9 +178,9 @@ async function main(argv) {
     await writeFileAtomic(args.output, encodePng(makeGrid(result.samples, result.shape, pipeline.model.data_range ?? [0, 1])));
   }
   await pipeline.release();
-  const summary = { output: args.output, shape: result.shape, mode: args.mode, graph: result.graph, seconds, load_seconds: loadSeconds, levels: result.timesteps.length };
+  const summary = { output: args.output, shape: result.shape, mode: result.mode ?? args.mode, graph: result.graph, seconds, load_seconds: loadSeconds, levels: result.timesteps.length };
   if (args.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-  else process.stdout.write(`wrote ${args.output}: [${result.shape}] float32, ${args.mode} (${result.graph}), ${result.timesteps.length} levels, ${seconds.toFixed(3)} s\n`);
+  else process.stdout.write(`wrote ${args.output}: [${result.shape}] float32, ${result.mode ?? args.mode} (${result.graph})${args.inpaint ? `, inpainting ${args.inpaint}` : ''}, ${result.timesteps.length} levels, ${seconds.toFixed(3)} s\n`);
   return 0;
 }
 

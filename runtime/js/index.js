@@ -8,3 +8,4 @@ export * from './manifest.js';
 export * from './npy.js';
 export * from './grid.js';
 export * from './pipeline.js';
+export * from './inpaint.js';

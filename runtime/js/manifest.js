@@ -15,6 +15,7 @@ export const GRAPH_CONTRACT = {
   sampler: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps'], outputs: ['final_sample'] },
   gpu_step: { inputs: ['sample', 'noise', 'timestep', 'step_size'], outputs: ['next_sample'] },
   gpu_sampler: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps'], outputs: ['final_sample'] },
+  inpaint: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps', 'sigmas', 'known', 'mask'], outputs: ['final_sample'] },
 };
 
 /**

@@ -22,6 +22,7 @@ export const PHILOX_W1 = 0xbb67ae85;
 export const PHILOX_ROUNDS = 10;
 export const LANGEVIN_STREAM = 0;
 export const INIT_STREAM = 1;
+export const INPAINT_STREAM = 2; // inpainting's known-region target known + sigma_i * z_i (counter = schedule position i)
 export const MAX_SEED = (1n << 63n) - 1n;
 export const MAX_COUNTER = (1n << 63n) - 1n;
 export const MAX_STREAM = 0xffffffff;

@@ -16,6 +16,7 @@
 import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { ExternalDataError, externalDataLocations, hoistExternalInitializers } from './external_data.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
+import { inpaintWith } from './inpaint.js';
 import { checkCount, denoiseUpdate } from './schedule.js';
 import { AnnealedLangevinDynamicsScheduler, parseSchedulerConfig } from './scheduler.js';
 
@@ -95,6 +96,8 @@ export class NonFiniteSampleError extends Error {
 }
 
 export const GRAPH_KEYS = ['sampler', 'gpu_sampler', 'step', 'gpu_step', 'score'];
+/** Graphs `load` takes: the sampling graphs plus inpaint.onnx (run by `inpaint`, not `generate`). */
+export const LOADABLE_GRAPHS = [...GRAPH_KEYS, 'inpaint'];
 const FUSED_GRAPHS = ['sampler', 'gpu_sampler'];
 const MODE_GRAPH = { fused: 'sampler', stepwise: 'score' };
 const STEP_GRAPHS = ['step', 'gpu_step', 'score'];
@@ -134,8 +137,8 @@ export class NCSNPipeline {
   static async load(source, { ort, mode = 'fused', graphs, sessionOptions = {} }) {
     if (!ort?.InferenceSession || !ort?.Tensor) throw new TypeError('`ort` must be the onnxruntime-node or onnxruntime-web module');
     if (![...MODES, 'both'].includes(mode)) throw new RangeError(`\`mode\` must be one of fused, stepwise, both; got ${JSON.stringify(mode)}`);
-    if (graphs !== undefined && (!Array.isArray(graphs) || !graphs.length || graphs.some((key) => !GRAPH_KEYS.includes(key)))) {
-      throw new RangeError(`\`graphs\` must be a non-empty list of ${GRAPH_KEYS.join(', ')}; got ${JSON.stringify(graphs)}`);
+    if (graphs !== undefined && (!Array.isArray(graphs) || !graphs.length || graphs.some((key) => !LOADABLE_GRAPHS.includes(key)))) {
+      throw new RangeError(`\`graphs\` must be a non-empty list of ${LOADABLE_GRAPHS.join(', ')}; got ${JSON.stringify(graphs)}`);
     }
     const manifest = await loadManifest(source);
     const configPath = manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG;
@@ -174,7 +177,7 @@ export class NCSNPipeline {
       sessions[name] = await ort.InferenceSession.create(bytes, options);
     }
     const pipeline = new NCSNPipeline({ ort, manifest, schedulerConfig, sessions, mode: mode === 'both' ? 'fused' : mode, location: source.location });
-    pipeline.graph = graphs?.[0];
+    pipeline.graph = graphs?.find((key) => GRAPH_KEYS.includes(key));
     return pipeline;
   }
 
@@ -241,6 +244,23 @@ export class NCSNPipeline {
   }
 
   /**
+   * Fill in the unknown region of `known` (Song & Ermon 2019, Algorithm 2; runtime/js/inpaint.js): B completions,
+   * sample b with seed + b, equal to the Python runtime's `pipe.inpaint` for the same seeds.
+   * @param {object} options
+   * @param {ArrayLike<number>} options.known the image in the data range: [D] (every sample) or [B * D], C-ordered
+   * @param {ArrayLike<number>} options.mask 1 = known, 0 = fill in (only 0 and 1, some of each per sample): [D] or [B * D]
+   * @param {SeedLike | SeedLike[]} [options.seed] @param {number} [options.numSamples] B
+   * @param {number} [options.numInferenceSteps]
+   * @param {'auto' | 'fused' | 'stepwise'} [options.mode] fused = inpaint.onnx (auto: when loaded), stepwise = the
+   *   loaded stepwise graph with the projection between steps (onProgress after every level)
+   * @param {GenerateOptions['onProgress']} [options.onProgress]
+   * @returns {Promise<{samples: Float32Array, shape: number[], seeds: bigint[], mode: string, graph: string}>}
+   */
+  async inpaint(options) {
+    return inpaintWith(this, options);
+  }
+
+  /**
    * @param {Float32Array} x0 @param {bigint[]} seeds @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
    * @param {GenerateOptions['onProgress']} onProgress @param {GraphKey} graph sampler or gpu_sampler
    */
@@ -264,12 +284,14 @@ export class NCSNPipeline {
    * @param {Float32Array} x @param {bigint[]} seeds @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
    * @param {GenerateOptions['onProgress']} onProgress
    * @param {((position: number, t: number, x: Float32Array) => Promise<Float32Array>) | null} [afterStep] the callback hook
+   * @param {((position: number, x: Float32Array) => Promise<Float32Array>) | null} [beforeLevel] runs as each level starts (inpainting)
    */
-  async _stepwise(x, seeds, scheduler, shape, onProgress, afterStep = null) {
+  async _stepwise(x, seeds, scheduler, shape, onProgress, afterStep = null, beforeLevel = null) {
     const T = scheduler.numAnnealedSteps;
     const numLevels = scheduler.timesteps.length;
     for (let position = 0; position < numLevels; position++) {
       const level = scheduler.timesteps[position];
+      if (beforeLevel) x = await beforeLevel(position, x);
       for (let t = 0; t < T; t++) {
         const score = await this.score(x, level, shape);
         const noise = counterNormal(seeds, langevinCounter(position, t, T), this.sampleShape);
@@ -295,8 +317,9 @@ export class NCSNPipeline {
    * @param {AnnealedLangevinDynamicsScheduler} scheduler @param {number[]} shape
    * @param {GenerateOptions['onProgress']} onProgress
    * @param {((position: number, t: number, x: Float32Array) => Promise<Float32Array>) | null} [afterStep] the callback hook
+   * @param {((position: number, x: Float32Array) => Promise<Float32Array>) | null} [beforeLevel] runs as each level starts (inpainting)
    */
-  async _stepGraph(graph, x, seeds, scheduler, shape, onProgress, afterStep = null) {
+  async _stepGraph(graph, x, seeds, scheduler, shape, onProgress, afterStep = null, beforeLevel = null) {
     const { Tensor } = this.ort;
     const session = this.sessions[graph];
     const T = scheduler.numAnnealedSteps;
@@ -308,6 +331,7 @@ export class NCSNPipeline {
     const run = async (feeds) => checkOutput((await session.run(feeds)).next_sample, shape, `${graph}.onnx`);
     for (let position = 0; position < numLevels; position++) {
       const level = scheduler.timesteps[position];
+      if (beforeLevel) x = await beforeLevel(position, x);
       const levelTensor = scalar('int64', level);
       const stepSize = scalar('float32', scheduler.stepSize[position]);
       for (let t = 0; t < T; t++) {

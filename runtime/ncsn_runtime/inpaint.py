@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .pipeline import Callback, NCSNPipeline, NCSNPipelineOutput
     from .sessions import GraphSessions
 
-__all__ = ["INPAINT_MODES", "KnownRegionProjection", "check_mask", "inpaint", "prepare_image_and_mask",
+__all__ = ["INPAINT_MODES", "KnownRegionProjection", "check_binary", "check_mask", "inpaint", "prepare_image_and_mask",
            "run_inpaint_fused"]
 
 logger = logging.getLogger("ncsn_runtime")
@@ -43,8 +43,9 @@ INPAINT_MODES = ("auto", "fused", "stepwise")
 INPAINT_GRAPH = "inpaint"
 
 
-def check_mask(mask: np.ndarray) -> None:
-    """``mask`` float32 [B, ...] must hold only 0 and 1, and each sample some of both; a one-line ``ValueError`` otherwise."""
+def check_binary(mask: np.ndarray) -> None:
+    """``mask`` (any shape) must hold only 0 and 1; a one-line ``ValueError`` naming the other values otherwise."""
+    mask = np.asarray(mask, dtype=np.float32)
     if not np.isfinite(mask).all():
         raise ValueError("`mask` holds NaN or inf; it must hold only 0 and 1 (1 = known)")
     binary = (mask == 0.0) | (mask == 1.0)
@@ -53,6 +54,11 @@ def check_mask(mask: np.ndarray) -> None:
         raise ValueError(f"`mask` must hold only 0 and 1 (1 = known, 0 = fill in), got {bad.size} other values in "
                          f"[{float(bad.min()):g}, {float(bad.max()):g}] (mask values span [{float(mask.min()):g}, "
                          f"{float(mask.max()):g}])")
+
+
+def check_mask(mask: np.ndarray) -> None:
+    """``mask`` float32 [B, ...] must hold only 0 and 1, and each sample some of both; a one-line ``ValueError`` otherwise."""
+    check_binary(mask)
     known = mask.reshape(len(mask), -1).sum(axis=1)
     size = mask[0].size
     for index, count in enumerate(known):
@@ -93,6 +99,7 @@ def prepare_image_and_mask(
     mask = np.asarray(mask)
     if mask.dtype != bool and (not np.issubdtype(mask.dtype, np.number) or np.iscomplexobj(mask)):
         raise TypeError(f"`mask` must be a bool or real numeric array, got dtype {mask.dtype}")
+    check_binary(mask)  # on the mask as given: its counts are the user's, not the broadcast's
     try:
         mask = np.broadcast_to(mask.astype(np.float32), (batch_size, *shape))
     except ValueError:
