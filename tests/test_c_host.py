@@ -124,3 +124,57 @@ def test_c_bad_input_messages(binary, library, tmp_path, case, extra, code, mess
     )
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert message in proc.stderr
+
+
+# -- inpainting: ncsn_sample --inpaint KNOWN.npy --mask MASK.npy runs inpaint.onnx -------------------------------------
+
+def _inpaint_inputs(tmp_path: Path, mask_values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    known = np.random.default_rng(3).uniform(0, 1, (1, 8, 8)).astype(np.float32)
+    mask = np.ones((1, 8, 8), np.float32)
+    mask[..., 2:8, 1:5] = 0.0
+    np.save(tmp_path / "known.npy", known[0])  # [H, W] for one channel
+    np.save(tmp_path / "mask.npy", mask if mask_values is None else mask_values)
+    return known, mask
+
+
+def test_c_inpainting_matches_python_stepwise(binary, library, tmp_path):
+    from ncsn_runtime import NCSNPipeline
+
+    export = hosts.build_export("tiny-conv")
+    known, mask = _inpaint_inputs(tmp_path)
+    seed, batch = 2**62 + 9, 3
+    proc = run_c(binary, str(export), "--seed", str(seed), "--num-samples", str(batch), "--output", str(tmp_path / "c.npy"),
+                 "--ort-lib", str(library), "--json", "--inpaint", str(tmp_path / "known.npy"),
+                 "--mask", str(tmp_path / "mask.npy"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["graph"] == "inpaint"
+    pipe = NCSNPipeline.from_pretrained(export, provider="cpu")
+    reference = pipe.inpaint(known, mask, seed=seed, batch_size=batch, output_type="raw", progress=False,
+                             mode="stepwise").images
+    samples = np.load(tmp_path / "c.npy")
+    difference = float(np.abs(samples - reference).max())
+    print(f"C vs Python stepwise inpainting: max abs diff {difference:.3e}")
+    assert samples.shape == reference.shape and difference <= hosts.TOLERANCE
+    assert np.abs(samples[0] - samples[1]).max() > 1e-2 and (samples[:, mask.astype(bool)] == known[mask.astype(bool)]).all()
+
+
+@pytest.mark.parametrize(("mask", "extra", "message"), [
+    (np.full((8, 8), 0.5, np.float32), [], r"only 0 and 1 \(1 = known, 0 = fill in\), got 64 other values in \[0.5, 0.5\]"),
+    (np.ones((8, 8), np.float32), [], r"all 1 \(everything known\)"),
+    (np.zeros((8, 8), np.float32), [], r"all 0 \(nothing known\)"),
+    (np.ones((8, 7), np.float32), [], r"has shape \[8, 7\]; this export's samples are \[1, 8, 8\]"),
+    (np.ones((8, 8), np.float64), [], "must hold float32"),
+    (None, ["--no-mask"], "go together"),
+])
+def test_c_bad_masks(binary, library, tmp_path, mask, extra, message):
+    import re
+
+    _inpaint_inputs(tmp_path, mask)
+    args = [str(hosts.build_export("tiny-conv")), "--output", str(tmp_path / "c.npy"), "--ort-lib", str(library),
+            "--inpaint", str(tmp_path / "known.npy")]
+    if not extra:
+        args += ["--mask", str(tmp_path / "mask.npy")]
+    proc = run_c(binary, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(message, proc.stderr) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "c.npy").exists()

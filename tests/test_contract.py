@@ -57,6 +57,13 @@ def test_c_sampler_io_and_file_equal_the_python_contract():
     assert f'"{GRAPHS["sampler"].file}"' in text
 
 
+def test_c_inpaint_io_equals_the_python_contract():
+    text = C_SOURCE.read_text(encoding="utf-8")
+    inputs = re.search(r"static const char \*INPAINT_INPUTS\[\] = \{([^}]*)\};", text)
+    assert inputs and re.findall(r'"(\w+)"', inputs.group(1)) == list(GRAPHS["inpaint"].input_names)
+    assert f'"{GRAPHS["inpaint"].file}"' in text and GRAPHS["inpaint"].output_names == GRAPHS["sampler"].output_names
+
+
 def test_c_noise_constants_equal_the_python_noise():
     text = C_SOURCE.read_text(encoding="utf-8")
     for name in ("PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1"):

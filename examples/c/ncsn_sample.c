@@ -2,6 +2,7 @@
  * ncsn_sample: run an ncsn-export directory's fused sampler.onnx from C (onnxruntime C API, loaded with dlopen).
  *
  *   ncsn_sample EXPORT_DIR --seed S --num-samples N --output FILE.npy [--steps n] [--ort-lib PATH] [--threads K] [--json]
+ *               [--inpaint KNOWN.npy --mask MASK.npy]
  *
  * Sample b uses seed S + b; the samples equal the Python runtime's (ncsn-sample / NCSNPipeline) for the same
  * seeds. The program builds every input of sampler.onnx itself, from manifest.json and
@@ -10,6 +11,10 @@
  *     spread evenly over the trained range (round half to even), alpha_i = eps * (sigma_i / sigma_last)^2;
  *   - the initial sample: Philox4x32-10 counter noise (the spec in runtime/ncsn_runtime/noise.py), uniform in
  *     the manifest's init_range, counter 0 of stream 1.
+ * With --inpaint / --mask (float32 .npy, [...sample_shape] or [H, W]; mask 1 = known, 0 = fill in, nothing else,
+ * something of each) it runs inpaint.onnx instead: the same loop conditioned on the known image (Song & Ermon 2019,
+ * Algorithm 2), N completions equal to the Python runtime's `pipe.inpaint` for the same seeds; its extra inputs
+ * are the schedule's sigmas (trained sigmas at the chosen levels), known and mask (one sample repeated N times).
  * onnxruntime is loaded at run time (dlopen) from --ort-lib or $NCSN_ORT_LIB, e.g. the libonnxruntime.so.*
  * inside the onnxruntime Python wheel, so its version need not match the header's (API version 21+ needed).
  */
@@ -167,7 +172,7 @@ static double linspace_at(double start, double stop, int64_t num, int64_t i) {
   return (double)i * step + start;
 }
 
-static void build_schedule(const SchedulerConfig *config, int64_t count, int64_t *timesteps, float *step_sizes) {
+static void build_schedule(const SchedulerConfig *config, int64_t count, int64_t *timesteps, float *step_sizes, float *sigmas) {
   int64_t levels = config->num_train_timesteps;
   float *train = malloc(sizeof(float) * (size_t)levels);
   for (int64_t i = 0; i < levels; i++) train[i] = (float)exp(linspace_at(log(config->sigma_max), log(config->sigma_min), levels, i));
@@ -176,6 +181,7 @@ static void build_schedule(const SchedulerConfig *config, int64_t count, int64_t
   for (int64_t i = 0; i < count; i++) {
     double ratio = (double)train[timesteps[i]] / last;
     step_sizes[i] = (float)(config->sampling_eps * (ratio * ratio));
+    sigmas[i] = train[timesteps[i]];
   }
   free(train);
 }
@@ -208,6 +214,67 @@ static void write_npy(const char *path, const float *data, const int64_t *shape,
   }
 }
 
+/* ---- .npy reader (float32 '<f4', C order) and the inpainting mask rules (runtime/ncsn_runtime/inpaint.py) ------ */
+/* one sample of `numel` floats from `path`: shape [...sample_shape] (rank dims), or [H, W] when the first dim is 1 */
+static float *read_sample_npy(const char *flag, const char *path, const int64_t *dims, int rank, int64_t numel) {
+  size_t size;
+  char *data = read_file(path, &size);
+  if (!data) die(2, "%s %s cannot be read (%s)", flag, path, strerror(errno));
+  const unsigned char *bytes = (const unsigned char *)data;
+  if (size < 10 || memcmp(bytes, "\x93NUMPY", 6) != 0) die(2, "%s %s is not a .npy file", flag, path);
+  size_t header_length = bytes[6] == 1 ? (size_t)(bytes[8] | (bytes[9] << 8)) : (size_t)(bytes[8] | (bytes[9] << 8) | (bytes[10] << 16) | ((size_t)bytes[11] << 24));
+  size_t start = bytes[6] == 1 ? 10 : 12;
+  if (start + header_length > size || header_length > 4096) die(2, "%s %s has a broken .npy header", flag, path);
+  char header[4097];
+  memcpy(header, data + start, header_length);
+  header[header_length] = '\0';
+  if (!strstr(header, "'descr': '<f4'")) die(2, "%s %s must hold float32 values (descr '<f4'; save it with numpy as float32)", flag, path);
+  if (strstr(header, "'fortran_order': True")) die(2, "%s %s is Fortran-ordered; save it C-ordered", flag, path);
+  const char *open_paren = strstr(header, "'shape': (");
+  if (!open_paren) die(2, "%s %s has no shape in its .npy header", flag, path);
+  int64_t shape[MAX_RANK + 1];
+  int found = 0;
+  for (const char *p = open_paren + 10; *p && *p != ')';) {
+    if (*p == ',' || *p == ' ') { p++; continue; }
+    char *end;
+    long long value = strtoll(p, &end, 10);
+    if (end == p || found == MAX_RANK) die(2, "%s %s has a broken .npy shape", flag, path);
+    shape[found++] = value, p = end;
+  }
+  int fits = found == rank;
+  for (int i = 0; fits && i < rank; i++) fits = shape[i] == dims[i];
+  if (!fits && rank == 3 && dims[0] == 1 && found == 2) fits = shape[0] == dims[1] && shape[1] == dims[2];
+  if (!fits) {
+    char want[160] = "", got[160] = "";
+    for (int i = 0; i < rank; i++) snprintf(want + strlen(want), sizeof want - strlen(want), i ? ", %lld" : "%lld", (long long)dims[i]);
+    for (int i = 0; i < found; i++) snprintf(got + strlen(got), sizeof got - strlen(got), i ? ", %lld" : "%lld", (long long)shape[i]);
+    die(2, "%s %s has shape [%s]; this export's samples are [%s]", flag, path, got, want);
+  }
+  if (size - start - header_length != (size_t)numel * sizeof(float)) die(2, "%s %s holds %zu data bytes, its shape needs %lld", flag, path, size - start - header_length, (long long)(numel * 4));
+  float *values = malloc(sizeof(float) * (size_t)numel);
+  memcpy(values, data + start + header_length, sizeof(float) * (size_t)numel);
+  free(data);
+  for (int64_t i = 0; i < numel; i++)
+    if (!isfinite(values[i])) die(2, "%s %s holds NaN or inf", flag, path);
+  return values;
+}
+
+/* the mask holds only 0 and 1 (1 = known) and some of each; messages as ncsn_runtime.inpaint.check_mask */
+static void check_mask(const char *path, const float *mask, int64_t numel) {
+  int64_t other = 0, known = 0;
+  float low = INFINITY, high = -INFINITY, min = INFINITY, max = -INFINITY;
+  for (int64_t i = 0; i < numel; i++) {
+    float value = mask[i];
+    min = value < min ? value : min, max = value > max ? value : max;
+    if (value == 1.0f) known++;
+    else if (value != 0.0f) other++, low = value < low ? value : low, high = value > high ? value : high;
+  }
+  if (other) die(2, "--mask %s: `mask` must hold only 0 and 1 (1 = known, 0 = fill in), got %lld other values in [%g, %g] (mask values span [%g, %g])",
+                 path, (long long)other, low, high, min, max);
+  if (known == numel) die(2, "--mask %s: the mask is all 1 (everything known): nothing to fill in", path);
+  if (known == 0) die(2, "--mask %s: the mask is all 0 (nothing known): that is plain sampling, drop --inpaint and --mask", path);
+}
+
 /* ---- onnxruntime ---------------------------------------------------------------------------------------- */
 static const OrtApi *ort;
 
@@ -233,18 +300,23 @@ static const OrtApi *load_onnxruntime(const char *library) {
 
 static const char *SAMPLER_INPUTS[] = {"sample", "seed", "timesteps", "step_sizes", "num_annealed_steps"};
 static const char *SAMPLER_OUTPUT = "final_sample";
+static const char *INPAINT_INPUTS[] = {"sample", "seed", "timesteps", "step_sizes", "num_annealed_steps", "sigmas", "known", "mask"};
 
-static void check_io_names(OrtSession *session, const char *path) {
+static void check_io_names(OrtSession *session, const char *path, const char *key, const char **inputs, size_t expected) {
   OrtAllocator *allocator;
   check(ort->GetAllocatorWithDefaultOptions(&allocator), "allocator");
   size_t count;
   check(ort->SessionGetInputCount(session, &count), "input count");
-  if (count != 5) die(1, "%s has %zu inputs, the sampler contract has 5 (sample, seed, timesteps, step_sizes, num_annealed_steps): mismatched export", path, count);
+  if (count != expected) {
+    char names[512] = "";
+    for (size_t i = 0; i < expected; i++) snprintf(names + strlen(names), sizeof names - strlen(names), i ? ", %s" : "%s", inputs[i]);
+    die(1, "%s has %zu inputs, the %s contract has %zu (%s): mismatched export", path, count, key, expected, names);
+  }
   for (size_t i = 0; i < count; i++) {
     char *name;
     check(ort->SessionGetInputName(session, i, allocator, &name), "input name");
-    int same = strcmp(name, SAMPLER_INPUTS[i]) == 0;
-    if (!same) die(1, "%s input %zu is \"%s\", the sampler contract expects \"%s\": mismatched export", path, i, name, SAMPLER_INPUTS[i]);
+    int same = strcmp(name, inputs[i]) == 0;
+    if (!same) die(1, "%s input %zu is \"%s\", the %s contract expects \"%s\": mismatched export", path, i, name, key, inputs[i]);
     check(ort->AllocatorFree(allocator, name), "free");
   }
   char *output;
@@ -261,7 +333,10 @@ static void usage(void) {
         "  --steps n        noise levels to anneal through (default: all trained levels)\n"
         "  --ort-lib PATH   libonnxruntime.so to dlopen (default: $NCSN_ORT_LIB)\n"
         "  --threads K      onnxruntime intra-op threads (default: its choice)\n"
-        "  --json           print a JSON summary line\n",
+        "  --json           print a JSON summary line\n"
+        "  --inpaint KNOWN.npy --mask MASK.npy\n"
+        "                   inpaint KNOWN (float32, [...sample_shape] or [H, W]) where MASK is 0 (MASK: float32, 1 = known,\n"
+        "                   0 = fill in, nothing else) through inpaint.onnx: N completions\n",
         stderr);
 }
 
@@ -277,6 +352,7 @@ static uint64_t parse_u64(const char *flag, const char *text, uint64_t max) {
 
 int main(int argc, char **argv) {
   const char *export_dir = NULL, *output = NULL, *seed_text = "0", *library = getenv("NCSN_ORT_LIB");
+  const char *known_path = NULL, *mask_path = NULL;
   uint64_t num_samples = 16, steps = 0, threads = 0;
   int json = 0;
   for (int i = 1; i < argc; i++) {
@@ -290,6 +366,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(arg, "--threads")) threads = parse_u64(arg, next, 1024), i++;
     else if (!strcmp(arg, "--ort-lib")) library = next, i++;
     else if (!strcmp(arg, "--json")) json = 1;
+    else if (!strcmp(arg, "--inpaint")) known_path = next, i++;
+    else if (!strcmp(arg, "--mask")) mask_path = next, i++;
     else if (arg[0] == '-' && arg[1]) { usage(); die(2, "unknown option %s", arg); }
     else if (!export_dir) export_dir = arg;
     else { usage(); die(2, "expected one EXPORT_DIR, got another: %s", arg); }
@@ -299,6 +377,8 @@ int main(int argc, char **argv) {
   size_t output_length = strlen(output);
   if (output_length < 4 || strcmp(output + output_length - 4, ".npy") != 0) die(2, "--output must end in .npy (the C example writes raw samples only), got \"%s\"", output);
   if (num_samples < 1) die(2, "--num-samples must be >= 1");
+  if (!known_path != !mask_path) die(2, "--inpaint KNOWN.npy and --mask MASK.npy go together: give both");
+  int inpainting = known_path != NULL;
   uint64_t seed = parse_u64("--seed", seed_text, MAX_SEED - (num_samples - 1)); /* the last seed S + N - 1 <= 2^63 - 1 */
   if (!library) die(2, "no onnxruntime library: pass --ort-lib PATH or set NCSN_ORT_LIB (e.g. the libonnxruntime.so.* inside the onnxruntime wheel's onnxruntime/capi/)");
 
@@ -313,8 +393,9 @@ int main(int argc, char **argv) {
   double dims[MAX_RANK], range[2] = {0.0, 1.0};
   int rank = json_numbers(manifest, "sample_shape", dims, MAX_RANK - 1, path);
   if (json_value(manifest, "init_range") && json_numbers(manifest, "init_range", range, 2, path) != 2) die(1, "%s: init_range must be [low, high]", path);
-  const char *sampler_file = json_value(manifest, "sampler") ? "sampler.onnx" : NULL;
-  if (!sampler_file) die(1, "%s lists no sampler graph (sampler.onnx): export with ncsn-export to get the fused graph", path);
+  const char *graph_key = inpainting ? "inpaint" : "sampler";
+  const char *sampler_file = json_value(manifest, graph_key) ? (inpainting ? "inpaint.onnx" : "sampler.onnx") : NULL;
+  if (!sampler_file) die(1, "%s lists no %s graph (%s.onnx): export it with ncsn-export (a default artifact)", path, graph_key, graph_key);
 
   snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", export_dir);
   char *scheduler_json = read_file(path, NULL);
@@ -348,7 +429,21 @@ int main(int argc, char **argv) {
   initial_sample(seeds, batch, numel, range[0], range[1], x0);
   int64_t *timesteps = malloc(sizeof(int64_t) * (size_t)count);
   float *step_sizes = malloc(sizeof(float) * (size_t)count);
-  build_schedule(&config, count, timesteps, step_sizes);
+  float *sigmas = malloc(sizeof(float) * (size_t)count);
+  build_schedule(&config, count, timesteps, step_sizes, sigmas);
+  float *known = NULL, *mask = NULL;
+  if (inpainting) { /* one sample each, checked, then repeated for every sample of the batch */
+    float *known_one = read_sample_npy("--inpaint", known_path, shape + 1, rank, numel);
+    float *mask_one = read_sample_npy("--mask", mask_path, shape + 1, rank, numel);
+    check_mask(mask_path, mask_one, numel);
+    known = malloc(sizeof(float) * (size_t)(batch * numel));
+    mask = malloc(sizeof(float) * (size_t)(batch * numel));
+    for (int64_t b = 0; b < batch; b++) {
+      memcpy(known + b * numel, known_one, sizeof(float) * (size_t)numel);
+      memcpy(mask + b * numel, mask_one, sizeof(float) * (size_t)numel);
+    }
+    free(known_one), free(mask_one);
+  }
 
   /* session */
   ort = load_onnxruntime(library);
@@ -362,22 +457,31 @@ int main(int argc, char **argv) {
   snprintf(path, sizeof path, "%s/%s", export_dir, sampler_file);
   if (!is_regular_file(path)) die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
   check(ort->CreateSession(env, path, options, &session), path);
-  check_io_names(session, path);
+  const char **input_names = inpainting ? INPAINT_INPUTS : SAMPLER_INPUTS;
+  size_t num_inputs = inpainting ? 8 : 5;
+  check_io_names(session, path, graph_key, input_names, num_inputs);
   check(ort->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &memory), "CreateCpuMemoryInfo");
 
   int64_t seed_shape[1] = {batch}, level_shape[1] = {count}, annealed = config.num_annealed_steps;
-  OrtValue *inputs[5] = {NULL};
+  OrtValue *inputs[8] = {NULL};
   check(ort->CreateTensorWithDataAsOrtValue(memory, x0, sizeof(float) * (size_t)(batch * numel), shape, (size_t)rank + 1,
                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[0]), "sample");
   check(ort->CreateTensorWithDataAsOrtValue(memory, seeds, sizeof(int64_t) * (size_t)batch, seed_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &inputs[1]), "seed");
   check(ort->CreateTensorWithDataAsOrtValue(memory, timesteps, sizeof(int64_t) * (size_t)count, level_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &inputs[2]), "timesteps");
   check(ort->CreateTensorWithDataAsOrtValue(memory, step_sizes, sizeof(float) * (size_t)count, level_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[3]), "step_sizes");
   check(ort->CreateTensorWithDataAsOrtValue(memory, &annealed, sizeof annealed, NULL, 0, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &inputs[4]), "num_annealed_steps");
+  if (inpainting) {
+    check(ort->CreateTensorWithDataAsOrtValue(memory, sigmas, sizeof(float) * (size_t)count, level_shape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[5]), "sigmas");
+    check(ort->CreateTensorWithDataAsOrtValue(memory, known, sizeof(float) * (size_t)(batch * numel), shape, (size_t)rank + 1,
+                                              ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[6]), "known");
+    check(ort->CreateTensorWithDataAsOrtValue(memory, mask, sizeof(float) * (size_t)(batch * numel), shape, (size_t)rank + 1,
+                                              ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[7]), "mask");
+  }
 
   struct timespec start, end;
   clock_gettime(CLOCK_MONOTONIC, &start);
   OrtValue *result = NULL;
-  check(ort->Run(session, NULL, SAMPLER_INPUTS, (const OrtValue *const *)inputs, 5, &SAMPLER_OUTPUT, 1, &result), "Run sampler.onnx");
+  check(ort->Run(session, NULL, input_names, (const OrtValue *const *)inputs, num_inputs, &SAMPLER_OUTPUT, 1, &result), sampler_file);
   clock_gettime(CLOCK_MONOTONIC, &end);
   double seconds = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) * 1e-9;
 
@@ -387,19 +491,19 @@ int main(int argc, char **argv) {
   if (json) {
     printf("{\"output\": \"%s\", \"shape\": [", output);
     for (int i = 0; i <= rank; i++) printf(i ? ", %lld" : "%lld", (long long)shape[i]);
-    printf("], \"levels\": %lld, \"seconds\": %.6f}\n", (long long)count, seconds);
+    printf("], \"levels\": %lld, \"graph\": \"%s\", \"seconds\": %.6f}\n", (long long)count, graph_key, seconds);
   } else {
     printf("wrote %s: [%lld", output, (long long)batch);
     for (int i = 1; i <= rank; i++) printf(", %lld", (long long)shape[i]);
-    printf("] float32, %lld levels, %.3f s\n", (long long)count, seconds);
+    printf("] float32, %lld levels, %s, %.3f s\n", (long long)count, sampler_file, seconds);
   }
 
   ort->ReleaseValue(result);
-  for (int i = 0; i < 5; i++) ort->ReleaseValue(inputs[i]);
+  for (size_t i = 0; i < num_inputs; i++) ort->ReleaseValue(inputs[i]);
   ort->ReleaseMemoryInfo(memory);
   ort->ReleaseSession(session);
   ort->ReleaseSessionOptions(options);
   ort->ReleaseEnv(env);
-  free(seeds), free(x0), free(timesteps), free(step_sizes), free(manifest), free(scheduler_json);
+  free(seeds), free(x0), free(timesteps), free(step_sizes), free(sigmas), free(known), free(mask), free(manifest), free(scheduler_json);
   return 0;
 }
