@@ -1,9 +1,11 @@
 // Drive examples/web in Debian's Chromium (playwright-core, no downloaded browser) and save what it generated.
 // usage: node tests/js/browser.mjs SPEC_JSON
-//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode"? | "graph"?, "ep"?, "steps"?, "threads"?}],
+//   SPEC_JSON: {"exportDir", "outDir", "runs": [{"name", "seed", "count", "mode"? | "graph"?, "ep"?, "steps"?, "threads"?,
+//               "page"? (default "/"), "stateName"? (default "__ncsn"), "query"? (more query parameters)}],
 //               "executablePath"?, "timeoutMs"?}
-// For each run: opens the page with ?autorun=1, waits for window.__ncsn.state to be done/error, saves
-// outDir/NAME.png (screenshot) and outDir/NAME.npy (samples); prints a JSON list of run summaries on stdout.
+// For each run: opens the page with ?autorun=1, waits for window[stateName].state to be done/error, saves
+// outDir/NAME.png (screenshot) and outDir/NAME.npy (samples; the inpainting page also NAME.known.npy and NAME.mask.npy,
+// one sample each); prints a JSON list of run summaries on stdout.
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -44,14 +46,16 @@ try {
     page.on('pageerror', (error) => console.push(`pageerror: ${error.message}`));
     const query = new URLSearchParams({ seed: String(run.seed), count: String(run.count), autorun: '1' });
     for (const key of ['mode', 'graph', 'ep']) if (run[key]) query.set(key, run[key]);
+    for (const [key, value] of Object.entries(run.query ?? {})) query.set(key, String(value));
+    const stateName = run.stateName ?? '__ncsn';
     if (run.steps) query.set('steps', String(run.steps));
     if (run.threads) query.set('threads', String(run.threads));
-    await page.goto(`http://127.0.0.1:${port}/?${query}`);
+    await page.goto(`http://127.0.0.1:${port}${run.page ?? '/'}?${query}`);
     const timeout = spec.timeoutMs ?? 120000;
     const finished = await page
-      .waitForFunction(() => ['done', 'error'].includes(window.__ncsn?.state), null, { timeout })
+      .waitForFunction((name) => ['done', 'error'].includes(window[name]?.state), stateName, { timeout })
       .then(() => true, () => false);
-    const state = await page.evaluate(() => ({ ...window.__ncsn, isolated: self.crossOriginIsolated }));
+    const state = await page.evaluate((name) => ({ ...window[name], isolated: self.crossOriginIsolated }), stateName);
     if (!finished) Object.assign(state, { state: 'timeout', error: `no result within ${timeout} ms (state ${state.state})` });
     await page.screenshot({ path: path.join(spec.outDir, `${run.name}.png`), fullPage: true });
     const summary = { name: run.name, state: state.state, error: state.error, levels: state.levels, isolated: state.isolated,
@@ -59,7 +63,10 @@ try {
     if (state.result) {
       const { samples, shape, seconds, seeds, graph } = state.result;
       await writeFile(path.join(spec.outDir, `${run.name}.npy`), encodeNpy(Float32Array.from(samples), shape));
-      Object.assign(summary, { shape, seconds, seeds, graph });
+      Object.assign(summary, { shape, seconds, seeds, graph, mode: state.result.mode });
+      for (const key of ['known', 'mask']) {
+        if (state.result[key]) await writeFile(path.join(spec.outDir, `${run.name}.${key}.npy`), encodeNpy(Float32Array.from(state.result[key]), shape.slice(1)));
+      }
     }
     summaries.push(summary);
     await page.close();
