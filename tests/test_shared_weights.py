@@ -105,8 +105,8 @@ def test_every_graph_reads_one_shared_weights_file(exported):
         # the samplers keep the network's weights in the inner Loop body (onnxruntime's NCHWc layout pass needs them
         # there); the JS host moves them to the main graph when it loads from bytes (runtime/js/external_data.js)
         scopes = [model.graph, *_loop_bodies(model.graph)]
-        holder = scopes[-1] if key in ("sampler", "gpu_sampler") else model.graph
-        assert len(scopes) == (3 if key in ("sampler", "gpu_sampler") else 1)
+        holder = scopes[-1] if key in ("sampler", "gpu_sampler", "inpaint") else model.graph
+        assert len(scopes) == (3 if key in ("sampler", "gpu_sampler", "inpaint") else 1)
         assert {t.name for t in holder.initializer if t.data_location == TensorProto.EXTERNAL} == {
             t.name for scope in scopes for t in scope.initializer if t.data_location == TensorProto.EXTERNAL}
         embedded = [t.name for scope in scopes for t in scope.initializer if t.data_location != TensorProto.EXTERNAL and

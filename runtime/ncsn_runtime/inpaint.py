@@ -180,7 +180,9 @@ def run_inpaint_fused(graphs: GraphSessions, x: np.ndarray, seeds: np.ndarray, t
 
 
 def choose_inpaint_mode(pipe: NCSNPipeline, mode: str, callback: Any) -> str:
-    """``"fused"`` (``inpaint.onnx``) or ``"stepwise"``: ``auto`` is fused when the export has the graph and no callback."""
+    """``"fused"`` (``inpaint.onnx``) or ``"stepwise"``: ``auto`` is fused when the export has the graph, there is no
+    callback and the device is the CPU (on CUDA, as for sampling, the stepwise ``gpu_step`` path: inpaint.onnx's
+    counter noise uses bitwise ops, which have no CUDA kernels)."""
     if mode not in INPAINT_MODES:
         raise ValueError(f"`mode` must be one of {INPAINT_MODES}, got {mode!r}")
     has_graph = pipe.has_graph(INPAINT_GRAPH)
@@ -193,7 +195,7 @@ def choose_inpaint_mode(pipe: NCSNPipeline, mode: str, callback: Any) -> str:
         if callback is not None:
             raise ValueError("`callback_on_step_end` needs stepwise inpainting; inpaint.onnx runs every step in one call")
         return "fused"
-    if mode == "stepwise" or callback is not None or not has_graph:
+    if mode == "stepwise" or callback is not None or not has_graph or pipe.device.is_cuda:
         return "stepwise"
     return "fused"
 

@@ -481,7 +481,8 @@ class NCSNPipeline:
                 [B, *sample_shape] (e.g. [H, W]).
             batch_size: B (``None``: the image's batch, else 1); each sample is a different completion.
             mode: ``"fused"`` (one call of ``inpaint.onnx``), ``"stepwise"`` (the stepwise graph, Python hooks) or
-                ``"auto"`` (fused when the export has ``inpaint.onnx`` and there is no callback); both give the same
+                ``"auto"`` (fused when the export has ``inpaint.onnx``, there is no callback and the device is the CPU;
+                on CUDA stepwise, as sampling's auto); both give the same
                 samples for the same seeds; ``last_run.mode`` says which ran.
             Other arguments as in :meth:`__call__`. The returned samples hold ``image`` itself in the known
             region (Algorithm 2 leaves ``image + sigma_L * z`` there).
