@@ -83,7 +83,7 @@ def test_the_graph_shares_the_weights_and_is_listed(conv_dir: Path):
 def test_validated_at_export(tmp_path: Path):
     report = export_model(tiny_conv_spec(), tmp_path / "out", full_batch_size=0)
     rows = [row for row in report.manifest["validation"] if row["graph"] == "inpaint"]
-    assert len(rows) == 1 and rows[0]["passed"] and rows[0]["reference"].startswith("runtime stepwise inpaint")
+    assert len(rows) == 1 and rows[0]["passed"] and rows[0]["reference"].startswith("torch eager inpaint")
     assert report.manifest["artifacts"]["inpaint"] == {"file": "inpaint.onnx", "status": "written", "validated": True}
 
 

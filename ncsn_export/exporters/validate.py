@@ -8,8 +8,8 @@ through every graph the export ships, then compares each result with the eager
   from the trace shapes (B=2, N=3, see :func:`ncsn_export.exporters.onnx_export.example_inputs`), so
   the dynamic axes are exercised. Rows: ``sampler`` (fused), ``step`` (stepwise, IO binding),
   ``score`` (stepwise with the numpy scheduler), the gpu graphs when the pipeline can select them
-  (``graph=``), ``sampler.pt`` / ``sampler.pt2`` when shipped, and ``inpaint.onnx`` against the runtime's
-  stepwise inpainting (:mod:`.inpaint_validation`);
+  (``graph=``), ``sampler.pt`` / ``sampler.pt2`` when shipped, and ``inpaint.onnx`` against a torch eager
+  inpainting (:mod:`.inpaint_validation`);
 * the **full check** (default B=16, ``FULL_BATCH``): the fused graph over the export's full default schedule (all
   trained levels, the scheduler's T, the model's final denoise). It records the real difference
   after the whole loop. In ``auto`` mode it is cut to what fits the validation budget
@@ -380,18 +380,22 @@ def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_ste
                     tolerance)
             bar.update()
 
-    if "inpaint" in manifest["graphs"]:  # fused inpaint.onnx vs the runtime's stepwise inpainting (.inpaint_validation)
+    if "inpaint" in manifest["graphs"]:  # fused inpaint.onnx vs torch eager inpainting (.inpaint_validation)
         from .inpaint_validation import inpaint_check
 
-        fused_inpaint, stepwise_inpaint, inpaint_label = inpaint_check(pipe, dynamic.batch_size, len(dynamic.timesteps),
-                                                                       dynamic.num_annealed_steps, int(dynamic.seeds[0]))
-        try:
-            inpaint_expected = stepwise_inpaint()
-        except Exception as error:  # no stepwise graph to compare with: a failed row
-            logger.warning("stepwise inpainting (the reference of inpaint.onnx) raised %s: %s", type(error).__name__, error)
-            inpaint_expected = np.full(1, np.nan, np.float32)
+        fused_inpaint, eager_inpaint, inpaint_label = inpaint_check(pipe, network.eval(), dynamic.batch_size,
+                                                                    len(dynamic.timesteps), dynamic.num_annealed_steps,
+                                                                    int(dynamic.seeds[0]))
+        inpaint_expected, report.reference_seconds["inpaint"] = _timed(eager_inpaint)
         add(GRAPHS["inpaint"].file, "inpaint", "fused", inpaint_label, fused_inpaint, inpaint_expected, dynamic, tolerance,
             lambda: pipe.graphs.session("inpaint"))
+        if "inpaint" in ort_graph_files(read_manifest(root)):  # ort/inpaint.ort through the runtime, same reference
+            def ort_inpaint() -> np.ndarray:
+                return inpaint_check(ort_pipe(), network, dynamic.batch_size, len(dynamic.timesteps),
+                                     dynamic.num_annealed_steps, int(dynamic.seeds[0]))[0]()
+
+            add(ort_file("inpaint"), ORT_PREFIX + "inpaint", "fused", inpaint_label, ort_inpaint, inpaint_expected, dynamic,
+                tolerance, lambda: ort_pipe().graphs.session("inpaint"))
 
     if full_batch_size and "sampler" in manifest["graphs"]:
         calls = len(dynamic.timesteps) * dynamic.num_annealed_steps + int(final_denoise)

@@ -146,6 +146,8 @@ def _check_args(args: argparse.Namespace) -> Path:
 
 
 def _check_inpaint_args(args: argparse.Namespace) -> None:
+    if getattr(args, "inpaint", None) is None and getattr(args, "mask", None) is None:
+        return
     if (args.inpaint is None) != (args.mask is None):
         raise ValueError("--inpaint IMAGE and --mask MASK go together: give both")
     if args.inpaint is None:
