@@ -32,10 +32,13 @@ earlier export that holds nothing but the files its manifest lists (add --allow-
   sampler.pt     TorchScript (torch.jit.load; needs no ncsn_export)    sampler.pt2  torch.export.save
   ort/KEY.ort    ORT-format models of the graphs (onnxruntime Mobile / minimal builds), with
                  ort/required_operators.config for build.sh --include_ops_by_config (--artifacts ...,ort)
+  mobile/score.onnx, mobile/step.onnx  fixed-shape graphs for Android NNAPI and Apple Core ML, batch fixed at
+                 --mobile-batch (default 1), the level as a one-hot f32[., L], the noise an input; with their own
+                 mobile/weights.onnx.data (--artifacts ...,mobile; README "Phones: NNAPI and Core ML")
 
 --artifacts (comma-separated; default "default" = every ONNX graph + sampler.pt):
   default, onnx, torch, all, score, step, sampler, gpu_step, gpu_sampler, torchscript (pt), torch_export (pt2),
-  ort (made only on request, or by "all").
+  ort, mobile (made only on request, or by "all").
   An artifact you name must be made, else the export fails; one only implied by "default" that cannot be
   made (or fails validation) is skipped and reported as such in the table and the manifest.
 
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --force: also delete files in OUTPUT that the earlier export did not write")
     parser.add_argument("--artifacts", action="append", default=None, metavar="LIST",
                         help="what to make, comma-separated (default: every ONNX graph + sampler.pt; see below)")
+    parser.add_argument("--mobile-batch", type=int, default=1, metavar="B",
+                        help="fixed batch of the mobile/ graphs, in [1, 64] (default: 1; with --artifacts ...,mobile)")
     parser.add_argument("--batch-size", type=int, default=3, metavar="B", help="validation batch size (default: 3)")
     parser.add_argument("--num-inference-steps", type=int, default=None, metavar="N",
                         help="validation: number of noise levels (default: 4, or all if fewer are trained)")
@@ -129,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .exporters.directory import check_output_dir
         from .exporters.errors import ExportInputError
         from .exporters.inputs import check_export_arguments
+        from .exporters.mobile_artifact import check_mobile_batch
         from .exporters.onnx_export import DEFAULT_OPSET, check_opset
         from .validation_budget import check_validation_budget
     except KeyboardInterrupt:
@@ -138,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_export_arguments(args.batch_size, args.num_inference_steps, args.num_annealed_steps, args.tolerance)
         check_validation_budget(args.validation_budget)
         select_artifacts(args.artifacts)
+        check_mobile_batch(args.mobile_batch, "--mobile-batch")
         check_output_dir(args.output, args.force, args.allow_extra_files)
         check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     except (ExportError, ValueError) as error:
@@ -199,6 +206,7 @@ def _export(args: argparse.Namespace, progress: bool, export_model: Any) -> Any:
         full_batch_size=args.full_validation_batch_size,
         final_denoise=args.final_denoise,
         tolerance=args.tolerance,
+        mobile_batch=args.mobile_batch,
     )
 
 

@@ -45,6 +45,7 @@ from .errors import ExportError, ExportInputError
 from .inputs import MAX_VALIDATION_BATCH, check_export_arguments, load_spec
 from .lean_graph import lean_graph
 from .manifest_builder import ArtifactEntry, GraphEntry, ManifestBuilder, ModelInfo, versions
+from .mobile_artifact import DEFAULT_MOBILE_BATCH, MobileGraphError, check_mobile_batch, write_mobile_graphs
 from .onnx_export import (
     DEFAULT_OPSET,
     check_opset,
@@ -319,6 +320,16 @@ def _write_torch_artifact(plan: ExportPlan, key: str, staging: Path) -> Artifact
     return ArtifactEntry(key, "written", details=details)
 
 
+def write_mobile(plan: ExportPlan, traced: TraceResult, staging: Path, batch: int) -> WriteResult:
+    """Step 3b, with ``mobile`` requested: ``mobile/`` graphs from the lean traced network (weights now in ``staging``)."""
+    try:
+        entries, seconds = write_mobile_graphs(staging, traced.score, staging if traced.weights else None,
+                                               plan.sample_shape, len(plan.train_sigmas), batch)
+    except (MobileGraphError, onnx.checker.ValidationError) as error:
+        raise ExportError(f"the mobile graphs were requested but could not be made: {error}") from error
+    return WriteResult([], entries, seconds)
+
+
 def run_validation(plan: ExportPlan, staging: Path, builder: ManifestBuilder, **options: Any) -> ValidationReport:
     """Step 4: the runtime through every shipped graph vs torch eager; optional artifacts that fail are removed.
 
@@ -380,6 +391,7 @@ def export_model(
     final_denoise: bool | None = None,
     tolerance: float | None = None,
     full_tolerance: float | None = None,
+    mobile_batch: int = DEFAULT_MOBILE_BATCH,
 ) -> ExportReport:
     """Export a score network to ``output_dir``: the contract's ONNX graphs, optional torch files, manifest.
 
@@ -402,6 +414,7 @@ def export_model(
         full_batch_size: batch of the full-default-schedule check (0: skip it).
         final_denoise: NCSNv2 final denoising step in the samplers; None takes the model's default.
         tolerance, full_tolerance: max abs difference allowed (see :mod:`.validate`).
+        mobile_batch: the fixed batch of the ``mobile`` graphs, in [1, 64] (used only with ``mobile`` in ``artifacts``).
 
     Raises:
         ExportError: unknown/broken model, untraceable network, bad opset or artifact name, failed validation
@@ -414,6 +427,7 @@ def export_model(
     except ValueError as error:
         raise ExportInputError(str(error)) from None
     full_batch_size = check_count("full_batch_size", full_batch_size, 0, MAX_VALIDATION_BATCH)
+    mobile_batch = check_mobile_batch(mobile_batch)
     check_output_dir(output_dir, force, allow_extra_files)
     plan = plan_export(model, opset=opset, fp16=fp16, final_denoise=final_denoise, artifacts=artifacts)
     if num_inference_steps is not None:
@@ -435,6 +449,10 @@ def export_model(
         written = write(plan, composed, staging, progress)
         builder.graphs, builder.artifacts = written.graphs, written.artifacts
         builder.export_seconds = {"trace": round(traced.seconds, 3), "compose": round(composed.seconds, 3), **written.seconds}
+        if plan.artifacts.mobile:
+            mobile = write_mobile(plan, traced, staging, mobile_batch)
+            builder.artifacts.extend(mobile.artifacts)
+            builder.export_seconds.update(mobile.seconds)
         if mode != "none":
             report = run_validation(plan, staging, builder, batch_size=batch_size, num_inference_steps=num_inference_steps,
                                     num_annealed_steps=num_annealed_steps, full_batch_size=full_batch_size,

@@ -12,6 +12,8 @@ An artifact the user named explicitly must be made (else the export fails); one 
 and the manifest. ``score``, ``step`` and ``sampler`` are always required: the runtime needs them.
 With ``ort`` named, the ``.ort`` models of those three are required too; the other ``.ort`` models
 (``ort:gpu_step``, ``ort:gpu_sampler``) are skipped with their reason when they cannot be made or fail validation.
+``mobile`` (fixed-shape graphs for NNAPI / Core ML under ``mobile/``, :mod:`.mobile_artifact`) is made only on request
+(or by ``all``); its graphs ``mobile:score`` / ``mobile:step`` are then required.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ncsn_runtime.contract import ARTIFACTS, GRAPH_NAMES, ORT_PREFIX
+from ncsn_runtime.mobile import MOBILE_PREFIX
 
 from .errors import ExportInputError
 
 ONNX_KEYS: tuple[str, ...] = GRAPH_NAMES
 TORCH_KEYS: tuple[str, ...] = tuple(ARTIFACTS)  # torchscript (sampler.pt), torch_export (sampler.pt2)
 ORT_KEY = "ort"  # ORT-format models of the shipped graphs (.ort_format)
-ALL_KEYS: tuple[str, ...] = ONNX_KEYS + TORCH_KEYS + (ORT_KEY,)
+MOBILE_KEY = "mobile"  # fixed-shape NNAPI / Core ML graphs under mobile/ (.mobile_artifact)
+ALL_KEYS: tuple[str, ...] = ONNX_KEYS + TORCH_KEYS + (ORT_KEY, MOBILE_KEY)
 REQUIRED: frozenset[str] = frozenset({"score", "step", "sampler"})
 ALIASES: dict[str, str] = {"pt": "torchscript", "sampler.pt": "torchscript", "pt2": "torch_export",
                            "sampler.pt2": "torch_export", **{f"{key}.onnx": key for key in ONNX_KEYS}}
@@ -59,10 +63,17 @@ class ArtifactSelection:
         """ORT-format models of the shipped graphs were requested."""
         return ORT_KEY in self.keys
 
+    @property
+    def mobile(self) -> bool:
+        """The fixed-shape mobile graphs were requested."""
+        return MOBILE_KEY in self.keys
+
     def is_required(self, key: str) -> bool:
-        """``key``: an artifact key, or ``ort:GRAPH`` (required when ``ort`` and ``GRAPH`` both are)."""
+        """``key``: an artifact key, ``ort:GRAPH`` (required when ``ort`` and ``GRAPH`` both are) or ``mobile:GRAPH``."""
         if key.startswith(ORT_PREFIX):
             return ORT_KEY in self.required and key[len(ORT_PREFIX):] in REQUIRED
+        if key.startswith(MOBILE_PREFIX):
+            return MOBILE_KEY in self.required
         return key in self.required
 
 

@@ -24,6 +24,7 @@ from ncsn_runtime.contract import (
 )
 from ncsn_runtime.external_data import external_data_locations
 from ncsn_runtime.manifest import file_entry, write_manifest
+from ncsn_runtime.mobile import MOBILE_PREFIX, mobile_file
 from ncsn_runtime.ownership import MARKER_NAME
 
 from .validate import ValidationReport
@@ -88,6 +89,8 @@ class ArtifactEntry:
             return ort_file(self.key[len(ORT_PREFIX):])
         if self.key == "ort":
             return ORT_CONFIG
+        if self.key.startswith(MOBILE_PREFIX):  # mobile:KEY -> mobile/KEY.onnx (.mobile_artifact)
+            return mobile_file(self.key[len(MOBILE_PREFIX):])
         return GRAPHS[self.key].file if self.key in GRAPHS else ARTIFACTS[self.key]
 
     def as_dict(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import torch
 from ncsn_runtime.contract import ARTIFACTS, GRAPHS, ORT_PREFIX, ort_file
 from ncsn_runtime.interrupt import run_interruptibly
 from ncsn_runtime.manifest import load_manifest, read_manifest
+from ncsn_runtime.mobile import MOBILE_PREFIX, MobileSampler, mobile_graphs
 from ncsn_runtime.noise import initial_sample, seeds_for_batch
 from ncsn_runtime.ort_format import ort_graph_files
 from ncsn_runtime.pipeline import NCSNPipeline
@@ -373,6 +374,7 @@ def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_ste
             add(ort_file(key), ORT_PREFIX + key, route_mode, label, lambda o=options: _run_pipeline(ort_pipe(), dynamic, o),
                 expected, dynamic, tolerance, lambda k=key: ort_pipe().graphs.session(k))
             bar.update()
+        _mobile_rows(root, add, reference, config, shape, info["init_range"], dynamic, intra_op_threads, tolerance)
         for key, loader in torch_files:
             path = root / ARTIFACTS[key]
             with torch.jit.optimized_execution(False):  # the profiling executor's warm-up passes cost ~30 s on a RefineNet
@@ -416,6 +418,25 @@ def _validate(root: Path, network: nn.Module, batch_size: int, num_inference_ste
             _full_check(report, add, pipe, reference, plan, config, shape, info["init_range"], seed, full_tolerance,
                         torch_seconds / max(torch_seconds + onnx_seconds, 1e-9), progress)
     return report
+
+
+def _mobile_rows(root: Path, add: Callable[..., ValidationResult], reference: nn.Module, config: dict[str, Any],
+                 shape: tuple[int, ...], init_range: Sequence[float], dynamic: Schedule, threads: int | None,
+                 bound: float) -> None:
+    """The fixed-shape ``mobile/`` graphs (``--artifacts mobile``) through the runtime's host loop
+    (:class:`ncsn_runtime.mobile.MobileSampler`, host counter noise) at their batch, on the dynamic check's levels."""
+    graphs = mobile_graphs(read_manifest(root))
+    for key, graph in graphs.items():
+        schedule = make_schedule(config, shape, init_range, graph.batch, len(dynamic.timesteps), dynamic.num_annealed_steps,
+                                 int(dynamic.seeds[0]), name="dynamic")
+        expected = run_torch(reference, schedule)
+        label = f"torch eager {len(schedule.timesteps)}x{schedule.num_annealed_steps}, B={schedule.batch_size} (fixed)"
+
+        def run(k: str = key, s: Schedule = schedule) -> np.ndarray:
+            sampler = MobileSampler(root, k, intra_op_threads=threads)
+            return sampler(s.seeds, len(s.timesteps), s.num_annealed_steps, sample=s.sample)
+
+        add(graph.file, MOBILE_PREFIX + key, "stepwise", label, run, expected, schedule, bound)
 
 
 def _full_check(report: ValidationReport, add: Callable[..., ValidationResult], pipe: NCSNPipeline, reference: nn.Module,
