@@ -14,8 +14,8 @@ as ``Elu``, which both take), the passes below give a graph whose every node is 
    so one table feeds one ``Split``) becomes ``Reshape(MatMul(level_onehot f32[B, L], table f32[L, K]))``.
    The product of an exact one-hot row with the table is the table row bit for bit.
 3. **Instance norm in elementwise ops.** ``InstanceNormalization(x, scale, bias, eps)`` becomes
-   ``d = x - ReduceMean(x); y = d / Sqrt(ReduceMean(d * d) + eps) * scale + bias`` over the spatial axes
-   (the kernel's own math; float32 rounding differs by ~1e-7 relative).
+   ``d = x - ReduceMean(x); y = d * (scale / Sqrt(ReduceMean(d * d) + eps)) + bias`` over the spatial axes
+   (the kernel's own math; float32 rounding differs by ~1e-7 relative; :func:`decompose_instance_norm`).
 4. **Uneven Split into Slices** (NNAPI's Split needs equal parts), then the optimizer again (folding the
    reshaped constants, dropping dead nodes).
 
@@ -189,12 +189,34 @@ def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
 
 
 def decompose_instance_norm(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx.ModelProto:
-    """Every ``InstanceNormalization`` as ReduceMean / Sub / Mul / Add / Sqrt / Div (needs ranks: shapes fixed)."""
+    """Every ``InstanceNormalization`` as ReduceMean / Sub / Mul / Add / Sqrt / Div (needs ranks: shapes fixed).
+
+    ``y = d * (scale / Sqrt(ReduceMean(d * d) + eps)) + bias`` with ``d = x - ReduceMean(x)``: the per-channel factor
+    is computed on the small ``[.., C, 1, 1]`` tensors, so four full-size ops remain (Sub, Mul, Mul, Add). A constant
+    all-ones scale becomes one ``Div(d, std)``, a constant all-zeros bias no ``Add``; a scale or bias made by a
+    ``Reshape`` read only here is reshaped from its source directly (the flattening Reshape then dies).
+    """
     graph = model.graph
     inferred = shape_inference.infer_shapes(model).graph
     ranks = {value.name: len(value.type.tensor_type.shape.dim)
              for value in (*inferred.input, *inferred.value_info, *inferred.output)
              if value.type.tensor_type.HasField("shape")}
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {name: node for node in graph.node for name in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+
+    def constant(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(constants[name]) if name in constants else None
+
+    def source(name: str) -> str:
+        producer = producers.get(name)
+        if producer is not None and producer.op_type == "Reshape" and readers.get(name) == 1:
+            return producer.input[0]
+        return name
+
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
         if node.op_type != "InstanceNormalization" or node.domain not in _DEFAULT_DOMAINS:
@@ -218,12 +240,19 @@ def decompose_instance_norm(model: onnx.ModelProto, rewrites: MobileRewrites) ->
             helper.make_node("ReduceMean", [f"{tag}/d2", axes], [f"{tag}/var"], keepdims=1),
             helper.make_node("Add", [f"{tag}/var", eps], [f"{tag}/var_eps"]),
             helper.make_node("Sqrt", [f"{tag}/var_eps"], [f"{tag}/std"]),
-            helper.make_node("Div", [f"{tag}/d", f"{tag}/std"], [f"{tag}/normed"]),
-            helper.make_node("Reshape", [scale, param_shape], [f"{tag}/scale"]),
-            helper.make_node("Mul", [f"{tag}/normed", f"{tag}/scale"], [f"{tag}/scaled"]),
-            helper.make_node("Reshape", [bias, param_shape], [f"{tag}/bias"]),
-            helper.make_node("Add", [f"{tag}/scaled", f"{tag}/bias"], [node.output[0]]),
         ]
+        scale_value, bias_value = constant(scale), constant(bias)
+        zero_bias = bias_value is not None and not np.any(bias_value)
+        scaled = node.output[0] if zero_bias else f"{tag}/scaled"
+        if scale_value is not None and np.all(scale_value == 1):
+            nodes.append(helper.make_node("Div", [f"{tag}/d", f"{tag}/std"], [scaled]))
+        else:
+            nodes += [helper.make_node("Reshape", [source(scale), param_shape], [f"{tag}/scale"]),
+                      helper.make_node("Div", [f"{tag}/scale", f"{tag}/std"], [f"{tag}/factor"]),
+                      helper.make_node("Mul", [f"{tag}/d", f"{tag}/factor"], [scaled])]
+        if not zero_bias:
+            nodes += [helper.make_node("Reshape", [source(bias), param_shape], [f"{tag}/bias"]),
+                      helper.make_node("Add", [scaled, f"{tag}/bias"], [node.output[0]])]
         rewrites.instance_norms += 1
     del graph.node[:]
     graph.node.extend(nodes)
