@@ -56,11 +56,12 @@ class _Lines(logging.Handler):
         self.lines.extend(record.getMessage().splitlines())
 
 
-def check_usability(path: str | Path) -> dict[str, EpVerdict]:
+def check_usability(path: str | Path, fixed_shapes: bool = False) -> dict[str, EpVerdict]:
     """Run onnxruntime's usability checker on the ONNX file ``path`` (external data beside it); EP name -> figures.
 
-    Only the first pass per provider is kept (the model as it is); the checker's "if the shapes were fixed" pass
-    that follows for a dynamic model is ignored.
+    ``fixed_shapes=False``: the model as it is (the first pass per provider). True: the checker's second pass "if
+    the shapes were fixed", which it runs only for a model with dynamic inputs whose first verdict is not YES
+    (providers without it are left out).
     """
     from onnxruntime.tools.mobile_helpers.usability_checker import analyze_model
 
@@ -73,17 +74,23 @@ def check_usability(path: str | Path) -> dict[str, EpVerdict]:
         analyze_model(Path(path).resolve(), skip_optimize=False, logger=logger)
     finally:
         logger.removeHandler(handler)
-    return parse_checker_log(handler.lines)
+    return parse_checker_log(handler.lines, fixed_shapes)
 
 
-def parse_checker_log(lines: list[str]) -> dict[str, EpVerdict]:
-    """The per-provider figures from the checker's log lines (first partition line and verdict of each provider)."""
+def parse_checker_log(lines: list[str], fixed_shapes: bool = False) -> dict[str, EpVerdict]:
+    """The per-provider figures from the checker's log lines (first partition line and verdict of each provider;
+    with ``fixed_shapes``, those after its "Checking if model will perform better if the dynamic shapes are fixed")."""
     results: dict[str, EpVerdict] = {}
     current: EpVerdict | None = None
+    verdict = re.compile(r"^Model should perform well with (.+) if modified to have fixed input shapes: (YES|MAYBE|NO)$"
+                         ) if fixed_shapes else _VERDICT
     for line in lines:
         text = line.strip()
         if text.startswith("Checking ") and text[len("Checking "):] in EPS:
             current = EpVerdict(text[len("Checking "):])
+            continue
+        if fixed_shapes and text.startswith("Checking if model will perform better") and current is not None:
+            current = EpVerdict(current.ep)
             continue
         if current is None or current.ep in results:
             continue
@@ -94,7 +101,7 @@ def parse_checker_log(lines: list[str]) -> dict[str, EpVerdict]:
             current.largest_partition = max(sizes, default=0)
         elif (match := _UNSUPPORTED.match(line)) and not current.unsupported_ops:
             current.unsupported_ops = tuple(op.strip() for op in match[1].split(","))
-        elif (match := _VERDICT.match(text)) and match[1] == current.ep:
+        elif (match := verdict.match(text)) and match[1] == current.ep:
             current.verdict = match[2]
             results[current.ep] = current
     return results
