@@ -18,6 +18,7 @@ as ``Elu``, which both take), the passes below give a graph whose every node is 
    (the kernel's own math; float32 rounding differs by ~1e-7 relative; :func:`decompose_instance_norm`).
 4. **Uneven Split into Slices** (NNAPI's Split needs equal parts), then the optimizer again (folding the
    reshaped constants, dropping dead nodes).
+5. **Resize with a named empty ``roi`` and constant ``scales``** (:func:`resize_with_scales`).
 
 The result: ``sample f32[B, *sample_shape], level_onehot f32[B, L] -> score f32[B, *sample_shape]``.
 Anything that cannot be fixed (a cone value without the batch as its first axis, rows that differ for equal
@@ -289,9 +290,10 @@ def split_to_slices(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx.Mo
 
 
 def resize_with_scales(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx.ModelProto:
-    """``Resize(x, "", "", sizes)`` -> ``Resize(x, roi=f32[0], scales)`` when every output size is an integer multiple
-    of the input size (then ``floor(in * scale)`` is exact). The result is the same; an optional input left empty
-    reads as a dynamic shape to onnxruntime's usability checker, and Core ML's Resize builder takes ``scales``
+    """``Resize`` with an empty optional input (``roi``; ``scales`` when ``sizes`` is given) -> ``Resize(x, roi=f32[0],
+    scales)``. ``sizes`` becomes ``scales`` when every output size is an integer multiple of the input size (then
+    ``floor(in * scale)`` is exact); ``scales`` given as a constant stays. The result is the same; an empty optional
+    input reads as a dynamic shape to onnxruntime's usability checker, and Core ML's Resize builder takes ``scales``
     only when ``sizes`` is absent."""
     graph = model.graph
     inferred = shape_inference.infer_shapes(model).graph
@@ -300,19 +302,24 @@ def resize_with_scales(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx
               if value.type.tensor_type.HasField("shape")}
     constants = {tensor.name: tensor for tensor in graph.initializer}
     for index, node in enumerate(graph.node):
-        if (node.op_type != "Resize" or node.domain not in _DEFAULT_DOMAINS or len(node.input) != 4
-                or any(node.input[1:3]) or node.input[3] not in constants):
+        if node.op_type != "Resize" or node.domain not in _DEFAULT_DOMAINS or node.input[1:2] != [""]:
             continue
-        sizes = numpy_helper.to_array(constants[node.input[3]]).tolist()
-        before = shapes.get(node.input[0], [])
-        if len(before) != len(sizes) or not all(before) or any(out % size for out, size in zip(sizes, before, strict=True)):
-            continue
+        inputs = list(node.input) + [""] * (4 - len(node.input))
         roi, scales = f"mobile/resize_{index}/roi", f"mobile/resize_{index}/scales"
-        graph.initializer.extend([
-            numpy_helper.from_array(np.zeros(0, dtype=np.float32), roi),
-            numpy_helper.from_array(np.asarray([out // size for out, size in zip(sizes, before, strict=True)],
-                                               dtype=np.float32), scales)])
-        node.input[:] = [node.input[0], roi, scales]
+        if inputs[2] in constants and not inputs[3]:
+            scales = inputs[2]
+        elif not inputs[2] and inputs[3] in constants:
+            sizes = numpy_helper.to_array(constants[inputs[3]]).tolist()
+            before = shapes.get(inputs[0], [])
+            if (len(before) != len(sizes) or not all(before)
+                    or any(out % size for out, size in zip(sizes, before, strict=True))):
+                continue
+            graph.initializer.append(numpy_helper.from_array(
+                np.asarray([out // size for out, size in zip(sizes, before, strict=True)], dtype=np.float32), scales))
+        else:
+            continue
+        graph.initializer.append(numpy_helper.from_array(np.zeros(0, dtype=np.float32), roi))
+        node.input[:] = [inputs[0], roi, scales]
         rewrites.resizes += 1
     return model
 
