@@ -81,6 +81,16 @@ def test_mobile_batch_is_range_checked(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_mobile_batch_is_a_usage_error(tmp_path, capsys):
+    from ncsn_export.cli import build_parser, main
+
+    assert "--mobile-batch" in build_parser().format_help()
+    assert main(["--model", "toy-gmm", "--output", str(tmp_path / "out"), "--artifacts", "mobile", "--mobile-batch", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ncsn-export: error: ") and "`--mobile-batch` must be in [1, 64], got 0" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_onehot_rejects_levels_outside_the_trained_range():
     assert onehot([2, 0], 3).tolist() == [[0, 0, 1], [1, 0, 0]]
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
@@ -114,3 +124,29 @@ def test_refinenet_mobile_graphs_keep_one_partition(tmp_path):
     assert rewrites["instance_norms"] > 0 and rewrites["level_tables"] >= 1
     manifest = json.loads((report.output_dir / "manifest.json").read_text())
     assert all(row["passed"] for row in manifest["validation"] if row["graph"].startswith("mobile:"))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_tiny_attention_unet_mobile_graphs_keep_one_partition(tmp_path):
+    """diffusers-ncsn's UNet2DModelForNCSN with attention blocks: its timestep embedding MLP becomes level tables."""
+    torch = pytest.importorskip("torch")
+    unet_module = pytest.importorskip("ncsn.unet", reason="diffusers-ncsn is not installed")
+    from ncsn_export.models.diffusers_ncsn import DiffusersUNetScore
+
+    config = {"num_train_timesteps": 4, "num_annealed_steps": 2, "sigma_min": 0.05, "sigma_max": 1.0, "sampling_eps": 1e-4}
+    torch.manual_seed(0)
+    unet = unet_module.UNet2DModelForNCSN(
+        sigma_min=config["sigma_min"], sigma_max=config["sigma_max"], num_train_timesteps=config["num_train_timesteps"],
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=4).eval()
+    with torch.no_grad():  # a fresh UNet's output conv is zero: make the score non-trivial
+        for parameter in unet.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    spec = ModelSpec(name="tiny-unet", model=DiffusersUNetScore(unet).eval(), scheduler_config=config, sample_shape=(1, 8, 8),
+                     is_image=True, init_range=(0.0, 1.0), data_range=(0.0, 1.0), final_denoise=False,
+                     description="tiny attention UNet")
+    report = _export(tmp_path, spec)
+    _assert_accelerator_only(report.output_dir, 1, (1, 8, 8), 4)
+    assert report.manifest["artifacts"]["mobile:score"]["rewrites"]["level_tables"] >= 2  # embedding + per-block projections
