@@ -140,6 +140,10 @@ def tabulate_levels(model: onnx.ModelProto, source: str, batch: int, num_levels:
     kept = [value for value in probe.graph.input if value.name == source]
     del probe.graph.input[:]
     probe.graph.input.extend(kept)
+    read = {name for node in cone for name in node.input}
+    used = [tensor for tensor in probe.graph.initializer if tensor.name in read]  # not the network's weights
+    del probe.graph.initializer[:]
+    probe.graph.initializer.extend(used)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the kernels the network runs

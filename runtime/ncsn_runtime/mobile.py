@@ -37,7 +37,7 @@ from .manifest import Manifest, read_manifest, verified_graph_path
 from .noise import counter_normal, initial_sample, seeds_for_batch
 from .pipeline import load_scheduler
 from .providers import Device, open_session
-from .schedule import denoise_update
+from .schedule import check_count, denoise_update
 from .steppers import ScoreStepper, bad_samples, check_graph_io, langevin_loop
 
 __all__ = [
@@ -203,6 +203,7 @@ class MobileSampler:
         path = verified_graph_path(self.info.root, self.info, self.graph.file)  # sha256 of the graph + its weights
         self.session = open_session(path, Device("cpu"), intra_op_threads=intra_op_threads)
         self.scheduler = load_scheduler(self.info)  # sha256-checked, matching the graphs' levels
+        self._default_steps = self.scheduler.num_annealed_steps
         self.sample_shape = tuple(self.info.model.sample_shape)
 
     def __call__(self, seeds: Sequence[int] | np.ndarray, num_inference_steps: int | None = None,
@@ -212,8 +213,8 @@ class MobileSampler:
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
         scheduler = self.scheduler
         scheduler.set_timesteps(scheduler.num_train_timesteps if num_inference_steps is None else num_inference_steps)
-        if num_annealed_steps is not None:
-            scheduler.num_annealed_steps = int(num_annealed_steps)
+        scheduler.num_annealed_steps = (self._default_steps if num_annealed_steps is None
+                                        else check_count("num_annealed_steps", num_annealed_steps))
         timesteps, _, step_sizes = scheduler.schedule_arrays()
         model = self.info.model
         if sample is None:
