@@ -18,7 +18,8 @@ as ``Elu``, which both take), the passes below give a graph whose every node is 
    (the kernel's own math; float32 rounding differs by ~1e-7 relative; :func:`decompose_instance_norm`).
 4. **Uneven Split into Slices** (NNAPI's Split needs equal parts), then the optimizer again (folding the
    reshaped constants, dropping dead nodes).
-5. **Resize with a named empty ``roi`` and constant ``scales``** (:func:`resize_with_scales`).
+5. **Resize with a named empty ``roi`` and constant ``scales``** (:func:`resize_with_scales`); ``Neg`` and
+   ``ReduceSum`` in ops both EPs take (:func:`portable_ops`).
 
 The result: ``sample f32[B, *sample_shape], level_onehot f32[B, L] -> score f32[B, *sample_shape]``.
 Anything that cannot be fixed (a cone value without the batch as its first axis, rows that differ for equal
@@ -57,13 +58,15 @@ class MobileRewrites:
     instance_norms: int = 0
     splits: int = 0
     resizes: int = 0
+    portable: int = 0  # Neg / ReduceSum rewritten (portable_ops)
     table_bytes: int = 0
     ops: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {"nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "level_tables": self.level_tables,
                 "level_cone_nodes": self.level_cone_nodes, "instance_norms": self.instance_norms, "splits": self.splits,
-                "resizes": self.resizes, "table_bytes": self.table_bytes, "ops": dict(sorted(self.ops.items()))}
+                "resizes": self.resizes,
+                "portable": self.portable, "table_bytes": self.table_bytes, "ops": dict(sorted(self.ops.items()))}
 
 
 def _fix_input_dims(model: onnx.ModelProto, batch: int) -> None:
@@ -328,6 +331,43 @@ def resize_with_scales(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx
     return model
 
 
+def portable_ops(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx.ModelProto:
+    """Ops one of the two EPs lacks, in ops both take: ``Neg(x)`` -> ``Mul(x, -1)`` (exact; Core ML has no Neg) and
+    ``ReduceSum(x, axes)`` -> ``Mul(ReduceMean(x, axes), n)`` with ``n`` the static count of reduced elements (NNAPI
+    has no ReduceSum; float32 rounding ~1e-7 relative). A ReduceSum whose axes or shape are not constant stays."""
+    graph = model.graph
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+              for value in (*inferred.input, *inferred.value_info, *inferred.output)
+              if value.type.tensor_type.HasField("shape")}
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for index, node in enumerate(graph.node):
+        tag = f"mobile/portable_{index}"
+        if node.op_type == "Neg" and node.domain in _DEFAULT_DOMAINS:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(-1.0, dtype=np.float32), f"{tag}/minus_one"))
+            nodes.append(helper.make_node("Mul", [node.input[0], f"{tag}/minus_one"], list(node.output)))
+            rewrites.portable += 1
+            continue
+        shape = shapes.get(node.input[0]) if node.input else None
+        if (node.op_type == "ReduceSum" and node.domain in _DEFAULT_DOMAINS and shape and all(shape)
+                and not _attribute(node, "noop_with_empty_axes", 0)
+                and (len(node.input) == 1 or node.input[1] in constants)):
+            axes = (numpy_helper.to_array(constants[node.input[1]]).tolist() if len(node.input) > 1
+                    else list(range(len(shape))))
+            count = int(np.prod([shape[axis] for axis in axes])) if axes else int(np.prod(shape))
+            graph.initializer.append(numpy_helper.from_array(np.asarray(float(count), dtype=np.float32), f"{tag}/count"))
+            keepdims = int(_attribute(node, "keepdims", 1))
+            nodes += [helper.make_node("ReduceMean", list(node.input), [f"{tag}/mean"], keepdims=keepdims),
+                      helper.make_node("Mul", [f"{tag}/mean", f"{tag}/count"], list(node.output))]
+            rewrites.portable += 1
+            continue
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
 def load_inline(model: onnx.ModelProto, base_dir: str | os.PathLike | None) -> onnx.ModelProto:
     """A copy of ``model`` with its external-data initializers read into memory from ``base_dir``."""
     out = onnx.ModelProto()
@@ -362,6 +402,7 @@ def mobile_score(score: onnx.ModelProto, batch: int, num_levels: int,
     model = split_to_slices(model, rewrites)
     model = fold(model)
     model = resize_with_scales(model, rewrites)
+    model = portable_ops(model, rewrites)
     rewrites.nodes_after = len(model.graph.node)
     counts: dict[str, int] = {}
     for node in model.graph.node:
