@@ -63,10 +63,10 @@ class MobileRewrites:
     ops: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        return {"nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "level_tables": self.level_tables,
-                "level_cone_nodes": self.level_cone_nodes, "instance_norms": self.instance_norms, "splits": self.splits,
-                "resizes": self.resizes,
-                "portable": self.portable, "table_bytes": self.table_bytes, "ops": dict(sorted(self.ops.items()))}
+        return {**{name: getattr(self, name) for name in ("nodes_before", "nodes_after", "level_tables",
+                                                          "level_cone_nodes", "instance_norms", "splits", "resizes",
+                                                          "portable", "table_bytes")},
+                "ops": dict(sorted(self.ops.items()))}
 
 
 def _fix_input_dims(model: onnx.ModelProto, batch: int) -> None:
@@ -134,16 +134,22 @@ def tabulate_levels(model: onnx.ModelProto, source: str, batch: int, num_levels:
     cone, frontier = level_cone(graph, source)
     if not frontier:
         raise MobileGraphError(f"the network never reads `{source}`: nothing to tabulate")
+    cone_ids = {id(node) for node in cone}
+    direct = [node.op_type for node in graph.node if id(node) not in cone_ids and source in node.input]
+    if direct:
+        raise MobileGraphError(f"`{source}` is read directly by {', '.join(sorted(set(direct)))} next to the sample: "
+                               "only values computed from the level alone can become one-hot lookups")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    read = {name for node in cone for name in node.input}
+    constants = [node for node in graph.node if node.op_type == "Constant" and node.output[0] in read]
     del probe.graph.node[:]
-    probe.graph.node.extend(cone)
+    probe.graph.node.extend([*constants, *cone])
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in frontier)
     kept = [value for value in probe.graph.input if value.name == source]
     del probe.graph.input[:]
     probe.graph.input.extend(kept)
-    read = {name for node in cone for name in node.input}
     used = [tensor for tensor in probe.graph.initializer if tensor.name in read]  # not the network's weights
     del probe.graph.initializer[:]
     probe.graph.initializer.extend(used)
@@ -164,8 +170,6 @@ def tabulate_levels(model: onnx.ModelProto, source: str, batch: int, num_levels:
             if not np.array_equal(value, np.broadcast_to(value[0], value.shape)):
                 raise MobileGraphError(f"level-dependent value {name!r} differs across samples of equal level {level}")
         tables[name] = (rows.reshape(num_levels, -1).astype(values[0].dtype), tuple(shape[1:]))
-    nodes: list[onnx.NodeProto] = []
-    cone_ids = {id(node) for node in cone}
     replacement: list[onnx.NodeProto] = []
     for name, (table, rest) in tables.items():
         if table.dtype != np.float32:
