@@ -23,6 +23,9 @@ Written by :mod:`ncsn_export` and read by every host. Layout (format_version 1):
                                # "ort:KEY" ({"file": "ort/KEY.ort", "graph": KEY}) and "ort" ({"file":
                                # "ort/required_operators.config", "graphs", "operators", "weights", ...}):
                                # ORT-format graphs, read back by ncsn_runtime.ort_format
+                               # "mobile:score" / "mobile:step" ({"file": "mobile/KEY.onnx", "batch": B,
+                               # "inputs", "outputs" (fixed shapes), "nodes", "usability", "external_data"}):
+                               # fixed-shape NNAPI / Core ML graphs, read back by ncsn_runtime.mobile
       "export_seconds": {"trace": float, "compose": float, "<file>": float, "validation": float},
       "files": {"<relative path>": {"sha256": hex, "bytes": int}},
       "validation": [{"artifact", "graph", "mode", "check": "dynamic" | "full", "reference", "max_abs_diff",
