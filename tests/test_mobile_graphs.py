@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from ncsn_runtime import NCSNPipeline
+from ncsn_runtime.errors import ExportDirectoryError
 from ncsn_runtime.manifest import read_manifest
 from ncsn_runtime.mobile import MobileSampler, mobile_graphs, onehot
 from test_export_nets import TINY_CONFIG, tiny_conv_spec
@@ -72,6 +73,18 @@ def test_tiny_mobile_export_is_accelerator_only_and_samples_like_the_fused_graph
     assert mobile.shape == fused.shape
     assert np.max(np.abs(mobile - fused)) <= 1e-4
     assert np.max(np.abs(MobileSampler(root, "score")(seeds) - fused)) <= 1e-4
+    # untrusted input: a changed weights byte and a batch out of range are refused before any session runs
+    weights = root / "mobile" / "weights.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ExportDirectoryError, match=r"weights\.onnx\.data"):
+        MobileSampler(root, "step")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["artifacts"]["mobile:score"]["batch"] = 0
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportDirectoryError, match=r"batch must be an int in \[1, 64\]"):
+        MobileSampler(root, "score")
 
 
 def test_mobile_batch_is_range_checked(tmp_path):
