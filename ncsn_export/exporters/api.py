@@ -325,7 +325,7 @@ def write_mobile(plan: ExportPlan, traced: TraceResult, staging: Path, batch: in
     try:
         entries, seconds = write_mobile_graphs(staging, traced.score, staging if traced.weights else None,
                                                plan.sample_shape, len(plan.train_sigmas), batch)
-    except (MobileGraphError, onnx.checker.ValidationError) as error:
+    except (MobileGraphError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise ExportError(f"the mobile graphs were requested but could not be made: {error}") from error
     return WriteResult([], entries, seconds)
 

@@ -171,13 +171,19 @@ def tabulate_levels(model: onnx.ModelProto, source: str, batch: int, num_levels:
                 raise MobileGraphError(f"level-dependent value {name!r} differs across samples of equal level {level}")
         tables[name] = (rows.reshape(num_levels, -1).astype(values[0].dtype), tuple(shape[1:]))
     replacement: list[onnx.NodeProto] = []
+    onehots = {np.dtype(np.float32): ONEHOT_INPUT}  # a float16 network (--fp16) reads a cast one-hot (exact)
     for name, (table, rest) in tables.items():
-        if table.dtype != np.float32:
-            raise MobileGraphError(f"level-dependent value {name!r} is {table.dtype}, not float32")
+        if table.dtype not in (np.float32, np.float16):
+            raise MobileGraphError(f"level-dependent value {name!r} is {table.dtype}, not float32 or float16")
+        if table.dtype not in onehots:
+            onehots[table.dtype] = f"{ONEHOT_INPUT}/{table.dtype}"
+            replacement.append(helper.make_node("Cast", [ONEHOT_INPUT], [onehots[table.dtype]],
+                                                to=helper.np_dtype_to_tensor_dtype(table.dtype)))
         table_name, product, shape_name = f"mobile/table/{name}", f"mobile/onehot_mm/{name}", f"mobile/shape/{name}"
         graph.initializer.append(numpy_helper.from_array(table, table_name))
         graph.initializer.append(numpy_helper.from_array(np.asarray([batch, *rest], dtype=np.int64), shape_name))
-        replacement.append(helper.make_node("MatMul", [ONEHOT_INPUT, table_name], [product], name=f"mobile/MatMul/{name}"))
+        replacement.append(helper.make_node("MatMul", [onehots[table.dtype], table_name], [product],
+                                            name=f"mobile/MatMul/{name}"))
         replacement.append(helper.make_node("Reshape", [product, shape_name], [name], name=f"mobile/Reshape/{name}"))
         rewrites.table_bytes += table.nbytes
     nodes = replacement + [node for node in graph.node if id(node) not in cone_ids]
@@ -196,6 +202,20 @@ def tabulate_levels(model: onnx.ModelProto, source: str, batch: int, num_levels:
     return model
 
 
+def _value_types(model: onnx.ModelProto) -> tuple[dict[str, list[int]], dict[str, np.dtype]]:
+    """Static shapes and numpy dtypes of ``model``'s values (onnx shape inference)."""
+    inferred = shape_inference.infer_shapes(model).graph
+    values = [value for value in (*inferred.input, *inferred.value_info, *inferred.output)
+              if value.type.tensor_type.HasField("shape")]
+    shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim] for value in values}
+    dtypes = {value.name: helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) for value in values
+              if value.type.tensor_type.elem_type}
+    for tensor in model.graph.initializer:
+        shapes[tensor.name] = list(tensor.dims)
+        dtypes[tensor.name] = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    return shapes, dtypes
+
+
 def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
@@ -209,10 +229,7 @@ def decompose_instance_norm(model: onnx.ModelProto, rewrites: MobileRewrites) ->
     ``Reshape`` read only here is reshaped from its source directly (the flattening Reshape then dies).
     """
     graph = model.graph
-    inferred = shape_inference.infer_shapes(model).graph
-    ranks = {value.name: len(value.type.tensor_type.shape.dim)
-             for value in (*inferred.input, *inferred.value_info, *inferred.output)
-             if value.type.tensor_type.HasField("shape")}
+    shapes, dtypes = _value_types(model)
     constants = {tensor.name: tensor for tensor in graph.initializer}
     producers = {name: node for node in graph.node for name in node.output}
     readers: dict[str, int] = {}
@@ -235,7 +252,7 @@ def decompose_instance_norm(model: onnx.ModelProto, rewrites: MobileRewrites) ->
             nodes.append(node)
             continue
         x, scale, bias = node.input
-        rank = ranks.get(x)
+        rank = len(shapes[x]) if x in shapes else None
         if rank is None or rank < 3:
             raise MobileGraphError(f"InstanceNormalization {node.name!r}: input {x!r} has unknown rank {rank}")
         tag = f"mobile/in_{index}"
@@ -243,7 +260,7 @@ def decompose_instance_norm(model: onnx.ModelProto, rewrites: MobileRewrites) ->
         graph.initializer.extend([
             numpy_helper.from_array(np.arange(2, rank, dtype=np.int64), axes),
             numpy_helper.from_array(np.asarray([-1] + [1] * (rank - 2), dtype=np.int64), param_shape),
-            numpy_helper.from_array(np.asarray(_attribute(node, "epsilon", 1e-5), dtype=np.float32), eps),
+            numpy_helper.from_array(np.asarray(_attribute(node, "epsilon", 1e-5), dtype=dtypes.get(x, np.float32)), eps),
         ])
         nodes += [
             helper.make_node("ReduceMean", [x, axes], [f"{tag}/mean"], keepdims=1),
@@ -340,16 +357,14 @@ def portable_ops(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx.Model
     ``ReduceSum(x, axes)`` -> ``Mul(ReduceMean(x, axes), n)`` with ``n`` the static count of reduced elements (NNAPI
     has no ReduceSum; float32 rounding ~1e-7 relative). A ReduceSum whose axes or shape are not constant stays."""
     graph = model.graph
-    inferred = shape_inference.infer_shapes(model).graph
-    shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim]
-              for value in (*inferred.input, *inferred.value_info, *inferred.output)
-              if value.type.tensor_type.HasField("shape")}
+    shapes, dtypes = _value_types(model)
     constants = {tensor.name: tensor for tensor in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
         tag = f"mobile/portable_{index}"
+        dtype = dtypes.get(node.input[0], np.float32) if node.input else np.float32
         if node.op_type == "Neg" and node.domain in _DEFAULT_DOMAINS:
-            graph.initializer.append(numpy_helper.from_array(np.asarray(-1.0, dtype=np.float32), f"{tag}/minus_one"))
+            graph.initializer.append(numpy_helper.from_array(np.asarray(-1.0, dtype=dtype), f"{tag}/minus_one"))
             nodes.append(helper.make_node("Mul", [node.input[0], f"{tag}/minus_one"], list(node.output)))
             rewrites.portable += 1
             continue
@@ -360,7 +375,7 @@ def portable_ops(model: onnx.ModelProto, rewrites: MobileRewrites) -> onnx.Model
             axes = (numpy_helper.to_array(constants[node.input[1]]).tolist() if len(node.input) > 1
                     else list(range(len(shape))))
             count = int(np.prod([shape[axis] for axis in axes])) if axes else int(np.prod(shape))
-            graph.initializer.append(numpy_helper.from_array(np.asarray(float(count), dtype=np.float32), f"{tag}/count"))
+            graph.initializer.append(numpy_helper.from_array(np.asarray(float(count), dtype=dtype), f"{tag}/count"))
             keepdims = int(_attribute(node, "keepdims", 1))
             nodes += [helper.make_node("ReduceMean", list(node.input), [f"{tag}/mean"], keepdims=keepdims),
                       helper.make_node("Mul", [f"{tag}/mean", f"{tag}/count"], list(node.output))]
