@@ -132,6 +132,86 @@ def test_cli_engine_ray_npy_and_errors(local_ray, toy, reference, tmp_path, caps
     assert exit_info.value.code == 2 and "need --engine ray" in capsys.readouterr().err
 
 
+class FailInConstructorActor(distributed.SamplerActor):
+    """A worker whose constructor fails (as a missing provider or an unreadable export on that node would)."""
+
+    def __init__(self, *args, **kwargs):
+        raise OSError("simulated: the export is not readable on this node")
+
+
+class FailInCallActor(distributed.SamplerActor):
+    def __call__(self, batch):
+        raise ValueError("simulated worker failure\nover two lines")
+
+
+@pytest.mark.parametrize(("actor", "message"), [
+    (FailInConstructorActor, "a Ray worker failed: OSError: simulated: the export is not readable on this node"),
+    (FailInCallActor, "a Ray worker failed: ValueError: simulated worker failure"),
+])
+def test_a_worker_error_is_one_line(local_ray, toy, actor, message):
+    with pytest.raises(distributed.WorkerError) as info:
+        distributed.generate(toy, 4, SEED, mode="fused", progress=False, max_retries=0, actor_class=actor)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text and "Traceback" not in text, text
+    assert info.value.exit_code == 2
+
+
+def _broken_graph(toy: Path, target: Path) -> Path:
+    """sampler.onnx replaced by a well-formed model with an operator onnxruntime does not have, its sha256 updated:
+    the driver's checks pass, only a worker's session load fails."""
+    import onnx
+    from onnx import TensorProto, helper
+    from untrusted import copy_export, rehash
+
+    copy_export(toy, target)
+    x = helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("final_sample", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["sample"], ["final_sample"])], "broken", [x], [y])
+    (target / "sampler.onnx").unlink()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(target / "sampler.onnx"))
+    rehash(target, "sampler.onnx")
+    return target
+
+
+@pytest.mark.parametrize("case", ["mode-graph-conflict", "steps-over-levels", "gpus-absent", "broken-graph"])
+def test_cli_ray_errors_are_one_line_exit_2(local_ray, toy, tmp_path, capsys, case):
+    """Checked before dispatch where possible (the first three never start an actor); a worker's error is one line."""
+    export, extra = toy, []
+    if case == "mode-graph-conflict":
+        extra, expected = ["--mode", "fused", "--graph", "step"], "conflicts with graph='step'"
+    elif case == "steps-over-levels":
+        extra, expected = ["--num-inference-steps", "100000"], "must be in [1, "
+    elif case == "gpus-absent":
+        if ray.cluster_resources().get("GPU", 0) >= 1:
+            pytest.skip("this Ray cluster has a GPU: --gpus-per-worker 1 can be placed")
+        extra, expected = ["--gpus-per-worker", "1"], "the Ray cluster has 0 GPUs"
+    else:
+        export, extra, expected = _broken_graph(toy, tmp_path / "broken"), ["--mode", "fused"], "a Ray worker failed: "
+    out = tmp_path / "x.npy"
+    start = time.perf_counter()
+    code = sample_main([str(export), "-n", "4", "--engine", "ray", "--output", str(out), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("ncsn-sample:")]
+    assert code == 2 and len(ours) == 1 and expected in ours[0], err
+    assert "Traceback" not in err and not out.exists(), err
+    assert time.perf_counter() - start < 60  # the absent GPU is refused, not waited for
+
+
+def test_seed_bound_is_the_local_one(local_ray, toy, tmp_path, capsys):
+    """--seed 2**63 - 1 -n 1 is valid on both engines and gives the same sample; -n 2 is refused by both."""
+    from ncsn_runtime.noise import MAX_SEED
+
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.npy"
+        assert sample_main([str(toy), "--seed", str(MAX_SEED), "-n", "1", "--engine", engine, "--mode", "fused",
+                            "--output", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+        assert sample_main([str(toy), "--seed", str(MAX_SEED), "-n", "2", "--engine", engine, "--mode", "fused",
+                            "--output", str(tmp_path / "refused.npy"), "--no-progress"]) == 2
+        assert f"[0, {MAX_SEED - 1}]" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "local.npy"), python_samples(toy, MAX_SEED, 1, "fused"))
+
+
 def test_runtime_imports_without_ray():
     code = textwrap.dedent(
         """

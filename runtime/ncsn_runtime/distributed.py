@@ -19,14 +19,21 @@ A worker that dies mid-item is restarted by Ray (``max_restarts``) and the item 
 (``max_task_retries``); output is only committed when an item succeeds, and the driver checks that every
 sample index arrived exactly once.
 
+What can be checked is checked on the driver before any work is dispatched (:func:`preflight`: the export and
+every graph's sha256, the ``mode`` / ``graph`` pair, the level count, GPUs the cluster does not have). An error
+raised inside a worker all the same (onnxruntime, a provider, a NaN sample) reaches the caller as one
+:class:`WorkerError` naming the worker's exception and its message, never Ray's 60-line traceback.
+
 ``ray`` is imported only when a function here runs: ``import ncsn_runtime`` never needs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,8 +45,9 @@ import numpy as np
 from .arguments import check_ranges
 from .fileio import confined_path, read_json_object, write_json_atomic
 from .images import save_npy
-from .manifest import MANIFEST_NAME, load_manifest
+from .manifest import MANIFEST_NAME
 from .noise import MAX_SEED
+from .schedule import check_count
 from .verify import sha256_file
 
 logger = logging.getLogger("ncsn_runtime")
@@ -53,6 +61,78 @@ DEFAULT_MAX_RETRIES = 3
 # Identity of a shard directory: a rerun must use the same values, or its shards would mix two jobs.
 IDENTITY_KEYS = ("export_manifest_sha256", "seed", "num_samples", "shard_size", "sample_shape", "num_inference_steps", "mode",
                  "graph")
+
+
+class WorkerError(RuntimeError):
+    """An error raised inside a Ray worker, as one line: ``ErrorType: message`` of the worker's own exception.
+
+    ``exit_code`` is what ``ncsn-sample`` exits with: 1 for a NaN/inf sample (as the local engine), else 2.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# the first line of a formatted traceback that names an exception: "pkg.mod.ValueError: text" (Ray's own excluded)
+_EXCEPTION_LINE = re.compile(r"^(?!ray\.)((?:[A-Za-z_]\w*\.)*)([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)): (.+)$",
+                             re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def worker_error(error: BaseException) -> WorkerError:
+    """The one-line :class:`WorkerError` of an exception Ray raised for a failed worker (task or actor creation).
+
+    Ray keeps the worker's exception only as formatted text (its ``RayTaskError`` / ``ActorDiedError`` message
+    holds the remote traceback); the first exception line in it that is not Ray's own is the cause.
+    """
+    text = _ANSI.sub("", str(error))
+    match = _EXCEPTION_LINE.search(text)
+    if match is None:
+        first = next((line.strip() for line in text.splitlines() if line.strip() and not line.startswith("ray::")), "")
+        return WorkerError(f"a Ray worker failed: {type(error).__name__}: {first[:500] or 'no message'}")
+    name, message = match.group(2), " ".join(match.group(3).split())
+    return WorkerError(f"a Ray worker failed: {name}: {message[:2000]}", exit_code=1 if name == "NonFiniteSampleError" else 2)
+
+
+def _is_ray_error(error: BaseException) -> bool:
+    return any(cls.__module__.startswith("ray.") for cls in type(error).__mro__)
+
+
+def preflight(export_dir: Path, mode: str, graph: str | None, num_inference_steps: int | None) -> Any:
+    """The checks a worker would fail on, done once on the driver before dispatch; returns the (session-less) pipeline.
+
+    Opens the export on the CPU provider without sessions (manifest, scheduler config and every graph's sha256, as
+    :meth:`NCSNPipeline.from_pretrained`), checks the ``mode`` / ``graph`` pair and the level count.
+    """
+    from .pipeline import NCSNPipeline
+
+    pipe = NCSNPipeline.from_pretrained(export_dir, provider="cpu")
+    pipe.choose_graph(mode, graph)
+    levels = pipe.scheduler.num_train_timesteps
+    if num_inference_steps is not None:
+        try:
+            check_count("num_inference_steps", num_inference_steps, 1, levels)
+        except ValueError as error:
+            raise ValueError(f"{error} (this export was trained on {levels} noise levels)") from None
+    return pipe
+
+
+@contextlib.contextmanager
+def _quiet_ray_logs(enabled: bool):
+    """Ray Data logs a failed UDF's full stack trace at ERROR (and its progress at INFO): off, the error is ours to show."""
+    if not enabled:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -297,8 +377,8 @@ def generate(
     if not num_cpus > 0 or num_gpus < 0:
         raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, got {num_cpus} and {num_gpus}")
     export_dir = Path(export_dir).resolve()
-    manifest = load_manifest(export_dir)
-    sample_shape = tuple(int(size) for size in manifest["model"]["sample_shape"])
+    pipe = preflight(export_dir, mode, graph, num_inference_steps)
+    sample_shape = tuple(int(size) for size in pipe.sample_shape)
     out = None if output is None else Path(output)
     shards = out is not None and (out.is_dir() or out.suffix == "")
     if out is not None and not shards and out.suffix.lower() != ".npy":
@@ -336,10 +416,25 @@ def run_items(items: Sequence[WorkItem], sink: ArraySink | ShardSink, export_dir
               progress: tuple[int, int] | None, actor_class: type) -> None:
     """Map ``items`` over ``num_workers`` actors with Ray Data and feed the results to ``sink`` on the driver."""
     ray = import_ray()
+    with _quiet_ray_logs(not logger.isEnabledFor(logging.INFO)):
+        _run_items(ray, items, sink, export_dir, seed, num_inference_steps=num_inference_steps, mode=mode, graph=graph,
+                   provider=provider, batch_size=batch_size, num_workers=num_workers, num_cpus=num_cpus,
+                   num_gpus=num_gpus, ray_address=ray_address, max_retries=max_retries, progress=progress,
+                   actor_class=actor_class)
+
+
+def _run_items(ray: Any, items: Sequence[WorkItem], sink: ArraySink | ShardSink, export_dir: Path, seed: int, *,
+               num_inference_steps: int | None, mode: str, graph: str | None, provider: str, batch_size: int | None,
+               num_workers: int, num_cpus: float, num_gpus: float, ray_address: str | None, max_retries: int,
+               progress: tuple[int, int] | None, actor_class: type) -> None:
     started = not ray.is_initialized()
     if started:
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        available = float(ray.cluster_resources().get("GPU", 0.0))
+        if num_gpus > available:  # Ray would wait forever for an actor it cannot place
+            raise ValueError(f"--gpus-per-worker {num_gpus:g} (provider {provider!r}) needs a GPU per worker, but the Ray "
+                             f"cluster has {available:g} GPUs; use --provider cpu or a cluster with GPUs")
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows one bar in samples instead
         rows = [{"start": item.start, "count": item.count} for item in items]
@@ -363,6 +458,10 @@ def run_items(items: Sequence[WorkItem], sink: ArraySink | ShardSink, export_dir
                 sink.add(indices, np.asarray(batch["sample"], dtype=np.float32))
                 if bar:
                     bar.update(len(indices))
+        except Exception as error:
+            if _is_ray_error(error):
+                raise worker_error(error) from error
+            raise
         finally:
             if bar:
                 bar.close()
@@ -406,7 +505,15 @@ def run_cli(args: Any) -> int:
     except NonFiniteSampleError as error:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 1
-    except (ExportDirectoryError, ProviderError, ValueError, TypeError, ImportError, FileNotFoundError) as error:
+    except WorkerError as error:
+        print(f"ncsn-sample: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:  # the environment (a full disk, ...) or a path: the file and the cause, as --engine local
+        from .fileio import os_error_line
+
+        print(f"ncsn-sample: error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+    except (ExportDirectoryError, ProviderError, ValueError, TypeError, ImportError) as error:
         print(f"ncsn-sample: error: {error}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
