@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // Tiny static server for the browser example: node examples/web/serve.mjs EXPORT_DIR [--port 8000] [--host 127.0.0.1]
+// A bad --port (not an integer in [1, 65535]) or --host, or an unknown option, is one line and exit 2; a port in
+// use or a failed listen is one line and exit 1 (the environment). No stack trace for either.
 //
 //   /                -> examples/web/index.html
 //   /examples/web/*  -> the page's files
@@ -17,6 +19,7 @@
 import { constants } from 'node:fs';
 import { open, realpath, stat } from 'node:fs/promises';
 import http from 'node:http';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -158,22 +161,88 @@ export function serve({ exportDir, port = 8000, host = '127.0.0.1' }) {
   });
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: { port: { type: 'string', default: '8000' }, host: { type: 'string', default: '127.0.0.1' } },
-  });
-  if (positionals.length !== 1) {
-    process.stderr.write('usage: node examples/web/serve.mjs EXPORT_DIR [--port 8000] [--host 127.0.0.1]\n');
-    process.exit(2);
+const USAGE = 'usage: node examples/web/serve.mjs EXPORT_DIR [--port 8000] [--host 127.0.0.1]';
+
+/** A mistake in the command line (exit 2) or the environment (exit 1), shown as one line. */
+class CliError extends Error {
+  constructor(message, exitCode = 2) {
+    super(message);
+    this.exitCode = exitCode;
   }
+}
+
+/**
+ * `--port` as an integer in [1, 65535] (decimal digits only: "8e3", "0x50", " 80" and "" are refused).
+ * @param {string} text
+ * @returns {number}
+ */
+export function parsePort(text) {
+  const port = /^[0-9]{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 1 && port <= 65535)) throw new CliError(`--port must be an integer in [1, 65535], got ${JSON.stringify(text)}`);
+  return port;
+}
+
+/**
+ * `--host` as an IP address or a host name (letters, digits, '-', '.'; at most 253 characters).
+ * @param {string} text
+ * @returns {string}
+ */
+export function parseHost(text) {
+  const name = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+  if (!isIP(text) && !name.test(text)) {
+    throw new CliError(`--host must be an IP address or a host name (e.g. 127.0.0.1, localhost), got ${JSON.stringify(text)}`);
+  }
+  return text;
+}
+
+/** The one-line message of a failed listen (the port or address, and why), and its exit code. */
+function listenError(error, host, port) {
+  const where = `${host}:${port}`;
+  const reasons = {
+    EADDRINUSE: [`--port ${port}: the port is in use on ${host} (another server?); pick another --port`, 1],
+    EACCES: [`--port ${port}: permission denied to listen on ${where} (ports below 1024 need privileges)`, 1],
+    EADDRNOTAVAIL: [`--host ${host}: not an address of this machine, cannot listen on ${where}`, 2],
+    ENOTFOUND: [`--host ${host}: the name does not resolve, cannot listen on it`, 2],
+    EAI_AGAIN: [`--host ${host}: the name cannot be resolved now (DNS), cannot listen on it`, 1],
+  };
+  const [message, code] = reasons[error?.code] ?? [`cannot listen on ${where}: ${error?.code ?? ''} ${error?.message ?? error}`.trim(), 1];
+  return new CliError(message, code);
+}
+
+async function main() {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: { port: { type: 'string', default: '8000' }, host: { type: 'string', default: '127.0.0.1' } },
+    });
+  } catch (error) {
+    throw new CliError(`${error.message.replace(/\s*\n\s*/g, ' ')} (${USAGE})`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new CliError(USAGE);
+  const port = parsePort(values.port);
+  const host = parseHost(values.host);
   const exportDir = path.resolve(positionals[0]);
   const info = await stat(path.join(exportDir, 'manifest.json')).catch(() => null);
-  if (!info) {
-    process.stderr.write(`error: ${exportDir} has no manifest.json: not an ncsn-export directory\n`);
-    process.exit(1);
+  if (!info?.isFile()) throw new CliError(`${exportDir} has no manifest.json: not an ncsn-export directory`, 1);
+  let server;
+  try {
+    server = await serve({ exportDir, port, host });
+  } catch (error) {
+    throw listenError(error, host, port);
   }
-  const server = await serve({ exportDir, port: Number(values.port), host: values.host });
   const address = /** @type {import('node:net').AddressInfo} */ (server.address());
-  process.stdout.write(`serving http://${values.host}:${address.port}/ (export: ${exportDir})\n`);
+  process.stdout.write(`serving http://${host.includes(':') ? `[${host}]` : host}:${address.port}/ (export: ${exportDir})\n`);
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    await main();
+  } catch (error) {
+    // a user's or the environment's mistake is one line; anything else is ours, still one line (no stack trace)
+    const line = String(error instanceof CliError ? error.message : `${error?.name ?? 'Error'}: ${error?.message ?? error}`).split('\n')[0];
+    process.stderr.write(`error: ${line}\n`);
+    process.exit(error instanceof CliError ? error.exitCode : 1);
+  }
 }
