@@ -3,8 +3,19 @@
 // initializers, sparse initializers and every node attribute holding a tensor or a subgraph (Loop bodies),
 // recursively. The host reads (and sha256-checks) exactly these files and hands them to onnxruntime as
 // `externalData`, so onnxruntime never reads a file the manifest does not list.
+// The walk reads through a ByteReader ({length, byte(pos), slice(start, end)}): a Uint8Array in memory, or (Node)
+// a window over a file (node.js fileReader), so a graph with GBs of embedded weights is walked without reading them.
+
+/**
+ * @typedef {object} ByteReader
+ * @property {number} length
+ * @property {(pos: number) => number} byte
+ * @property {(start: number, end: number) => Uint8Array} slice
+ */
 
 export const MAX_DEPTH = 64;
+/** Longest external_data key / value read (a location is a relative path: PATH_MAX is 4096). */
+export const MAX_ENTRY_BYTES = 4096;
 
 /** A model file that is not a well-formed ONNX protobuf. */
 export class ExternalDataError extends Error {
@@ -14,12 +25,22 @@ export class ExternalDataError extends Error {
   }
 }
 
+/**
+ * @param {Uint8Array | ByteReader} bytes
+ * @returns {ByteReader}
+ */
+export function asReader(bytes) {
+  if (typeof bytes?.byte === 'function') return /** @type {ByteReader} */ (bytes);
+  const array = /** @type {Uint8Array} */ (bytes);
+  return { length: array.byteLength, byte: (pos) => array[pos], slice: (start, end) => array.subarray(start, end) };
+}
+
 function varint(bytes, pos, end) {
   let result = 0;
   let scale = 1;
   for (let shift = 0; shift < 64; shift += 7) {
     if (pos >= end) throw new ExternalDataError('truncated varint');
-    const byte = bytes[pos++];
+    const byte = bytes.byte(pos++);
     result += (byte & 0x7f) * scale; // exact below 2^53: every length and enum we read is far smaller
     if (!(byte & 0x80)) return [result, pos];
     scale *= 128;
@@ -63,7 +84,11 @@ function tensor(bytes, start, end, found) {
     if (number === 14 && wire === 0) external = value === 1; // data_location EXTERNAL
     else if (number === 13 && wire === 2) { // external_data: StringStringEntryProto {key = 1, value = 2}
       const entry = {};
-      fields(bytes, s, e, (n, w, a, b) => { if (w === 2) entry[n] = decoder.decode(bytes.subarray(a, b)); });
+      fields(bytes, s, e, (n, w, a, b) => {
+        if (w !== 2) return;
+        if (b - a > MAX_ENTRY_BYTES) throw new ExternalDataError(`an external_data entry is ${b - a} bytes (at most ${MAX_ENTRY_BYTES})`);
+        entry[n] = decoder.decode(bytes.slice(a, b));
+      });
       if (entry[1] === 'location') locations.push(entry[2] ?? '');
     }
   });
@@ -99,12 +124,13 @@ function graph(bytes, start, end, found, depth) {
 
 /**
  * The distinct `location` strings of every external tensor of an ONNX model, in order.
- * @param {Uint8Array} bytes the model file
+ * @param {Uint8Array | ByteReader} model the model file (its bytes, or a reader over it)
  * @returns {string[]}
  */
-export function externalDataLocations(bytes) {
+export function externalDataLocations(model) {
+  const bytes = asReader(model);
   const found = [];
-  fields(bytes, 0, bytes.byteLength, (number, wire, s, e) => {
+  fields(bytes, 0, bytes.length, (number, wire, s, e) => {
     if (wire !== 2) return;
     if (number === 7) graph(bytes, s, e, found, 1); // ModelProto.graph
     else if (number === 25) { // ModelProto.functions: FunctionProto.node = 7
@@ -161,7 +187,7 @@ function fieldList(bytes, start, end) {
       pos = e;
     } else throw new ExternalDataError(`unsupported protobuf wire type ${wire}`);
     if (pos > end) throw new ExternalDataError('a field runs past the end of its message');
-    out.push({ number, wire, s, e, raw: bytes.subarray(begin, pos) });
+    out.push({ number, wire, s, e, raw: bytes.slice(begin, pos) });
   }
   return out;
 }
@@ -205,9 +231,10 @@ function stripSubgraphs(bytes, start, end, moved, depth, isMain) {
  * @returns {Uint8Array}
  */
 export function hoistExternalInitializers(bytes) {
-  const items = fieldList(bytes, 0, bytes.byteLength);
+  const reader = asReader(bytes);
+  const items = fieldList(reader, 0, reader.length);
   const moved = [];
   const chunks = items.map((item) => (item.number === 7 && item.wire === 2
-    ? field(7, stripSubgraphs(bytes, item.s, item.e, moved, 1, true)) : item.raw));
+    ? field(7, stripSubgraphs(reader, item.s, item.e, moved, 1, true)) : item.raw));
   return moved.length ? concat(chunks) : bytes;
 }

@@ -26,6 +26,11 @@ export const GRAPH_CONTRACT = {
  *   file's bytes; rejects with an Error naming it (a file over maxBytes, or a symlink with noSymlink, is refused unread where it can be)
  * @property {(bytes: Uint8Array) => Promise<string>} [sha256] hex sha256 (default: WebCrypto)
  * @property {(relative: string) => Promise<string>} [localPath] the file's confined real path on disk (Node: onnxruntime-node opens graphs by path)
+ * @property {(relative: string, entry: {sha256: string, bytes: number}, options?: {locations?: boolean}) =>
+ *   Promise<{path: string, stamp: string, locations: string[]}>} [verifyLocal] (Node) size + streamed sha256 of a file on disk,
+ *   and the external-data locations it names, without holding the file in memory
+ * @property {(relative: string, path: string, stamp: string) => Promise<void>} [unchanged] (Node) throws when the file
+ *   is no longer the one verifyLocal hashed
  */
 
 /**
@@ -211,23 +216,43 @@ export async function sha256Hex(bytes) {
  * @returns {Promise<Uint8Array>}
  */
 export async function readVerified(source, manifest, relative) {
-  checkRelativePath(relative, 'file');
-  const entry = Object.hasOwn(manifest.files, relative) ? manifest.files[relative] : undefined;
-  if (!entry) throw new ExportDirectoryError(`${relative} is not listed in ${MANIFEST_NAME}`);
+  const entry = listedEntry(manifest, relative);
   let bytes;
   try {
     bytes = await source.readBytes(relative);
   } catch (error) {
     throw new ExportDirectoryError(`${source.location}/${relative} is listed in ${MANIFEST_NAME} but missing (${error.message})`);
   }
-  if (bytes.byteLength !== entry.bytes) {
-    throw new ExportDirectoryError(`${source.location}/${relative} is ${bytes.byteLength} bytes, ${MANIFEST_NAME} says ${entry.bytes} (truncated or replaced?)`);
-  }
+  if (bytes.byteLength !== entry.bytes) checkListedFile(source.location, relative, entry, bytes.byteLength, null);
   const digest = source.sha256 ? await source.sha256(bytes) : await sha256Hex(bytes);
-  if (digest !== null && digest !== entry.sha256) {
-    throw new ExportDirectoryError(`${source.location}/${relative} sha256 ${digest.slice(0, 12)}... does not match ${MANIFEST_NAME} (${String(entry.sha256).slice(0, 12)}...)`);
-  }
+  checkListedFile(source.location, relative, entry, bytes.byteLength, digest);
   return bytes;
+}
+
+/**
+ * The manifest entry of a listed file (relative path checked); throws when it is not listed.
+ * @param {Manifest} manifest @param {string} relative
+ * @returns {{sha256: string, bytes: number}}
+ */
+export function listedEntry(manifest, relative) {
+  checkRelativePath(relative, 'file');
+  const entry = Object.hasOwn(manifest.files, relative) ? manifest.files[relative] : undefined;
+  if (!entry) throw new ExportDirectoryError(`${relative} is not listed in ${MANIFEST_NAME}`);
+  return entry;
+}
+
+/**
+ * Throws unless a file's size and sha256 are its manifest entry's (one message for in-memory and streamed checks).
+ * @param {string} location @param {string} relative @param {{sha256: string, bytes: number}} entry
+ * @param {number} size @param {string | null} digest null: not computed (no WebCrypto), only the size is checked
+ */
+export function checkListedFile(location, relative, entry, size, digest) {
+  if (size !== entry.bytes) {
+    throw new ExportDirectoryError(`${location}/${relative} is ${size} bytes, ${MANIFEST_NAME} says ${entry.bytes} (truncated or replaced?)`);
+  }
+  if (digest !== null && digest !== entry.sha256) {
+    throw new ExportDirectoryError(`${location}/${relative} sha256 ${digest.slice(0, 12)}... does not match ${MANIFEST_NAME} (${String(entry.sha256).slice(0, 12)}...)`);
+  }
 }
 
 /**

@@ -1,12 +1,13 @@
 // Node-only helpers: read an export directory from disk, load it with onnxruntime-node, write .npy / .png files.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, readSync } from 'node:fs';
 import { lstat, open, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 
-import { ExportDirectoryError, checkRelativePath } from './manifest.js';
+import { ExternalDataError, externalDataLocations } from './external_data.js';
+import { ExportDirectoryError, checkListedFile, checkRelativePath } from './manifest.js';
 import { encodeNpy } from './npy.js';
 import { NCSNPipeline } from './pipeline.js';
 
@@ -46,6 +47,87 @@ export function fsSource(directory) {
     },
     async sha256(bytes) {
       return createHash('sha256').update(bytes).digest('hex');
+    },
+    /**
+     * Verify a listed file on disk without holding it: one descriptor (regular file, no symlink as the last part),
+     * its size and a streamed sha256 checked against `entry`, then (with `locations`) the external-data locations
+     * walked on the same descriptor, reading only the protobuf's structure.
+     * @param {string} relative @param {{sha256: string, bytes: number}} entry @param {{locations?: boolean}} [options]
+     * @returns {Promise<{path: string, stamp: string, locations: string[]}>} stamp: the file's identity (device, inode,
+     *   size, ctime) when it was hashed, to be compared by `unchanged` after onnxruntime opened it by path
+     */
+    async verifyLocal(relative, entry, { locations = false } = {}) {
+      const file = await this.localPath(relative);
+      const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+      try {
+        const info = await handle.stat({ bigint: true });
+        if (!info.isFile()) throw new ExportDirectoryError(`${relative} is not a regular file (a FIFO, device, socket or directory is never read)`);
+        const hash = createHash('sha256');
+        for await (const chunk of handle.createReadStream({ autoClose: false, start: 0, highWaterMark: 1 << 20 })) hash.update(chunk);
+        checkListedFile(this.location, relative, entry, Number(info.size), hash.digest('hex'));
+        let found = [];
+        if (locations) {
+          try {
+            found = externalDataLocations(fileReader(handle.fd, Number(info.size)));
+          } catch (error) {
+            if (error instanceof ExternalDataError) throw new ExportDirectoryError(`${this.location}/${relative} is not a readable ONNX model: ${error.message}`);
+            throw error;
+          }
+        }
+        return { path: file, stamp: stampOf(info), locations: found };
+      } finally {
+        await handle.close().catch(() => {});
+      }
+    },
+    /** Throws when `file` is no longer the file hashed as `stamp` (replaced or written while onnxruntime read it). */
+    async unchanged(relative, file, stamp) {
+      const now = await stat(file, { bigint: true }).catch(() => null);
+      if (!now || stampOf(now) !== stamp) {
+        throw new ExportDirectoryError(`${this.location}/${relative} changed while it was loaded (replaced or written after its sha256 check); nothing was run`);
+      }
+    },
+  };
+}
+
+/** @param {import('node:fs').BigIntStats} info */
+function stampOf(info) {
+  return `${info.dev}:${info.ino}:${info.size}:${info.ctimeNs}`;
+}
+
+/**
+ * A ByteReader (external_data.js) over an open file: 64 KiB windows read on demand (positional reads), so walking a
+ * graph's protobuf structure never reads the tensors it skips.
+ * @param {number} fd @param {number} size
+ * @returns {import('./external_data.js').ByteReader}
+ */
+export function fileReader(fd, size, windowBytes = 1 << 16) {
+  const window = Buffer.alloc(windowBytes);
+  let start = 0;
+  let end = 0;
+  const readAt = (target, offset, length, position) => {
+    let done = 0;
+    while (done < length) {
+      const count = readSync(fd, target, offset + done, length - done, position + done);
+      if (count === 0) throw new ExternalDataError('the file ended early (truncated while read?)');
+      done += count;
+    }
+  };
+  return {
+    length: size,
+    byte(pos) {
+      if (pos < start || pos >= end) {
+        const length = Math.min(windowBytes, size - pos);
+        if (length <= 0) throw new ExternalDataError('read past the end of the file');
+        readAt(window, 0, length, pos);
+        start = pos;
+        end = pos + length;
+      }
+      return window[pos - start];
+    },
+    slice(a, b) {
+      const out = Buffer.alloc(b - a);
+      readAt(out, 0, b - a, a);
+      return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     },
   };
 }

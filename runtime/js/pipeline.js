@@ -13,7 +13,7 @@
 // timestep the level, callbackKwargs.samples the state; a returned { samples } replaces it (checked). The fused
 // graphs run every step in one call and cannot stop for it: a callback needs a stepwise graph.
 
-import { ExportDirectoryError, checkRelativePath, graphFile, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
+import { ExportDirectoryError, checkRelativePath, graphFile, listedEntry, loadManifest, readVerified, DEFAULT_SCHEDULER_CONFIG } from './manifest.js';
 import { ExternalDataError, externalDataLocations, hoistExternalInitializers } from './external_data.js';
 import { counterNormal, initialSample, langevinCounter, seedsForBatch } from './noise.js';
 import { inpaintWith } from './inpaint.js';
@@ -159,17 +159,16 @@ export class NCSNPipeline {
     /** @type {Record<string, any>} */
     const sessions = {};
     const shared = new Map(); // external-data file -> verified bytes: the weights file every graph reads is read once
+    const byPath = Boolean(ort.env?.versions?.node && typeof source.verifyLocal === 'function');
     for (const name of wanted) {
       const file = graphFile(manifest, /** @type {GraphKey} */ (name));
-      let bytes = await readVerified(source, manifest, file);
       const options = { ...sessionOptions };
-      const externalData = await readExternalData(source, manifest, file, bytes, shared);
-      if (externalData.length && ort.env?.versions?.node && typeof source.localPath === 'function') {
-        // onnxruntime-node on a directory: open the verified graph by path, so the samplers' weights stay in their
-        // Loop body (onnxruntime's NCHWc pass needs them there: 1.5x faster on CPU than hoisted)
-        sessions[name] = await ort.InferenceSession.create(await source.localPath(file), options);
+      if (byPath) {
+        sessions[name] = await openByPath(ort, source, manifest, file, options, shared);
         continue;
       }
+      let bytes = await readVerified(source, manifest, file);
+      const externalData = await readExternalData(source, manifest, file, bytes, shared);
       if (externalData.length) {
         options.externalData = externalData;
         bytes = hoistExternalInitializers(bytes); // from bytes, onnxruntime reads external data of main-graph tensors only
@@ -480,6 +479,53 @@ export function fetchSource(baseUrl) {
       return new Uint8Array(await response.arrayBuffer());
     },
   };
+}
+
+/**
+ * onnxruntime-node on a directory: the graph and every external-data file it names are verified on disk (listed,
+ * confined, regular, size + streamed sha256: nothing held in memory), then onnxruntime opens the graph by path and
+ * reads the external data itself (the samplers' weights stay in their Loop body, where onnxruntime's NCHWc pass
+ * needs them: 1.5x faster on CPU than hoisted). Afterwards each file must still be the one hashed (device, inode,
+ * size, ctime), so a file replaced or written between the check and onnxruntime's read is refused.
+ * @param {any} ort @param {FileSource} source @param {any} manifest @param {string} file @param {object} options
+ * @param {Map<string, any>} shared external-data files verified so far (relative path -> {path, stamp})
+ * @returns {Promise<any>} the session
+ */
+async function openByPath(ort, source, manifest, file, options, shared) {
+  const graph = await verifiedOnDisk(source, manifest, file, true);
+  const folder = file.includes('/') ? file.slice(0, file.lastIndexOf('/') + 1) : '';
+  const used = [[file, graph]];
+  for (const location of graph.locations) {
+    checkRelativePath(location, `external-data location of ${file}`);
+    const relative = folder + location;
+    if (!Object.hasOwn(manifest.files, relative)) {
+      throw new ExportDirectoryError(`${file} reads external data from ${JSON.stringify(relative)}, which manifest.json does not list`);
+    }
+    if (!shared.has(relative)) shared.set(relative, await verifiedOnDisk(source, manifest, relative, false));
+    used.push([relative, shared.get(relative)]);
+  }
+  const session = await ort.InferenceSession.create(graph.path, options);
+  try {
+    for (const [relative, checked] of used) await source.unchanged(relative, checked.path, checked.stamp);
+  } catch (error) {
+    try {
+      await session.release?.();
+    } catch {
+      // the refusal below is the error to report
+    }
+    throw error;
+  }
+  return session;
+}
+
+async function verifiedOnDisk(source, manifest, relative, locations) {
+  const entry = listedEntry(manifest, relative);
+  try {
+    return await source.verifyLocal(relative, entry, { locations });
+  } catch (error) {
+    if (error instanceof ExportDirectoryError) throw error;
+    throw new ExportDirectoryError(`${source.location}/${relative} is listed in manifest.json but missing (${error.message})`);
+  }
 }
 
 /**
