@@ -91,8 +91,8 @@ def main() -> None:
             shutil.rmtree(export)
     print(f"{'layout':14} {'runtime':8} {'graph MB':>9} {'max RSS MB':>11} {'RSS/graph':>10} {'wall s':>7}  exit")
     for row in rows:
-        print(f"{row['layout']:14} {row['runtime']:8} {row['graph_mb']:9.1f} {row['max_rss_mb']:11.1f} {row['rss_per_graph']:10.2f} "
-              f"{row['wall_s']:7.2f}  {row['exit']} {row['error'] or ''}")
+        print(f"{row['layout']:14} {row['runtime']:8} {row['graph_mb']:9.1f} {row['max_rss_mb']:11.1f} "
+              f"{row['rss_per_graph']:10.2f} {row['wall_s']:7.2f}  {row['exit']} {row['error'] or ''}")
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     (results / "node_memory.json").write_text(json.dumps({"mb": args.mb, "rows": rows}, indent=2) + "\n")

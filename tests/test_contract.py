@@ -7,6 +7,7 @@ defined once (docs/design.md).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,23 +21,47 @@ NOISE_JS = ROOT / "runtime" / "js" / "noise.js"
 C_SOURCE = ROOT / "examples" / "c" / "ncsn_sample.c"
 
 
-def _js_graph_contract() -> dict[str, dict[str, list[str]]]:
+def _symbolic(spec) -> list[str]:
+    """A TensorSpec's shape as the hosts write it: 'batch' / 'num_levels' and '...' for the sample dims."""
+    return [str(dim) for dim in spec.shape]
+
+
+def _python_io(key: str) -> dict[str, list[list]]:
+    return {side: [[t.name, t.dtype, _symbolic(t)] for t in getattr(GRAPHS[key], side)] for side in ("inputs", "outputs")}
+
+
+def _js_graph_io() -> dict[str, dict[str, list[list]]]:
+    """runtime/js/manifest.js's GRAPH_IO literal, read as JSON (quotes and keys normalized, trailing commas dropped)."""
     text = MANIFEST_JS.read_text(encoding="utf-8")
-    block = re.search(r"export const GRAPH_CONTRACT = \{(.*?)\n\};", text, re.S)
-    assert block, "GRAPH_CONTRACT not found in runtime/js/manifest.js"
-    contract = {}
-    for key, inputs, outputs in re.findall(r"(\w+): \{ inputs: \[([^\]]*)\], outputs: \[([^\]]*)\] \}", block.group(1)):
-        contract[key] = {"inputs": re.findall(r"'(\w+)'", inputs), "outputs": re.findall(r"'(\w+)'", outputs)}
-    return contract
+    block = re.search(r"export const GRAPH_IO = (\{.*?\n\});", text, re.S)
+    assert block, "GRAPH_IO not found in runtime/js/manifest.js"
+    literal = re.sub(r"(\w+): ", r'"\1": ', block.group(1).replace("'", '"'))
+    return json.loads(re.sub(r",(\s*[\]}])", r"\1", literal))
 
 
 def test_js_graph_contract_equals_the_python_contract():
-    contract = _js_graph_contract()
-    assert {"score", "step", "sampler"} <= set(contract), sorted(contract)
+    contract = _js_graph_io()
+    assert set(contract) == set(GRAPHS), sorted(contract)
     for key, io in contract.items():
-        assert key in GRAPHS, f"runtime/js/manifest.js names graph {key!r}, which the contract does not have"
-        assert io["inputs"] == list(GRAPHS[key].input_names), key
-        assert io["outputs"] == list(GRAPHS[key].output_names), key
+        assert io == _python_io(key), key
+    assert "GRAPH_CONTRACT = Object.fromEntries(Object.entries(GRAPH_IO)" in MANIFEST_JS.read_text(encoding="utf-8")
+
+
+def test_c_graph_contract_equals_the_python_contract():
+    """examples/c's CONTRACT table (names, dtypes, symbolic shapes of every graph, checked against the manifest)."""
+    text = C_SOURCE.read_text(encoding="utf-8")
+    block = re.search(r"static const GraphSpec CONTRACT\[\] = \{(.*?)\n\};", text, re.S)
+    assert block, "CONTRACT not found in examples/c/ncsn_sample.c"
+    contract = {}
+    for row in re.split(r"\n    (?=\{\")", block.group(1).strip()):
+        key = re.match(r'\{"(\w+)"', row).group(1)
+        tensors = [[name, dtype, [dim for dim in re.findall(r'"([^"]+)"', dims)]]
+                   for name, dtype, dims in re.findall(r'\{"(\w+)", "(\w+)", \{([^}]*)\}\}', row)]
+        count = int(re.search(r"\}, (\d),\s*\{", row).group(1))
+        contract[key] = {"inputs": tensors[:count], "outputs": tensors[count:]}
+    assert set(contract) == set(GRAPHS), sorted(contract)
+    for key, io in contract.items():
+        assert io == _python_io(key), key
 
 
 @pytest.mark.parametrize("name", ["PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "LANGEVIN_STREAM", "INIT_STREAM",
@@ -54,7 +79,7 @@ def test_c_sampler_io_and_file_equal_the_python_contract():
     assert inputs and output
     assert re.findall(r'"(\w+)"', inputs.group(1)) == list(GRAPHS["sampler"].input_names)
     assert [output.group(1)] == list(GRAPHS["sampler"].output_names)
-    assert f'"{GRAPHS["sampler"].file}"' in text
+    assert f"({GRAPHS['sampler'].file})" in text  # named in the message when the manifest lists no sampler
 
 
 def test_c_inpaint_io_equals_the_python_contract():

@@ -56,5 +56,5 @@ fetch_header() {
 if [ ! -f "$HEADER" ]; then
   fetch_header || { echo "ncsn_sample: onnxruntime_c_api.h unavailable (Debian's libonnxruntime-dev could not be downloaded)" >&2; exit 3; }
 fi
-"$CC" -O2 -std=c11 -Wall -Wextra -I"$INCLUDE" ncsn_sample.c -o "$BUILD/ncsn_sample" -ldl -lm
+"$CC" -O2 -std=c11 -Wall -Wextra -I"$INCLUDE" ncsn_sample.c json.c verify.c -o "$BUILD/ncsn_sample" -ldl -lm
 echo "built examples/c/$BUILD/ncsn_sample"

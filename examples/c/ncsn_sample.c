@@ -18,7 +18,7 @@
  * onnxruntime is loaded at run time (dlopen) from --ort-lib or $NCSN_ORT_LIB, e.g. the libonnxruntime.so.*
  * inside the onnxruntime Python wheel, so its version need not match the header's (API version 21+ needed).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath, O_NOFOLLOW */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,11 +28,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "onnxruntime_c_api.h"
+#include "verify.h"
 
 #define MAX_RANK 8
 #define MAX_SEED 9223372036854775807ULL
@@ -42,6 +45,9 @@
 #define MAX_TOTAL_STEPS 1000000
 #define MAX_SAMPLE_ELEMENTS (1LL << 24)
 #define MAX_OUTPUT_BYTES (2LL << 30)
+#define MAX_FILES 10000
+#define MAX_FILE_BYTES (1LL << 40)
+#define MAX_JSON_BYTES (16LL << 20)
 
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die(int code, const char *fmt, ...) {
@@ -85,78 +91,270 @@ static void initial_sample(const int64_t *seeds, int64_t batch, int64_t numel, d
   }
 }
 
-/* ---- a very small JSON reader: the value after "key": (numbers, number arrays, strings) ---------------- */
-/* 1 when path is a regular file (symlinks followed); a FIFO, device, socket or directory is never opened */
-static int is_regular_file(const char *path) {
-  struct stat info;
-  return stat(path, &info) == 0 && S_ISREG(info.st_mode);
-}
-
-/* the whole file, or NULL when it is missing; only a regular file is read (opened with O_NONBLOCK and checked with
-   fstat on the open descriptor, so a FIFO swapped in after a check cannot block) */
-static char *read_file(const char *path, size_t *size) {
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return NULL;
-  struct stat info;
-  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    close(fd);
-    die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
+/* ---- the export directory: the checks of ncsn_runtime.manifest (SECURITY.md), before any graph is opened ---- */
+/* The rules of ncsn_runtime.verify.confined: relative, no '..' / '.' / empty component, no backslash, no scheme or
+   drive prefix; dies naming `what` otherwise. */
+static void check_relative(const char *relative, const char *what) {
+  if (!relative || !*relative) die(1, "%s must be a non-empty relative path", what);
+  if (strchr(relative, '\\')) die(1, "%s \"%s\" holds a backslash", what, relative);
+  const char *colon = strchr(relative, ':'), *slash = strchr(relative, '/');
+  if (colon && (!slash || colon < slash) && (relative[0] >= 'A' && relative[0] <= 'z'))
+    die(1, "%s \"%s\" holds a scheme/drive prefix", what, relative);
+  if (relative[0] == '/') die(1, "%s \"%s\" is absolute; paths in an export directory are relative to it", what, relative);
+  for (const char *part = relative; part;) {
+    const char *next = strchr(part, '/');
+    size_t length = next ? (size_t)(next - part) : strlen(part);
+    if (length == 0 || (length == 1 && part[0] == '.') || (length == 2 && part[0] == '.' && part[1] == '.'))
+      die(1, "%s \"%s\" holds '..', '.' or an empty component", what, relative);
+    part = next ? next + 1 : NULL;
   }
-  int flags = fcntl(fd, F_GETFL);
-  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  FILE *file = fdopen(fd, "rb");
-  if (!file) die(1, "cannot read %s", path);
-  fseek(file, 0, SEEK_END);
-  long length = ftell(file);
-  fseek(file, 0, SEEK_SET);
-  char *data = malloc((size_t)length + 1);
-  if (!data || fread(data, 1, (size_t)length, file) != (size_t)length) die(1, "cannot read %s", path);
-  data[length] = '\0';
-  fclose(file);
-  if (size) *size = (size_t)length;
-  return data;
 }
 
-/* pointer to the first non-space char after `"key":`, or NULL */
-static const char *json_value(const char *json, const char *key) {
-  char quoted[128];
-  snprintf(quoted, sizeof quoted, "\"%s\"", key);
-  for (const char *at = strstr(json, quoted); at; at = strstr(at + 1, quoted)) {
-    const char *p = at + strlen(quoted);
-    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-    if (*p != ':') continue;
-    p++;
-    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-    return p;
-  }
-  return NULL;
+typedef struct {
+  const char *root;
+  char real_root[4096];
+  const JValue *files;
+} ExportDir;
+
+/* The listed entry of `relative`: {sha256, bytes} (already checked by check_manifest). */
+static const JValue *listed(const ExportDir *dir, const char *relative) {
+  const JValue *entry = json_get(dir->files, relative);
+  if (!entry) die(1, "%s is not listed in %s/manifest.json", relative, dir->root);
+  return entry;
 }
 
-static double json_number(const char *json, const char *key, const char *file) {
-  const char *p = json_value(json, key);
-  char *end;
-  if (!p) die(1, "%s is missing required key \"%s\"", file, key);
-  double value = strtod(p, &end);
-  if (end == p) die(1, "%s: \"%s\" must be a number", file, key);
+/* Open a listed file: inside the directory (realpath), a regular file, its size and sha256 as listed. The returned
+   descriptor is positioned at 0; *size receives its size. */
+static int open_listed(const ExportDir *dir, const char *relative, uint64_t *size) {
+  const JValue *entry = listed(dir, relative);
+  char path[4096], real[4096];
+  if (snprintf(path, sizeof path, "%s/%s", dir->root, relative) >= (int)sizeof path) die(1, "%s/%s: path too long", dir->root, relative);
+  if (!realpath(path, real)) die(1, "%s is listed in manifest.json but missing (%s)", path, strerror(errno));
+  size_t n = strlen(dir->real_root);
+  if (strncmp(real, dir->real_root, n) != 0 || real[n] != '/') die(1, "%s leads outside %s (through a symlink)", relative, dir->real_root);
+  int fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) die(1, "cannot open %s: %s", path, strerror(errno));
+  struct stat info;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
+  long long want = json_get(entry, "bytes")->integer;
+  if ((long long)info.st_size != want) die(1, "%s is %lld bytes, manifest.json says %lld (truncated or replaced?)", path, (long long)info.st_size, want);
+  char hex[65];
+  uint64_t read_bytes;
+  if (!sha256_fd(fd, hex, &read_bytes)) die(1, "cannot read %s: %s", path, strerror(errno));
+  if ((long long)read_bytes != want || strcmp(hex, json_get(entry, "sha256")->string) != 0)
+    die(1, "%s sha256 %.12s... does not match manifest.json (%.12s...)", path, hex, json_get(entry, "sha256")->string);
+  if (lseek(fd, 0, SEEK_SET) != 0) die(1, "cannot read %s: %s", path, strerror(errno));
+  *size = read_bytes;
+  return fd;
+}
+
+/* A listed JSON file (scheduler config), verified and parsed (strict JSON, at most 16 MiB). */
+static JValue *read_listed_json(const ExportDir *dir, const char *relative) {
+  uint64_t size;
+  int fd = open_listed(dir, relative, &size);
+  if ((long long)size > MAX_JSON_BYTES) die(1, "%s/%s is %llu bytes; at most %lld are read", dir->root, relative, (unsigned long long)size, MAX_JSON_BYTES);
+  char *text = malloc((size_t)size + 1);
+  if (!text || read(fd, text, (size_t)size) != (ssize_t)size) die(1, "cannot read %s/%s", dir->root, relative);
+  close(fd);
+  char error[256];
+  JValue *value = json_parse(text, (size_t)size, error, sizeof error);
+  free(text);
+  if (!value || value->type != J_OBJECT) die(1, "%s/%s is not a JSON object (%s)", dir->root, relative, value ? "another value" : error);
   return value;
 }
 
-/* number array "key": [a, b, ...] -> count (at most `capacity`) */
-static int json_numbers(const char *json, const char *key, double *values, int capacity, const char *file) {
-  const char *p = json_value(json, key);
-  if (!p || *p != '[') die(1, "%s: \"%s\" must be a list of numbers", file, key);
-  int count = 0;
-  p++;
-  for (;;) {
-    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' || *p == ',') p++;
-    if (*p == ']') break;
-    char *end;
-    double value = strtod(p, &end);
-    if (end == p || count == capacity) die(1, "%s: \"%s\" must be a list of at most %d numbers", file, key, capacity);
-    values[count++] = value;
-    p = end;
+/* manifest.json: not a symlink, a regular file of at most 16 MiB, strict JSON, an object */
+static JValue *read_manifest_json(const char *root) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/manifest.json", root);
+  struct stat link;
+  if (lstat(path, &link) != 0) die(1, "%s is missing: %s is not an ncsn-export directory (%s)", path, root, strerror(errno));
+  if (S_ISLNK(link.st_mode)) die(1, "%s is a symlink; it is never followed (%s is not an ncsn-export directory)", path, root);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+  struct stat info;
+  if (fd < 0 || fstat(fd, &info) != 0) die(1, "cannot open %s: %s", path, strerror(errno));
+  if (!S_ISREG(info.st_mode)) die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
+  if (info.st_size > MAX_JSON_BYTES) die(1, "%s is %lld bytes; at most %lld are read", path, (long long)info.st_size, MAX_JSON_BYTES);
+  char *text = malloc((size_t)info.st_size + 1);
+  if (!text || read(fd, text, (size_t)info.st_size) != (ssize_t)info.st_size) die(1, "cannot read %s", path);
+  close(fd);
+  char error[256];
+  JValue *value = json_parse(text, (size_t)info.st_size, error, sizeof error);
+  free(text);
+  if (!value) die(1, "%s is not valid JSON: %s", path, error);
+  if (value->type != J_OBJECT) die(1, "%s must hold a JSON object", path);
+  return value;
+}
+
+static int is_int(const JValue *value, long long low, long long high) {
+  return value && value->type == J_NUMBER && value->is_integer && value->integer_exact && value->integer >= low && value->integer <= high;
+}
+
+static int is_finite_number(const JValue *value) { return value && value->type == J_NUMBER && isfinite(value->number); }
+
+/* The graph I/O contract (runtime/ncsn_runtime/contract.py GRAPHS; tests/test_contract.py compares): "..." stands for
+   model.sample_shape, other strings are dynamic axes. */
+typedef struct { const char *name, *dtype, *shape[2]; } TensorSpec;
+typedef struct { const char *key; TensorSpec inputs[8]; int num_inputs; TensorSpec output; } GraphSpec;
+static const GraphSpec CONTRACT[] = {
+    {"score", {{"sample", "float32", {"batch", "..."}}, {"timestep", "int64", {"batch", NULL}}}, 2, {"score", "float32", {"batch", "..."}}},
+    {"step", {{"sample", "float32", {"batch", "..."}}, {"seed", "int64", {"batch", NULL}}, {"timestep", "int64", {NULL, NULL}},
+              {"step_size", "float32", {NULL, NULL}}, {"counter", "int64", {NULL, NULL}}}, 5, {"next_sample", "float32", {"batch", "..."}}},
+    {"sampler", {{"sample", "float32", {"batch", "..."}}, {"seed", "int64", {"batch", NULL}}, {"timesteps", "int64", {"num_levels", NULL}},
+                 {"step_sizes", "float32", {"num_levels", NULL}}, {"num_annealed_steps", "int64", {NULL, NULL}}}, 5,
+     {"final_sample", "float32", {"batch", "..."}}},
+    {"gpu_step", {{"sample", "float32", {"batch", "..."}}, {"noise", "float32", {"batch", "..."}}, {"timestep", "int64", {NULL, NULL}},
+                  {"step_size", "float32", {NULL, NULL}}}, 4, {"next_sample", "float32", {"batch", "..."}}},
+    {"gpu_sampler", {{"sample", "float32", {"batch", "..."}}, {"seed", "int64", {"batch", NULL}}, {"timesteps", "int64", {"num_levels", NULL}},
+                     {"step_sizes", "float32", {"num_levels", NULL}}, {"num_annealed_steps", "int64", {NULL, NULL}}}, 5,
+     {"final_sample", "float32", {"batch", "..."}}},
+    {"inpaint", {{"sample", "float32", {"batch", "..."}}, {"seed", "int64", {"batch", NULL}}, {"timesteps", "int64", {"num_levels", NULL}},
+                 {"step_sizes", "float32", {"num_levels", NULL}}, {"num_annealed_steps", "int64", {NULL, NULL}},
+                 {"sigmas", "float32", {"num_levels", NULL}}, {"known", "float32", {"batch", "..."}}, {"mask", "float32", {"batch", "..."}}}, 8,
+     {"final_sample", "float32", {"batch", "..."}}},
+};
+
+/* One `inputs` / `outputs` table: exactly the contract's names (any order), dtypes, ranks and fixed dims. */
+static void check_table(const JValue *table, const TensorSpec *specs, int count, const double *dims, int rank, const char *what) {
+  if (!table || table->type == J_NULL) return; /* an older manifest without the table: the contract's */
+  if (table->type != J_ARRAY || (int)table->count != count) die(1, "%s must list the %d tensors of the graph contract", what, count);
+  for (int i = 0; i < count; i++) {
+    const JValue *item = NULL;
+    for (size_t j = 0; j < table->count; j++) {
+      const JValue *name = json_get(table->items[j], "name");
+      if (!name || name->type != J_STRING) die(1, "%s must be a list of {name, dtype, shape} objects", what);
+      if (!strcmp(name->string, specs[i].name)) item = table->items[j];
+    }
+    if (!item) die(1, "%s does not list `%s`; the graph contract has it", what, specs[i].name);
+    const JValue *dtype = json_get(item, "dtype"), *shape = json_get(item, "shape");
+    if (!dtype || dtype->type != J_STRING || strcmp(dtype->string, specs[i].dtype)) die(1, "%s: `%s` has another dtype than the contract's %s", what, specs[i].name, specs[i].dtype);
+    int want = 0;
+    for (int k = 0; k < 2 && specs[i].shape[k]; k++) want += strcmp(specs[i].shape[k], "...") ? 1 : rank;
+    if (!shape || shape->type != J_ARRAY || (int)shape->count != want) die(1, "%s: `%s` has a shape of another rank than the contract's", what, specs[i].name);
+    int at = 0;
+    for (int k = 0; k < 2 && specs[i].shape[k]; k++) {
+      int sample = !strcmp(specs[i].shape[k], "...");
+      for (int d = 0; d < (sample ? rank : 1); d++, at++) {
+        const JValue *got = shape->items[at];
+        if (!(got->type == J_STRING || is_int(got, 0, 1LL << 62)) || (sample && !(is_int(got, 0, 1LL << 62) && (double)got->integer == dims[d])))
+          die(1, "%s: `%s` has a shape that disagrees with the contract and model.sample_shape", what, specs[i].name);
+      }
+    }
   }
-  return count;
+}
+
+typedef struct {
+  double dims[MAX_RANK];
+  int rank;
+  double range[2];
+  const char *sampler_file, *inpaint_file, *scheduler_file;
+} ModelFacts;
+
+/* Every check of ncsn_runtime.manifest.parse_manifest on the parsed manifest (the same table of limits). */
+static ModelFacts check_manifest(const JValue *manifest, const char *root, ExportDir *dir) {
+  const char *where = "manifest.json";
+  const JValue *format = json_get(manifest, "format");
+  if (!format || format->type != J_STRING || strcmp(format->string, "ncsn-export")) die(1, "%s/%s is not an ncsn-export manifest", root, where);
+  if (!is_int(json_get(manifest, "format_version"), 1, 1)) die(1, "%s/%s has another format_version than 1, the one this program reads", root, where);
+  const JValue *model = json_get(manifest, "model"), *graphs = json_get(manifest, "graphs"), *files = json_get(manifest, "files");
+  if (!model || model->type != J_OBJECT || !graphs || graphs->type != J_OBJECT || !files || files->type != J_OBJECT)
+    die(1, "%s/%s lacks the model, graphs or files section (an object)", root, where);
+  if (files->count > MAX_FILES) die(1, "%s: `files` lists %zu entries; at most %d", where, files->count, MAX_FILES);
+  for (size_t i = 0; i < files->count; i++) {
+    check_relative(files->keys[i], "manifest.json: files entry");
+    const JValue *entry = files->items[i], *sha = json_get(entry, "sha256");
+    int hex_ok = sha && sha->type == J_STRING && strlen(sha->string) == 64 && strspn(sha->string, "0123456789abcdef") == 64;
+    if (!hex_ok || !is_int(json_get(entry, "bytes"), 0, MAX_FILE_BYTES))
+      die(1, "%s: files[\"%s\"] must be {sha256: 64 lowercase hex digits, bytes: an int in [0, 2**40]}", where, files->keys[i]);
+  }
+  dir->root = root, dir->files = files;
+  if (!realpath(root, dir->real_root)) die(1, "%s: %s", root, strerror(errno));
+
+  ModelFacts facts = {.range = {0.0, 1.0}};
+  const JValue *shape = json_get(model, "sample_shape");
+  long long elements = 1;
+  if (!shape || shape->type != J_ARRAY || shape->count < 1 || shape->count > MAX_RANK) die(1, "%s: model.sample_shape must be 1 to %d positive ints", where, MAX_RANK);
+  for (size_t i = 0; i < shape->count; i++) {
+    if (!is_int(shape->items[i], 1, MAX_SAMPLE_ELEMENTS)) die(1, "%s: model.sample_shape must hold positive ints", where);
+    facts.dims[i] = (double)shape->items[i]->integer;
+    elements *= shape->items[i]->integer;
+    if (elements > MAX_SAMPLE_ELEMENTS) die(1, "manifest sample_shape has more than %lld elements per sample (SECURITY.md)", MAX_SAMPLE_ELEMENTS);
+  }
+  facts.rank = (int)shape->count;
+  if (facts.rank > MAX_RANK - 1) die(1, "%s: model.sample_shape has %d dims; this program reads at most %d", where, facts.rank, MAX_RANK - 1);
+  const JValue *dtype = json_get(model, "dtype"), *compute = json_get(model, "compute_dtype");
+  if (dtype && (dtype->type != J_STRING || strcmp(dtype->string, "float32"))) die(1, "%s: model.dtype is not supported (float32 only)", where);
+  if (compute && (compute->type != J_STRING || (strcmp(compute->string, "float32") && strcmp(compute->string, "float16"))))
+    die(1, "%s: model.compute_dtype must be float32 or float16", where);
+  const JValue *levels = json_get(model, "num_train_timesteps");
+  if (levels && levels->type != J_NULL && !is_int(levels, 1, MAX_TRAIN_TIMESTEPS)) die(1, "%s: model.num_train_timesteps must be an int in [1, %d]", where, MAX_TRAIN_TIMESTEPS);
+  const char *strings[] = {"name", "description"}, *booleans[] = {"is_image", "final_denoise"}, *ranges[] = {"init_range", "data_range"};
+  for (int i = 0; i < 2; i++) {
+    const JValue *text = json_get(model, strings[i]), *flag = json_get(model, booleans[i]), *range = json_get(model, ranges[i]);
+    if (text && text->type != J_STRING) die(1, "%s: model.name and model.description must be strings", where);
+    if (flag && flag->type != J_BOOL) die(1, "%s: model.%s must be true or false", where, booleans[i]);
+    if (range && !(range->type == J_ARRAY && range->count == 2 && is_finite_number(range->items[0]) && is_finite_number(range->items[1]) &&
+                   range->items[0]->number < range->items[1]->number))
+      die(1, "%s: model.%s must be [low, high], finite, low < high", where, ranges[i]);
+    if (range && i == 0) facts.range[0] = range->items[0]->number, facts.range[1] = range->items[1]->number;
+  }
+  for (size_t i = 0; i < graphs->count; i++) {
+    const GraphSpec *spec = NULL;
+    for (size_t k = 0; k < sizeof CONTRACT / sizeof CONTRACT[0]; k++)
+      if (!strcmp(graphs->keys[i], CONTRACT[k].key)) spec = &CONTRACT[k];
+    if (!spec) continue; /* a graph key this program does not know is ignored (as Python) */
+    const JValue *graph = graphs->items[i], *file = json_get(graph, "file");
+    char what[128];
+    snprintf(what, sizeof what, "%s: graphs.%s", where, spec->key);
+    if (graph->type != J_OBJECT || !file || file->type != J_STRING) die(1, "%s must be an object with a file", what);
+    check_relative(file->string, what);
+    char table[160];
+    snprintf(table, sizeof table, "%s.inputs", what);
+    check_table(json_get(graph, "inputs"), spec->inputs, spec->num_inputs, facts.dims, facts.rank, table);
+    snprintf(table, sizeof table, "%s.outputs", what);
+    check_table(json_get(graph, "outputs"), &spec->output, 1, facts.dims, facts.rank, table);
+    if (!strcmp(spec->key, "sampler")) facts.sampler_file = file->string;
+    if (!strcmp(spec->key, "inpaint")) facts.inpaint_file = file->string;
+  }
+  const JValue *scheduler = json_get(manifest, "scheduler_config");
+  if (scheduler && scheduler->type != J_STRING) die(1, "%s: scheduler_config must be a relative path", where);
+  facts.scheduler_file = scheduler ? scheduler->string : "scheduler/scheduler_config.json";
+  check_relative(facts.scheduler_file, "manifest.json: scheduler_config");
+  const JValue *opset = json_get(manifest, "opset");
+  if (opset && opset->type != J_NULL && !is_int(opset, 1, 1000)) die(1, "%s: opset must be an int in [1, 1000]", where);
+  return facts;
+}
+
+/* The sampler graph and every external-data file it names, verified (listed, confined, regular, size + sha256);
+   returns the graph's real path for onnxruntime. */
+static void verify_graph(const ExportDir *dir, const char *relative, char *out, size_t out_size) {
+  uint64_t size;
+  int fd = open_listed(dir, relative, &size);
+  char *locations[MAX_LOCATIONS];
+  int count = 0;
+  if (size) {
+    void *bytes = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (bytes == MAP_FAILED) die(1, "cannot read %s/%s: %s", dir->root, relative, strerror(errno));
+    const char *error = onnx_external_locations(bytes, (size_t)size, locations, &count);
+    munmap(bytes, (size_t)size);
+    if (error) die(1, "%s/%s is not a readable ONNX model: %s", dir->root, relative, error);
+  }
+  close(fd);
+  const char *slash = strrchr(relative, '/');
+  size_t folder = slash ? (size_t)(slash - relative) + 1 : 0;
+  for (int i = 0; i < count; i++) {
+    char what[4200], file[8192];
+    snprintf(what, sizeof what, "external-data location of %s", relative);
+    check_relative(locations[i], what);
+    snprintf(file, sizeof file, "%.*s%s", (int)folder, relative, locations[i]);
+    if (!json_get(dir->files, file)) die(1, "%s reads external data from \"%s\", which manifest.json does not list", relative, file);
+    uint64_t data_size;
+    close(open_listed(dir, file, &data_size));
+    free(locations[i]);
+  }
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir->root, relative);
+  if (!realpath(path, out) || strlen(out) >= out_size) die(1, "%s: %s", path, strerror(errno));
 }
 
 /* ---- the schedule (runtime/ncsn_runtime/schedule.py) ---------------------------------------------------- */
@@ -212,6 +410,32 @@ static void write_npy(const char *path, const float *data, const int64_t *shape,
     remove(tmp);
     die(1, "cannot write %s: %s", path, strerror(errno));
   }
+}
+
+/* ---- a user's input file (.npy): the whole of a regular file ------------------------------------------------ */
+/* the whole file, or NULL when it is missing; only a regular file is read (opened with O_NONBLOCK and checked with
+   fstat on the open descriptor, so a FIFO swapped in after a check cannot block) */
+static char *read_file(const char *path, size_t *size) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat info;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    close(fd);
+    die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  FILE *file = fdopen(fd, "rb");
+  if (!file) die(1, "cannot read %s", path);
+  fseek(file, 0, SEEK_END);
+  long length = ftell(file);
+  fseek(file, 0, SEEK_SET);
+  char *data = malloc((size_t)length + 1);
+  if (!data || fread(data, 1, (size_t)length, file) != (size_t)length) die(1, "cannot read %s", path);
+  data[length] = '\0';
+  fclose(file);
+  if (size) *size = (size_t)length;
+  return data;
 }
 
 /* ---- .npy reader (float32 '<f4', C order) and the inpainting mask rules (runtime/ncsn_runtime/inpaint.py) ------ */
@@ -382,34 +606,36 @@ int main(int argc, char **argv) {
   uint64_t seed = parse_u64("--seed", seed_text, MAX_SEED - (num_samples - 1)); /* the last seed S + N - 1 <= 2^63 - 1 */
   if (!library) die(2, "no onnxruntime library: pass --ort-lib PATH or set NCSN_ORT_LIB (e.g. the libonnxruntime.so.* inside the onnxruntime wheel's onnxruntime/capi/)");
 
-  /* manifest.json and scheduler/scheduler_config.json */
+  /* manifest.json and the scheduler config: every check of the Python runtime's reader, before any graph is opened */
   char path[4096];
-  snprintf(path, sizeof path, "%s/manifest.json", export_dir);
-  char *manifest = read_file(path, NULL);
-  if (!manifest) die(1, "%s is missing: %s is not an ncsn-export directory (%s)", path, export_dir, strerror(errno));
-  const char *format = json_value(manifest, "format");
-  if (!format || strncmp(format, "\"ncsn-export\"", 13) != 0) die(1, "%s is not an ncsn-export manifest", path);
-  if (json_number(manifest, "format_version", path) != 1) die(1, "%s has format_version %g; this program reads 1", path, json_number(manifest, "format_version", path));
-  double dims[MAX_RANK], range[2] = {0.0, 1.0};
-  int rank = json_numbers(manifest, "sample_shape", dims, MAX_RANK - 1, path);
-  if (json_value(manifest, "init_range") && json_numbers(manifest, "init_range", range, 2, path) != 2) die(1, "%s: init_range must be [low, high]", path);
+  JValue *manifest = read_manifest_json(export_dir);
+  ExportDir dir;
+  ModelFacts facts = check_manifest(manifest, export_dir, &dir);
+  double *dims = facts.dims, *range = facts.range;
+  int rank = facts.rank;
   const char *graph_key = inpainting ? "inpaint" : "sampler";
-  const char *sampler_file = json_value(manifest, graph_key) ? (inpainting ? "inpaint.onnx" : "sampler.onnx") : NULL;
-  if (!sampler_file) die(1, "%s lists no %s graph (%s.onnx): export it with ncsn-export (a default artifact)", path, graph_key, graph_key);
-
-  snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", export_dir);
-  char *scheduler_json = read_file(path, NULL);
-  if (!scheduler_json) die(1, "%s is missing (%s)", path, strerror(errno));
+  const char *sampler_file = inpainting ? facts.inpaint_file : facts.sampler_file;
+  if (!sampler_file) die(1, "%s/manifest.json lists no %s graph (%s.onnx): export it with ncsn-export (a default artifact)", export_dir, graph_key, graph_key);
+  JValue *scheduler_json = read_listed_json(&dir, facts.scheduler_file);
+  const char *int_keys[] = {"num_train_timesteps", "num_annealed_steps"}, *float_keys[] = {"sigma_min", "sigma_max", "sampling_eps"};
+  for (int i = 0; i < 2; i++)
+    if (!is_int(json_get(scheduler_json, int_keys[i]), 1, 1LL << 53)) die(1, "%s/%s: %s must be an int >= 1", export_dir, facts.scheduler_file, int_keys[i]);
+  for (int i = 0; i < 3; i++)
+    if (!is_finite_number(json_get(scheduler_json, float_keys[i]))) die(1, "%s/%s: %s must be a finite number", export_dir, facts.scheduler_file, float_keys[i]);
   SchedulerConfig config = {
-      (int64_t)json_number(scheduler_json, "num_train_timesteps", path), (int64_t)json_number(scheduler_json, "num_annealed_steps", path),
-      json_number(scheduler_json, "sigma_min", path), json_number(scheduler_json, "sigma_max", path),
-      json_number(scheduler_json, "sampling_eps", path)};
+      json_get(scheduler_json, "num_train_timesteps")->integer, json_get(scheduler_json, "num_annealed_steps")->integer,
+      json_get(scheduler_json, "sigma_min")->number, json_get(scheduler_json, "sigma_max")->number,
+      json_get(scheduler_json, "sampling_eps")->number};
+  snprintf(path, sizeof path, "%s/%s", export_dir, facts.scheduler_file);
   if (config.num_train_timesteps < 1 || config.num_annealed_steps < 1 || !(config.sigma_min > 0) || !(config.sigma_max > config.sigma_min) || !(config.sampling_eps > 0))
     die(1, "%s holds invalid values (need L >= 1, T >= 1, 0 < sigma_min < sigma_max, sampling_eps > 0)", path);
   if (config.num_train_timesteps > MAX_TRAIN_TIMESTEPS || config.num_annealed_steps > MAX_ANNEALED_STEPS ||
       config.num_train_timesteps * config.num_annealed_steps > MAX_TOTAL_STEPS || !(config.sigma_max < 1e300) || !(config.sampling_eps < 1e300))
     die(1, "%s exceeds the limits (L <= %d, T <= %d, L x T <= %d, finite sigmas and sampling_eps; SECURITY.md)", path,
         MAX_TRAIN_TIMESTEPS, MAX_ANNEALED_STEPS, MAX_TOTAL_STEPS);
+  const JValue *levels = json_get(json_get(manifest, "model"), "num_train_timesteps");
+  if (levels && levels->type != J_NULL && levels->integer != config.num_train_timesteps)
+    die(1, "%s has num_train_timesteps=%lld but the graphs were exported for %lld noise levels", path, (long long)config.num_train_timesteps, levels->integer);
   int64_t count = steps ? (int64_t)steps : config.num_train_timesteps;
   if (count > config.num_train_timesteps) die(2, "--steps must be in [1, %lld] (the export's trained levels), got %lld", (long long)config.num_train_timesteps, (long long)count);
 
@@ -454,8 +680,7 @@ int main(int argc, char **argv) {
   check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "ncsn_sample", &env), "CreateEnv");
   check(ort->CreateSessionOptions(&options), "CreateSessionOptions");
   if (threads) check(ort->SetIntraOpNumThreads(options, (int)threads), "SetIntraOpNumThreads");
-  snprintf(path, sizeof path, "%s/%s", export_dir, sampler_file);
-  if (!is_regular_file(path)) die(1, "%s is not a regular file (a FIFO, device, socket or directory is never read)", path);
+  verify_graph(&dir, sampler_file, path, sizeof path); /* listed, confined, regular, sha256; its external data too */
   check(ort->CreateSession(env, path, options, &session), path);
   const char **input_names = inpainting ? INPAINT_INPUTS : SAMPLER_INPUTS;
   size_t num_inputs = inpainting ? 8 : 5;
@@ -487,6 +712,10 @@ int main(int argc, char **argv) {
 
   float *samples;
   check(ort->GetTensorMutableData(result, (void **)&samples), "GetTensorMutableData");
+  for (int64_t i = 0; i < batch * numel; i++)
+    if (!isfinite(samples[i]))
+      die(1, "%s produced NaN/inf samples (sample %lld); nothing was written to %s (an extreme init_range, "
+          "sigmas or step size, or a broken graph)", sampler_file, (long long)(i / numel), output);
   write_npy(output, samples, shape, rank + 1);
   if (json) {
     printf("{\"output\": \"%s\", \"shape\": [", output);
@@ -504,6 +733,7 @@ int main(int argc, char **argv) {
   ort->ReleaseSession(session);
   ort->ReleaseSessionOptions(options);
   ort->ReleaseEnv(env);
-  free(seeds), free(x0), free(timesteps), free(step_sizes), free(sigmas), free(known), free(mask), free(manifest), free(scheduler_json);
+  free(seeds), free(x0), free(timesteps), free(step_sizes), free(sigmas), free(known), free(mask);
+  json_free(manifest), json_free(scheduler_json);
   return 0;
 }

@@ -1,6 +1,7 @@
 // The export directory's manifest.json: the JavaScript reader of runtime/ncsn_runtime/manifest.py's format.
 // Files are read through a FileSource (fs in Node, fetch in the browser) so one implementation serves both.
 
+import { parseJsonKeepingFloats, plainNumbers } from './json_numbers.js';
 import { MAX_TRAIN_TIMESTEPS } from './schedule.js';
 
 export const MANIFEST_NAME = 'manifest.json';
@@ -8,15 +9,46 @@ export const FORMAT_NAME = 'ncsn-export';
 export const FORMAT_VERSION = 1;
 export const DEFAULT_SCHEDULER_CONFIG = 'scheduler/scheduler_config.json';
 
-/** Graph I/O names of the contract (docs/design.md). */
-export const GRAPH_CONTRACT = {
-  score: { inputs: ['sample', 'timestep'], outputs: ['score'] },
-  step: { inputs: ['sample', 'seed', 'timestep', 'step_size', 'counter'], outputs: ['next_sample'] },
-  sampler: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps'], outputs: ['final_sample'] },
-  gpu_step: { inputs: ['sample', 'noise', 'timestep', 'step_size'], outputs: ['next_sample'] },
-  gpu_sampler: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps'], outputs: ['final_sample'] },
-  inpaint: { inputs: ['sample', 'seed', 'timesteps', 'step_sizes', 'num_annealed_steps', 'sigmas', 'known', 'mask'], outputs: ['final_sample'] },
+/**
+ * Graph I/O of the contract (runtime/ncsn_runtime/contract.py GRAPHS; tests/test_host_limits.py asserts they are equal):
+ * name, dtype and symbolic shape; 'batch' / 'num_levels' are dynamic axes, '...' stands for model.sample_shape.
+ */
+export const GRAPH_IO = {
+  score: {
+    inputs: [['sample', 'float32', ['batch', '...']], ['timestep', 'int64', ['batch']]],
+    outputs: [['score', 'float32', ['batch', '...']]],
+  },
+  step: {
+    inputs: [['sample', 'float32', ['batch', '...']], ['seed', 'int64', ['batch']], ['timestep', 'int64', []],
+      ['step_size', 'float32', []], ['counter', 'int64', []]],
+    outputs: [['next_sample', 'float32', ['batch', '...']]],
+  },
+  sampler: {
+    inputs: [['sample', 'float32', ['batch', '...']], ['seed', 'int64', ['batch']], ['timesteps', 'int64', ['num_levels']],
+      ['step_sizes', 'float32', ['num_levels']], ['num_annealed_steps', 'int64', []]],
+    outputs: [['final_sample', 'float32', ['batch', '...']]],
+  },
+  gpu_step: {
+    inputs: [['sample', 'float32', ['batch', '...']], ['noise', 'float32', ['batch', '...']], ['timestep', 'int64', []],
+      ['step_size', 'float32', []]],
+    outputs: [['next_sample', 'float32', ['batch', '...']]],
+  },
+  gpu_sampler: {
+    inputs: [['sample', 'float32', ['batch', '...']], ['seed', 'int64', ['batch']], ['timesteps', 'int64', ['num_levels']],
+      ['step_sizes', 'float32', ['num_levels']], ['num_annealed_steps', 'int64', []]],
+    outputs: [['final_sample', 'float32', ['batch', '...']]],
+  },
+  inpaint: {
+    inputs: [['sample', 'float32', ['batch', '...']], ['seed', 'int64', ['batch']], ['timesteps', 'int64', ['num_levels']],
+      ['step_sizes', 'float32', ['num_levels']], ['num_annealed_steps', 'int64', []], ['sigmas', 'float32', ['num_levels']],
+      ['known', 'float32', ['batch', '...']], ['mask', 'float32', ['batch', '...']]],
+    outputs: [['final_sample', 'float32', ['batch', '...']]],
+  },
 };
+
+/** Graph I/O names of the contract (docs/design.md), from GRAPH_IO. */
+export const GRAPH_CONTRACT = Object.fromEntries(Object.entries(GRAPH_IO).map(([key, io]) => [key, {
+  inputs: io.inputs.map(([name]) => name), outputs: io.outputs.map(([name]) => name) }]));
 
 /**
  * Reads files of one export directory by relative path.
@@ -95,11 +127,12 @@ export function checkRelativePath(relative, what = 'path') {
 }
 
 /**
- * A graph's `inputs` / `outputs` tables (when listed) name exactly the contract's tensors, in any order (as
- * ncsn_runtime.manifest; dtypes and shapes are not compared here yet).
- * @param {any} graph @param {string} key @param {string} what
+ * A graph's `inputs` / `outputs` tables (when listed) name exactly the contract's tensors, in any order, each with the
+ * contract's dtype and a shape of its rank whose fixed dims (model.sample_shape's) are the contract's; a dynamic dim
+ * may be any string or an int in [0, 2**62] (as ncsn_runtime.manifest._tensors).
+ * @param {any} graph @param {string} key @param {string} what @param {number[]} [sampleShape]
  */
-function checkIoNames(graph, key, what) {
+function checkIoNames(graph, key, what, sampleShape) {
   const contract = GRAPH_CONTRACT[key];
   for (const side of /** @type {const} */ (['inputs', 'outputs'])) {
     const entries = graph[side];
@@ -110,6 +143,18 @@ function checkIoNames(graph, key, what) {
     const names = entries.map((item) => item.name);
     if ([...names].sort().join(',') !== [...contract[side]].sort().join(',') || names.length !== contract[side].length) {
       throw new ExportDirectoryError(`${key} graph ${side} are [${names}], the contract is [${contract[side]}]: export directory mismatched`);
+    }
+    if (!sampleShape) continue;
+    for (const [name, dtype, symbolic] of GRAPH_IO[key][side]) {
+      const item = entries.find((entry) => entry.name === name);
+      const want = symbolic.flatMap((dim) => (dim === '...' ? sampleShape : [dim]));
+      if (item.dtype !== dtype) throw new ExportDirectoryError(`${what}.${side}: \`${name}\` has dtype ${JSON.stringify(item.dtype)}; the contract says ${dtype}`);
+      const shape = item.shape;
+      const dimOk = (got, need) => (typeof got === 'string' || (Number.isSafeInteger(got) && got >= 0 && got <= 2 ** 62))
+        && (typeof need !== 'number' || got === need);
+      if (!Array.isArray(shape) || shape.length !== want.length || !shape.every((got, i) => dimOk(got, want[i]))) {
+        throw new ExportDirectoryError(`${what}.${side}: \`${name}\` has shape ${JSON.stringify(shape)}; the contract and model.sample_shape give ${JSON.stringify(want)}`);
+      }
     }
   }
 }
@@ -132,7 +177,7 @@ export async function loadManifest(source) {
   }
   let manifest;
   try {
-    manifest = JSON.parse(new TextDecoder().decode(bytes));
+    manifest = parseJsonKeepingFloats(new TextDecoder().decode(bytes)); // 2.0 is not an int (as Python)
   } catch (error) {
     throw new ExportDirectoryError(`${source.location}/${MANIFEST_NAME} is not valid JSON: ${error.message}`);
   }
@@ -140,7 +185,7 @@ export async function loadManifest(source) {
   if (manifest === null || typeof manifest !== 'object' || manifest.format !== FORMAT_NAME) {
     throw new ExportDirectoryError(`${where} is not an ncsn-export manifest (format=${JSON.stringify(manifest?.format)})`);
   }
-  if (manifest.format_version !== FORMAT_VERSION) {
+  if (plainNumbers(manifest.format_version) !== FORMAT_VERSION) { // 1.0 == 1 in Python too
     throw new ExportDirectoryError(`${where} has format_version ${JSON.stringify(manifest.format_version)}; this runtime reads ${FORMAT_VERSION}`);
   }
   for (const key of ['model', 'graphs', 'files']) {
@@ -156,12 +201,7 @@ export async function loadManifest(source) {
     }
   }
   checkRelativePath(manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG, `${where}: scheduler_config`);
-  for (const [key, graph] of Object.entries(manifest.graphs)) {
-    if (!Object.hasOwn(GRAPH_CONTRACT, key)) continue; // a graph key this runtime does not know is ignored (as Python)
-    if (graph === null || typeof graph !== 'object') throw new ExportDirectoryError(`${where}: graphs.${key} must be an object`);
-    checkRelativePath(graph.file, `${where}: graphs.${key}.file`);
-    checkIoNames(graph, key, `${where}: graphs.${key}`); // every known graph's table, loaded or not (as Python)
-  }
+
   const model = manifest.model;
   const shape = model.sample_shape;
   if (!Array.isArray(shape) || shape.length < 1 || shape.length > MAX_SAMPLE_RANK || !shape.every((n) => Number.isSafeInteger(n) && n > 0)
@@ -189,11 +229,29 @@ export async function loadManifest(source) {
   if ((model.dtype ?? 'float32') !== 'float32') throw new ExportDirectoryError(`${where}: model.dtype ${model.dtype} is not supported (float32 only)`);
   for (const key of ['init_range', 'data_range']) {
     const range = model[key];
-    if (range !== undefined && !(Array.isArray(range) && range.length === 2 && range.every(Number.isFinite) && range[0] < range[1])) {
+    if (range !== undefined && !(Array.isArray(range) && range.length === 2 && range.map(plainNumbers).every(Number.isFinite)
+        && range[0] < range[1])) {
       throw new ExportDirectoryError(`${where}: model.${key} must be [low, high] with low < high, got ${JSON.stringify(range)}`);
     }
   }
-  return manifest;
+  for (const [key, graph] of Object.entries(manifest.graphs)) {
+    if (!Object.hasOwn(GRAPH_CONTRACT, key)) continue; // a graph key this runtime does not know is ignored (as Python)
+    if (graph === null || typeof graph !== 'object') throw new ExportDirectoryError(`${where}: graphs.${key} must be an object`);
+    checkRelativePath(graph.file, `${where}: graphs.${key}.file`);
+    checkIoNames(graph, key, `${where}: graphs.${key}`, model.sample_shape); // every known graph's table, loaded or not (as Python)
+  }
+  model.is_image = isImage(model);
+  return plainNumbers(manifest);
+}
+
+/**
+ * `model.is_image`, or where an older manifest leaves it out, the one rule of every host (as Python's
+ * ncsn_runtime.manifest): samples of 3 dims [C, H, W] are images, any other shape is not.
+ * @param {{is_image?: boolean, sample_shape: number[]}} model
+ * @returns {boolean}
+ */
+export function isImage(model) {
+  return model.is_image ?? model.sample_shape.length === 3;
 }
 
 /**
