@@ -103,9 +103,9 @@ def python_samples(export_dir: Path, seed: int | list[int], batch_size: int, mod
     return np.asarray(output.images, dtype=np.float32)
 
 
-def run_node(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run node with ``args`` from the repo root (text output, no check)."""
-    return subprocess.run(["node", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run_node(args: list[str], timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run node with ``args`` from the repo root (text output, no check; ``input`` goes to its stdin)."""
+    return subprocess.run(["node", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=input)
 
 
 def node_cli(export_dir: Path, output: Path, seed: int | str, num_samples: int, mode: str, *extra: str) -> dict:

@@ -1,7 +1,7 @@
 // The export directory's manifest.json: the JavaScript reader of runtime/ncsn_runtime/manifest.py's format.
 // Files are read through a FileSource (fs in Node, fetch in the browser) so one implementation serves both.
 
-import { parseJsonKeepingFloats, plainNumbers } from './json_numbers.js';
+import { FloatNumber, parseJsonKeepingFloats, plainNumbers, show } from './json_numbers.js';
 import { MAX_TRAIN_TIMESTEPS } from './schedule.js';
 
 export const MANIFEST_NAME = 'manifest.json';
@@ -115,13 +115,13 @@ export class ExportDirectoryError extends Error {
  * @returns {string}
  */
 export function checkRelativePath(relative, what = 'path') {
-  if (typeof relative !== 'string' || relative === '') throw new ExportDirectoryError(`${what} must be a non-empty relative path, got ${JSON.stringify(relative)}`);
+  if (typeof relative !== 'string' || relative === '') throw new ExportDirectoryError(`${what} must be a non-empty relative path, got ${show(relative)}`);
   if (relative.includes('\\') || relative.includes('\0') || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(relative)) {
-    throw new ExportDirectoryError(`${what} ${JSON.stringify(relative)} holds a backslash, a NUL byte or a scheme/drive prefix`);
+    throw new ExportDirectoryError(`${what} ${show(relative)} holds a backslash, a NUL byte or a scheme/drive prefix`);
   }
-  if (relative.startsWith('/')) throw new ExportDirectoryError(`${what} ${JSON.stringify(relative)} is absolute; paths in an export directory are relative to it`);
+  if (relative.startsWith('/')) throw new ExportDirectoryError(`${what} ${show(relative)} is absolute; paths in an export directory are relative to it`);
   if (relative.split('/').some((part) => part === '' || part === '.' || part === '..')) {
-    throw new ExportDirectoryError(`${what} ${JSON.stringify(relative)} holds '..', '.' or an empty component`);
+    throw new ExportDirectoryError(`${what} ${show(relative)} holds '..', '.' or an empty component`);
   }
   return relative;
 }
@@ -148,12 +148,13 @@ function checkIoNames(graph, key, what, sampleShape) {
     for (const [name, dtype, symbolic] of GRAPH_IO[key][side]) {
       const item = entries.find((entry) => entry.name === name);
       const want = symbolic.flatMap((dim) => (dim === '...' ? sampleShape : [dim]));
-      if (item.dtype !== dtype) throw new ExportDirectoryError(`${what}.${side}: \`${name}\` has dtype ${JSON.stringify(item.dtype)}; the contract says ${dtype}`);
+      if (item.dtype !== dtype) throw new ExportDirectoryError(`${what}.${side}: \`${name}\` has dtype ${show(item.dtype)}; the contract says ${dtype}`);
       const shape = item.shape;
-      const dimOk = (got, need) => (typeof got === 'string' || (Number.isSafeInteger(got) && got >= 0 && got <= 2 ** 62))
+      const dimOk = (got, need) => (typeof got === 'string' || (Number.isSafeInteger(got) && got >= 0)
+        || (typeof got === 'bigint' && got >= 0n && got <= 2n ** 62n))
         && (typeof need !== 'number' || got === need);
       if (!Array.isArray(shape) || shape.length !== want.length || !shape.every((got, i) => dimOk(got, want[i]))) {
-        throw new ExportDirectoryError(`${what}.${side}: \`${name}\` has shape ${JSON.stringify(shape)}; the contract and model.sample_shape give ${JSON.stringify(want)}`);
+        throw new ExportDirectoryError(`${what}.${side}: \`${name}\` has shape ${show(shape)}; the contract and model.sample_shape give ${show(want)}`);
       }
     }
   }
@@ -183,13 +184,13 @@ export async function loadManifest(source) {
   }
   const where = `${source.location}/${MANIFEST_NAME}`;
   if (manifest === null || typeof manifest !== 'object' || manifest.format !== FORMAT_NAME) {
-    throw new ExportDirectoryError(`${where} is not an ncsn-export manifest (format=${JSON.stringify(manifest?.format)})`);
+    throw new ExportDirectoryError(`${where} is not an ncsn-export manifest (format=${show(manifest?.format)})`);
   }
   if (plainNumbers(manifest.format_version) !== FORMAT_VERSION) { // 1.0 == 1 in Python too
-    throw new ExportDirectoryError(`${where} has format_version ${JSON.stringify(manifest.format_version)}; this runtime reads ${FORMAT_VERSION}`);
+    throw new ExportDirectoryError(`${where} has format_version ${show(manifest.format_version)}; this runtime reads ${FORMAT_VERSION}`);
   }
   for (const key of ['model', 'graphs', 'files']) {
-    if (manifest[key] === null || typeof manifest[key] !== 'object' || Array.isArray(manifest[key])) throw new ExportDirectoryError(`${where} lacks the \`${key}\` section`);
+    if (manifest[key] === null || typeof manifest[key] !== 'object' || Array.isArray(manifest[key]) || manifest[key] instanceof FloatNumber) throw new ExportDirectoryError(`${where} lacks the \`${key}\` section`);
   }
   const listed = Object.keys(manifest.files).length;
   if (listed > MAX_FILES) throw new ExportDirectoryError(`${where}: \`files\` lists ${listed} entries; at most ${MAX_FILES}`);
@@ -197,41 +198,42 @@ export async function loadManifest(source) {
     checkRelativePath(relative, `${where}: files entry`);
     if (entry === null || typeof entry !== 'object' || typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)
         || !Number.isSafeInteger(entry.bytes) || entry.bytes < 0 || entry.bytes > MAX_FILE_BYTES) {
-      throw new ExportDirectoryError(`${where}: files[${JSON.stringify(relative)}] must be {sha256: 64 hex digits, bytes: an int in [0, 2**40]}`);
+      throw new ExportDirectoryError(`${where}: files[${show(relative)}] must be {sha256: 64 hex digits, bytes: an int in [0, 2**40]}`);
     }
   }
-  checkRelativePath(manifest.scheduler_config ?? DEFAULT_SCHEDULER_CONFIG, `${where}: scheduler_config`);
+  // absent means the default; null is not a path (as Python: only a missing key defaults)
+  checkRelativePath(manifest.scheduler_config === undefined ? DEFAULT_SCHEDULER_CONFIG : manifest.scheduler_config, `${where}: scheduler_config`);
 
   const model = manifest.model;
   const shape = model.sample_shape;
   if (!Array.isArray(shape) || shape.length < 1 || shape.length > MAX_SAMPLE_RANK || !shape.every((n) => Number.isSafeInteger(n) && n > 0)
       || shape.reduce((a, b) => a * b, 1) > MAX_SAMPLE_ELEMENTS) {
-    throw new ExportDirectoryError(`${where}: model.sample_shape must be 1 to ${MAX_SAMPLE_RANK} positive integers with at most ${MAX_SAMPLE_ELEMENTS} elements, got ${JSON.stringify(shape)}`);
+    throw new ExportDirectoryError(`${where}: model.sample_shape must be 1 to ${MAX_SAMPLE_RANK} positive integers with at most ${MAX_SAMPLE_ELEMENTS} elements, got ${show(shape)}`);
   }
   const levels = model.num_train_timesteps;
-  if (levels !== undefined && !(Number.isSafeInteger(levels) && levels >= 1 && levels <= MAX_TRAIN_TIMESTEPS)) {
-    throw new ExportDirectoryError(`${where}: model.num_train_timesteps must be an integer in [1, ${MAX_TRAIN_TIMESTEPS}], got ${JSON.stringify(levels)}`);
+  if (levels !== undefined && levels !== null && !(Number.isSafeInteger(levels) && levels >= 1 && levels <= MAX_TRAIN_TIMESTEPS)) {
+    throw new ExportDirectoryError(`${where}: model.num_train_timesteps must be an integer in [1, ${MAX_TRAIN_TIMESTEPS}], got ${show(levels)}`);
   }
-  if (!COMPUTE_DTYPES.includes(model.compute_dtype ?? 'float32')) {
-    throw new ExportDirectoryError(`${where}: model.compute_dtype must be float32 or float16, got ${JSON.stringify(model.compute_dtype)}`);
+  if (!COMPUTE_DTYPES.includes(model.compute_dtype === undefined ? 'float32' : model.compute_dtype)) { // null is no dtype
+    throw new ExportDirectoryError(`${where}: model.compute_dtype must be float32 or float16, got ${show(model.compute_dtype)}`);
   }
   for (const key of ['is_image', 'final_denoise']) {
     if (model[key] !== undefined && typeof model[key] !== 'boolean') {
-      throw new ExportDirectoryError(`${where}: model.${key} must be true or false, got ${JSON.stringify(model[key])}`);
+      throw new ExportDirectoryError(`${where}: model.${key} must be true or false, got ${show(model[key])}`);
     }
   }
   for (const key of ['name', 'description']) {
     if (model[key] !== undefined && typeof model[key] !== 'string') throw new ExportDirectoryError(`${where}: model.name and model.description must be strings`);
   }
   if (manifest.opset !== undefined && manifest.opset !== null && !(Number.isSafeInteger(manifest.opset) && manifest.opset >= 1 && manifest.opset <= 1000)) {
-    throw new ExportDirectoryError(`${where}: opset must be an int in [1, 1000], got ${JSON.stringify(manifest.opset)}`);
+    throw new ExportDirectoryError(`${where}: opset must be an int in [1, 1000], got ${show(manifest.opset)}`);
   }
-  if ((model.dtype ?? 'float32') !== 'float32') throw new ExportDirectoryError(`${where}: model.dtype ${model.dtype} is not supported (float32 only)`);
+  if ((model.dtype === undefined ? 'float32' : model.dtype) !== 'float32') throw new ExportDirectoryError(`${where}: model.dtype ${model.dtype} is not supported (float32 only)`);
   for (const key of ['init_range', 'data_range']) {
     const range = model[key];
     if (range !== undefined && !(Array.isArray(range) && range.length === 2 && range.map(plainNumbers).every(Number.isFinite)
         && range[0] < range[1])) {
-      throw new ExportDirectoryError(`${where}: model.${key} must be [low, high] with low < high, got ${JSON.stringify(range)}`);
+      throw new ExportDirectoryError(`${where}: model.${key} must be [low, high] with low < high, got ${show(range)}`);
     }
   }
   for (const [key, graph] of Object.entries(manifest.graphs)) {

@@ -152,7 +152,7 @@ export class NCSNPipeline {
     const schedulerConfig = parseSchedulerConfig(configPayload, `${source.location}/${configPath}`);
     const checked = new AnnealedLangevinDynamicsScheduler(schedulerConfig); // validates the values and limits
     const levels = manifest.model.num_train_timesteps;
-    if (levels !== undefined && levels !== checked.numTrainTimesteps) {
+    if (levels !== undefined && levels !== null && levels !== checked.numTrainTimesteps) { // null: not recorded (as Python)
       throw new ExportDirectoryError(`${source.location}/${configPath} has num_train_timesteps=${checked.numTrainTimesteps} but the graphs were exported for ${levels} noise levels`);
     }
     const wanted = graphs ?? (mode === 'both' ? ['sampler', 'score'] : [MODE_GRAPH[mode]]);
