@@ -96,3 +96,20 @@ def test_c_noise_constants_equal_the_python_noise():
     stream = re.search(r"uint32_t c\[4\] = \{\(uint32_t\)\(e / 4\), 0u, 0u, (\d+)u\};", text)
     assert stream, "initial_sample's counter block not found in examples/c/ncsn_sample.c"
     assert int(stream.group(1)) == noise.INIT_STREAM
+
+
+def test_c_limits_equal_the_python_limits():
+    """examples/c's resource limits (#define) are the Python runtime's (SECURITY.md's one table)."""
+    from ncsn_runtime import fileio, manifest, schedule
+    from ncsn_runtime.providers import MAX_THREADS
+
+    text = C_SOURCE.read_text(encoding="utf-8")
+    defines = {name: int(base) << int(shift or 0)  # `N`, `NULL` or `(NLL << K)`
+               for name, base, shift in re.findall(r"#define (MAX_\w+) \(?(\d+)(?:U?LL)?(?: << (\d+))?\)?", text)}
+    assert defines["MAX_THREADS"] == MAX_THREADS
+    assert defines["MAX_FILES"] == manifest.MAX_FILES and defines["MAX_FILE_BYTES"] == manifest.MAX_FILE_BYTES
+    assert defines["MAX_JSON_BYTES"] == fileio.MAX_JSON_BYTES
+    assert defines["MAX_SAMPLE_ELEMENTS"] == manifest.MAX_SAMPLE_ELEMENTS
+    assert defines["MAX_TRAIN_TIMESTEPS"] == schedule.MAX_TRAIN_TIMESTEPS
+    assert defines["MAX_ANNEALED_STEPS"] == schedule.MAX_ANNEALED_STEPS
+    assert defines["MAX_TOTAL_STEPS"] == schedule.MAX_TOTAL_STEPS

@@ -174,6 +174,13 @@ CASES: dict[str, tuple[Callable[[Path, Path], Path], list[str], str]] = {
     "format_version-true": (lambda s, t: tampered(s, t, lambda m: m.update(format_version=True)), [], "refuse"),
     "sample_shape-float": (lambda s, t: tampered(s, t, lambda m: m["model"].update(sample_shape=[2.0])), [], "refuse"),
     "is_image-absent": (lambda s, t: tampered(s, t, lambda m: m["model"].pop("is_image")), [], "accept"),
+    # found by tests/test_properties_hosts.py: null is not a default (except where it means "not recorded")
+    "scheduler_config-null": (lambda s, t: tampered(s, t, lambda m: m.update(scheduler_config=None)), [], "refuse"),
+    "dtype-null": (lambda s, t: tampered(s, t, lambda m: m["model"].update(dtype=None)), [], "refuse"),
+    "num_train_timesteps-null": (lambda s, t: tampered(s, t, lambda m: m["model"].update(num_train_timesteps=None)), [],
+                                 "accept"),
+    "step-table-dim-2^53+1": (lambda s, t: tampered(s, t, _edit_table("step", "inputs", "seed", shape=[2**53 + 1])), [],
+                              "accept"),  # a dynamic dim: any int in [0, 2**62], read exactly
 }
 # cases a host cannot run, with the reason (the verdict is not compared there)
 NOT_APPLICABLE = {"c": {"nan-score-graph": "the C host runs sampler.onnx only (no --graph)"}}
@@ -272,7 +279,9 @@ def test_c_gives_the_same_verdict(toy_dir, c_host, tmp_path, capsys, case):
 LIMITS_PROBE = r"""
 import * as m from './runtime/js/manifest.js';
 import { MAX_SEED } from './runtime/js/noise.js';
-console.log(JSON.stringify({ MAX_SAMPLE_RANK: m.MAX_SAMPLE_RANK, MAX_SAMPLE_ELEMENTS: m.MAX_SAMPLE_ELEMENTS,
+import { MAX_THREADS, TEMP_NAME_EXTRA } from './runtime/js/node.js';
+console.log(JSON.stringify({ MAX_THREADS, TEMP_NAME_EXTRA,
+  MAX_SAMPLE_RANK: m.MAX_SAMPLE_RANK, MAX_SAMPLE_ELEMENTS: m.MAX_SAMPLE_ELEMENTS,
   MAX_FILES: m.MAX_FILES, MAX_FILE_BYTES: m.MAX_FILE_BYTES, MAX_JSON_BYTES: m.MAX_JSON_BYTES,
   COMPUTE_DTYPES: m.COMPUTE_DTYPES, MAX_SEED: MAX_SEED.toString() }));
 """
@@ -282,7 +291,12 @@ def test_node_limits_equal_python_limits():
     proc = run_node(["--input-type=module", "-e", LIMITS_PROBE])
     assert proc.returncode == 0, proc.stderr
     node = json.loads(proc.stdout)
+    from ncsn_runtime.fileio import ATOMIC_NAME_EXTRA
+    from ncsn_runtime.providers import MAX_THREADS
+
     assert node == {
+        "MAX_THREADS": MAX_THREADS,
+        "TEMP_NAME_EXTRA": ATOMIC_NAME_EXTRA,  # the bytes the temporary sibling's name adds (Node's is as long)
         "MAX_SAMPLE_RANK": manifest.MAX_SAMPLE_RANK,
         "MAX_SAMPLE_ELEMENTS": manifest.MAX_SAMPLE_ELEMENTS,
         "MAX_FILES": manifest.MAX_FILES,

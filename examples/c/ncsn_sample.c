@@ -48,6 +48,8 @@
 #define MAX_FILES 10000
 #define MAX_FILE_BYTES (1LL << 40)
 #define MAX_JSON_BYTES (16LL << 20)
+#define MAX_THREADS 4096 /* ncsn_runtime.providers.MAX_THREADS */
+#define TEMP_NAME_EXTRA 14 /* write_npy's temporary sibling: NAME.tmpPID (a pid has at most 10 digits) */
 
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die(int code, const char *fmt, ...) {
@@ -587,7 +589,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(arg, "--num-samples")) num_samples = parse_u64(arg, next, 1u << 20), i++;
     else if (!strcmp(arg, "--output")) output = next, i++;
     else if (!strcmp(arg, "--steps")) steps = parse_u64(arg, next, 1u << 20), i++;
-    else if (!strcmp(arg, "--threads")) threads = parse_u64(arg, next, 1024), i++;
+    else if (!strcmp(arg, "--threads")) threads = parse_u64(arg, next, MAX_THREADS), i++;
     else if (!strcmp(arg, "--ort-lib")) library = next, i++;
     else if (!strcmp(arg, "--json")) json = 1;
     else if (!strcmp(arg, "--inpaint")) known_path = next, i++;
@@ -600,7 +602,17 @@ int main(int argc, char **argv) {
   if (!output) die(2, "--output FILE.npy is required");
   size_t output_length = strlen(output);
   if (output_length < 4 || strcmp(output + output_length - 4, ".npy") != 0) die(2, "--output must end in .npy (the C example writes raw samples only), got \"%s\"", output);
-  if (num_samples < 1) die(2, "--num-samples must be >= 1");
+  if (num_samples < 1) die(2, "--num-samples must be in [1, %u], got 0", 1u << 20);
+  /* the output is checked before any work (as ncsn-sample): its name leaves room for the temporary sibling's, and
+     its folder exists and is writable */
+  const char *base = strrchr(output, '/') ? strrchr(output, '/') + 1 : output;
+  if (strlen(base) + TEMP_NAME_EXTRA > 255)
+    die(2, "--output: the name is too long (%zu bytes; with the %d bytes of our temporary name it exceeds the 255-byte limit)", strlen(base), TEMP_NAME_EXTRA);
+  char folder[4096];
+  snprintf(folder, sizeof folder, "%.*s", base == output ? 1 : (int)(base - output), base == output ? "." : output);
+  struct stat folder_info;
+  if (stat(folder, &folder_info) != 0 || !S_ISDIR(folder_info.st_mode)) die(2, "--output %s: the folder %s does not exist", output, folder);
+  if (access(folder, W_OK) != 0) die(2, "--output %s: the folder %s is not writable", output, folder);
   if (!known_path != !mask_path) die(2, "--inpaint KNOWN.npy and --mask MASK.npy go together: give both");
   int inpainting = known_path != NULL;
   uint64_t seed = parse_u64("--seed", seed_text, MAX_SEED - (num_samples - 1)); /* the last seed S + N - 1 <= 2^63 - 1 */

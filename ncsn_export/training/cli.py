@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -37,8 +38,15 @@ def check_args(args: argparse.Namespace) -> None:
               "--sample-steps": (args.sample_steps, 1), "--log-every": (args.log_every, 1), "--seed": (args.seed, 0)}
     for name, (value, low) in counts.items():
         check_count(name, value, low, 2**62)
+    from ncsn_runtime.manifest import MAX_SAMPLE_ELEMENTS
+    from ncsn_runtime.providers import MAX_THREADS
+
+    if args.channels * args.image_size**2 > MAX_SAMPLE_ELEMENTS:  # the export's limit: such a model could not be sampled
+        raise ValueError(f"`--image-size` {args.image_size} x {args.image_size} x {args.channels} channels exceeds the "
+                         f"{MAX_SAMPLE_ELEMENTS} elements per sample an export may have; use at most "
+                         f"{int((MAX_SAMPLE_ELEMENTS // args.channels) ** 0.5)}")
     if args.threads is not None:
-        check_count("--threads", args.threads, 1, 4096)
+        check_count("--threads", args.threads, 1, MAX_THREADS)
     check_positive_float("--lr", args.lr)
     if args.time_limit is not None:
         check_positive_float("--time-limit", args.time_limit)
@@ -140,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ImportError) as error:
         print(f"ncsn-train: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print(f"ncsn-train: error: {_out_of_memory(error)} (loading {args.data} at --image-size {args.image_size}, "
+              f"--ngf {args.ngf}; use smaller values)", file=sys.stderr)
+        return 1
     print(json.dumps({"data": name, "examples": len(data), "parameters": trainer.model_record()["num_parameters"]}))
     try:
         trainer.train(progress=not args.no_progress)
@@ -152,8 +166,25 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"ncsn-train: error: {os_error_line(error, trainer.out)}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print(f"ncsn-train: error: {_out_of_memory(error)} (training at --batch-size {args.batch_size}, --image-size "
+              f"{args.image_size}, --ngf {args.ngf}; use smaller values; {trainer.out / 'checkpoint'} holds iteration "
+              f"{trainer.iteration})", file=sys.stderr)
+        return 1
     print(f"saved {trainer.out / 'ema.safetensors'} after {trainer.iteration} iterations")
     return 0
+
+
+def _out_of_memory(error: BaseException) -> str | None:
+    """The one-line cause when ``error`` is the machine running out of memory (numpy's MemoryError, torch's
+    allocator RuntimeError), else None."""
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        found = re.search(r"allocate (?:memory: you tried to allocate )?([0-9.]+ ?[KMGT]?i?B|\d+ bytes)", text)
+        return f"out of memory{f' (tried to allocate {found.group(1)})' if found else ''}"
+    return None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { makeGrid } from './grid.js';
 import { MAX_SEED, toUint64 } from './noise.js';
 import { decodeNpy } from './npy.js';
-import { encodePng, loadPipeline, readRegularFile, saveNpy, writeFileAtomic } from './node.js';
+import { MAX_THREADS, checkOutputPath, encodePng, loadPipeline, readRegularFile, saveNpy, writeFileAtomic } from './node.js';
 import { GRAPH_KEYS } from './pipeline.js';
 
 const USAGE = `usage: node runtime/js/cli.mjs EXPORT_DIR --output FILE [options]
@@ -36,34 +36,47 @@ class UsageError extends Error {}
 
 const MAX_NPY_BYTES = 1 << 30; // --inpaint / --mask hold one sample
 
-/** @param {string} name @param {string | undefined} value @param {number} low */
-function parseInteger(name, value, low) {
+/** @param {string} name @param {string | undefined} value @param {number} low @param {number} [high] */
+function parseInteger(name, value, low, high = Number.MAX_SAFE_INTEGER) {
   if (value === undefined) return undefined;
-  if (!/^[0-9]+$/.test(value) || Number(value) < low || !Number.isSafeInteger(Number(value))) {
-    throw new UsageError(`--${name} must be an integer >= ${low}, got ${JSON.stringify(value)}`);
+  if (!/^[0-9]+$/.test(value) || Number(value) < low || Number(value) > high || !Number.isSafeInteger(Number(value))) {
+    const range = high === Number.MAX_SAFE_INTEGER ? `>= ${low}` : `in [${low}, ${high}]`;
+    throw new UsageError(`--${name} must be an integer ${range}, got ${JSON.stringify(value)}`);
   }
   return Number(value);
 }
 
 function parse(argv) {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      output: { type: 'string', short: 'o' },
-      seed: { type: 'string', short: 's', default: '0' },
-      'num-samples': { type: 'string', short: 'n', default: '16' },
-      mode: { type: 'string' },
-      graph: { type: 'string' },
-      steps: { type: 'string' },
-      'sampling-eps': { type: 'string' },
-      threads: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      inpaint: { type: 'string' },
-      mask: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs(ARGS(argv));
+  } catch (error) {
+    throw new UsageError(error.message.replace(/\s*\n\s*/g, ' '));
+  }
+  return check(parsed);
+}
+
+/** node:util parseArgs configuration of the command line. */
+const ARGS = (argv) => ({
+  args: argv,
+  allowPositionals: true,
+  options: {
+    output: { type: 'string', short: 'o' },
+    seed: { type: 'string', short: 's', default: '0' },
+    'num-samples': { type: 'string', short: 'n', default: '16' },
+    mode: { type: 'string' },
+    graph: { type: 'string' },
+    steps: { type: 'string' },
+    'sampling-eps': { type: 'string' },
+    threads: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    inpaint: { type: 'string' },
+    mask: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+function check({ values, positionals }) {
   if (values.help) return { help: true };
   if (positionals.length !== 1) throw new UsageError(`expected exactly one EXPORT_DIR, got ${positionals.length}`);
   if (!values.output) throw new UsageError('--output FILE is required (.npy or .png)');
@@ -107,7 +120,7 @@ function parse(argv) {
     graph,
     numInferenceSteps: parseInteger('steps', values.steps, 1),
     samplingEps,
-    threads: parseInteger('threads', values.threads, 1),
+    threads: parseInteger('threads', values.threads, 1, MAX_THREADS),
     json: values.json,
     inpaint: values.inpaint,
     mask: values.mask,
@@ -138,12 +151,18 @@ async function main(argv) {
   try {
     args = parse(argv);
   } catch (error) {
-    process.stderr.write(`error: ${error.message}\n\n${USAGE}\n`);
+    process.stderr.write(`error: ${error.message} (see --help)\n`); // one line, as ncsn-sample
     return 2;
   }
   if (args.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
+  }
+  try {
+    await checkOutputPath(args.output, '--output'); // before any work, as ncsn-sample
+  } catch (error) {
+    process.stderr.write(`error: ${error.message}\n`);
+    return 2;
   }
   const sessionOptions = args.threads ? { intraOpNumThreads: args.threads } : {};
   const loadStart = performance.now();

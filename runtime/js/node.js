@@ -2,7 +2,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, readSync } from 'node:fs';
-import { lstat, open, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { access, lstat, open, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 
@@ -12,6 +12,9 @@ import { encodeNpy } from './npy.js';
 import { NCSNPipeline } from './pipeline.js';
 
 export * from './index.js';
+
+/** The most onnxruntime intra-op threads a host asks for (ncsn_runtime.providers.MAX_THREADS; 1e9 made it bad_alloc). */
+export const MAX_THREADS = 4096;
 
 /**
  * A FileSource reading an export directory on disk.
@@ -163,6 +166,28 @@ export async function loadPipeline(directory, { mode = 'fused', graphs, sessionO
   if (!info?.isDirectory()) throw new ExportDirectoryError(`export directory not found: ${path.resolve(directory)}`);
   const runtime = ort ?? (await import('onnxruntime-node'));
   return NCSNPipeline.load(fsSource(directory), { ort: runtime, mode, graphs, sessionOptions });
+}
+
+/** Bytes writeFileAtomic's temporary name adds to the file's: `.NAME.` + 12 hex digits + `.tmp` (Python's atomic_write: 18). */
+export const TEMP_NAME_EXTRA = 18;
+const NAME_MAX = 255;
+
+/**
+ * Check an output path before any work (as ncsn-sample): its folder exists and is writable, it is not a directory,
+ * and its name leaves room for the temporary sibling's. Throws an Error naming `label` and the cause.
+ * @param {string} file @param {string} label e.g. '--output'
+ */
+export async function checkOutputPath(file, label) {
+  const name = path.basename(file);
+  const size = Buffer.byteLength(name);
+  if (size + TEMP_NAME_EXTRA > NAME_MAX) {
+    throw new Error(`${label}: the name is too long (${size} bytes; with the ${TEMP_NAME_EXTRA} bytes of our temporary name it exceeds the ${NAME_MAX}-byte limit); use a name of at most ${NAME_MAX - TEMP_NAME_EXTRA} bytes`);
+  }
+  const folder = path.dirname(path.resolve(file));
+  const info = await stat(folder).catch(() => null);
+  if (!info?.isDirectory()) throw new Error(`${label} ${file}: the folder ${folder} does not exist`);
+  if (await access(folder, constants.W_OK).then(() => false, () => true)) throw new Error(`${label} ${file}: the folder ${folder} is not writable`);
+  if ((await stat(file).catch(() => null))?.isDirectory()) throw new Error(`${label} ${file} is a directory`);
 }
 
 /**

@@ -80,6 +80,7 @@ def normalize_provider(provider: str) -> str:
 
 
 THREADS_VARIABLE = "NCSN_NUM_THREADS"
+MAX_THREADS = 4096  # onnxruntime intra-op threads: the most any host asks for (Node --threads, C --threads too)
 
 
 def threads_from_environment() -> int | None:
@@ -94,9 +95,9 @@ def threads_from_environment() -> int | None:
         value = int(raw)
     except ValueError:
         value = -1
-    if not 0 <= value <= 4096:
+    if not 0 <= value <= MAX_THREADS:
         raise EnvironmentVariableError(f"environment variable {THREADS_VARIABLE} must be a whole number of threads in "
-                                       f"0..4096 (0: onnxruntime's default), got {raw!r}")
+                                       f"0..{MAX_THREADS} (0: onnxruntime's default), got {raw!r}")
     return value or None
 
 
