@@ -8,12 +8,14 @@ format directly (``ncsn_runtime`` depends on numpy + onnxruntime only).
 
 Walked: ``ModelProto.graph`` and ``.functions``; in a graph its initializers, sparse initializers and
 every node attribute holding a tensor or a subgraph (``Loop`` / ``If`` / ``Scan`` bodies), recursively.
-Large ``raw_data`` fields are skipped by length, so a model with embedded weights is read in
-milliseconds. A malformed or too deeply nested file raises :class:`ExternalDataError`.
+Large ``raw_data`` fields are skipped by length, and a file is memory-mapped, so a model with embedded weights is
+walked in milliseconds without reading (or holding) its weights. A malformed or too deeply nested file raises
+:class:`ExternalDataError`.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 
 __all__ = ["MAX_DEPTH", "ExternalDataError", "external_data_locations"]
@@ -129,9 +131,22 @@ def external_data_locations(model: bytes | memoryview | str | os.PathLike) -> li
         ExternalDataError: the bytes are not a well-formed ONNX protobuf.
     """
     if isinstance(model, (str, os.PathLike)):
-        with open(model, "rb") as handle:
-            model = handle.read()
-    data = memoryview(model)
+        from .fileio import open_regular
+
+        with open_regular(model) as handle:  # a regular file only; mapped, so only the walked pages are read
+            size = os.fstat(handle.fileno()).st_size
+            if not size:
+                return _locations(memoryview(b""))
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    return _locations(view)
+                finally:
+                    view.release()  # every slice of it is gone with _locations' frames: the map can close
+    return _locations(memoryview(model))
+
+
+def _locations(data: memoryview) -> list[str]:
     found: list[str] = []
     for number, wire, value in _fields(data):
         if wire != 2:
