@@ -71,7 +71,7 @@ from .contract import FORMAT_NAME, FORMAT_VERSION, GRAPHS, MANIFEST_NAME, SCHEDU
 from .errors import ExportDirectoryError
 from .fileio import read_json_object, write_json_atomic
 from .schedule import MAX_TRAIN_TIMESTEPS
-from .verify import check_session_io, confined, file_entry, sha256_file, verify_graph_files, verify_listed_file
+from .verify import check_session_io, check_unchanged, confined, file_entry, sha256_file, verify_graph_files, verify_listed_file
 
 __all__ = [
     "FORMAT_NAME",
@@ -166,6 +166,7 @@ class Manifest:
     opset: int | None
     raw: dict[str, Any]
     _verified: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)  # files hashed so far
+    _stamps: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict, compare=False, repr=False)  # as hashed
 
     @property
     def path(self) -> Path:
@@ -180,7 +181,12 @@ class Manifest:
         ``weights.onnx.data``; each file is hashed once per manifest, :func:`~ncsn_runtime.verify.verify_graph_files`)."""
         if key not in self.graphs:
             raise ExportDirectoryError(f"{self.root} has no {key} graph (graphs: {sorted(self.graphs)})")
-        return verify_graph_files(self.root, self.files, self.graphs[key].file, self._verified)
+        return verify_graph_files(self.root, self.files, self.graphs[key].file, self._verified, self._stamps)
+
+    def check_unchanged(self) -> None:
+        """Every graph / external-data file verified so far is still the file that was hashed (call it after
+        onnxruntime opened a graph by path: a file replaced or written in between is refused)."""
+        check_unchanged(self._stamps)
 
 
 def write_manifest(export_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 from .contract import GRAPHS, ORT_PREFIX, ort_file
 from .errors import ExportDirectoryError
 from .manifest import Manifest
-from .verify import confined
+from .verify import confined, verify_listed_file
 
 __all__ = ["GRAPH_FORMATS", "OrtManifest", "check_graph_format", "ort_graph_files", "ort_manifest"]
 
@@ -68,7 +68,7 @@ class OrtManifest(Manifest):
     def graph_path(self, key: str) -> Path:
         if key not in self.graphs:
             raise ExportDirectoryError(f"{self.root} has no ORT-format {key} graph (ORT graphs: {sorted(self.graphs)})")
-        return self.verified_path(self.graphs[key].file)
+        return verify_listed_file(self.root, self.files, self.graphs[key].file, self._stamps)  # stamped: check_unchanged
 
 
 def ort_manifest(info: Manifest) -> OrtManifest:

@@ -107,6 +107,9 @@ class GraphSessions:
                 raise ExportDirectoryError(f"onnxruntime cannot load {path} (its sha256 matches the manifest, so the "
                                            f"export itself is broken or needs a newer onnxruntime): {error}") from error
             check_session_io(session, name, self.sample_shape, path)
+            unchanged = getattr(self.info, "check_unchanged", None)  # onnxruntime read the files by path: still ours?
+            if unchanged is not None:
+                unchanged()
             self._sessions[name] = session
         return self._sessions[name]
 
@@ -137,6 +140,8 @@ class GraphSessions:
         try:
             session = open_session(path, self.device, cuda_graph=True, free_dimensions=self.batch_dimensions(graph, shape[0]),
                                    intra_op_threads=self.intra_op_threads)
+            if hasattr(self.info, "check_unchanged"):  # (if it raises, the plain session's check below refuses it too)
+                self.info.check_unchanged()
             return captured(session, self.device, shape)
         except Exception as error:  # onnxruntime raises plain RuntimeErrors / its own Fail
             self.cuda_graph_error = f"{type(error).__name__}: {error}"

@@ -54,16 +54,38 @@ def confined(root: Path, value: Any, what: str) -> Path:
         raise ExportDirectoryError(str(error)) from None
 
 
-def verify_listed_file(root: Path, files: Mapping[str, ListedFile], relative: str) -> Path:
+def file_stamp(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """(device, inode, size, ctime in ns) of a file: any write, rename or replacement after it was taken changes it
+    (a writer cannot set ctime back)."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_ctime_ns
+
+
+def check_unchanged(stamps: Mapping[Path, tuple[int, int, int, int]]) -> None:
+    """Raise :class:`ExportDirectoryError` when a verified file is no longer the one hashed (``stamps``: path ->
+    :func:`file_stamp` taken before its sha256 check), e.g. after onnxruntime opened it by path."""
+    for path, stamp in stamps.items():
+        try:
+            now = file_stamp(path)
+        except OSError:
+            now = None
+        if now != stamp:
+            raise ExportDirectoryError(f"{path} changed while it was loaded (replaced or written after its sha256 check); "
+                                       "nothing was run")
+
+
+def verify_listed_file(root: Path, files: Mapping[str, ListedFile], relative: str,
+                       stamps: MutableMapping[Path, tuple[int, int, int, int]] | None = None) -> Path:
     """Path of ``root / relative`` after checking that it is listed, a regular file inside ``root``, and that its
-    size and sha256 match the listing."""
+    size and sha256 match the listing; with ``stamps``, the file's :func:`file_stamp` from before the hash is added."""
     entry = files.get(relative)
     if entry is None:
         raise ExportDirectoryError(f"{relative} is not listed in {MANIFEST_NAME}")
     path = confined(root, relative, "file")
     if not path.is_file():
         raise ExportDirectoryError(f"{root / relative} is listed in {MANIFEST_NAME} but missing (or not a regular file)")
-    size = path.stat().st_size
+    stamp = file_stamp(path)
+    size = stamp[2]
     if size != entry.bytes:
         raise ExportDirectoryError(f"{path} is {size} bytes, {MANIFEST_NAME} says {entry.bytes} (truncated or replaced?)")
     try:
@@ -72,11 +94,14 @@ def verify_listed_file(root: Path, files: Mapping[str, ListedFile], relative: st
         raise ExportDirectoryError(f"cannot read {path}: {error}") from None
     if digest != entry.sha256:
         raise ExportDirectoryError(f"{path} sha256 {digest[:12]}... does not match {MANIFEST_NAME} ({entry.sha256[:12]}...)")
+    if stamps is not None:
+        stamps[path] = stamp
     return path
 
 
 def verify_graph_files(root: Path, files: Mapping[str, ListedFile], relative: str,
-                       verified: MutableMapping[str, Path] | None = None) -> Path:
+                       verified: MutableMapping[str, Path] | None = None,
+                       stamps: MutableMapping[Path, tuple[int, int, int, int]] | None = None) -> Path:
     """Verified path of the ONNX graph ``root / relative`` and of every external-data file it names.
 
     The graph is verified like any listed file (:func:`verify_listed_file`); then the ``location`` of each of its
@@ -87,7 +112,7 @@ def verify_graph_files(root: Path, files: Mapping[str, ListedFile], relative: st
     """
     verified = {} if verified is None else verified
     if relative not in verified:
-        verified[relative] = verify_listed_file(root, files, relative)
+        verified[relative] = verify_listed_file(root, files, relative, stamps)
     path = verified[relative]
     try:
         locations = external_data_locations(path)
@@ -101,7 +126,7 @@ def verify_graph_files(root: Path, files: Mapping[str, ListedFile], relative: st
             raise ExportDirectoryError(f"{relative} reads external data from {data!r}, which {MANIFEST_NAME} does not "
                                        "list; refusing to let onnxruntime read an unverified file")
         if data not in verified:
-            verified[data] = verify_listed_file(root, files, data)
+            verified[data] = verify_listed_file(root, files, data, stamps)
     return path
 
 
