@@ -182,7 +182,7 @@ def test_an_optional_artifact_that_fails_is_skipped_and_an_explicit_one_fails(tm
 def test_artifact_names_are_checked_before_tracing(tmp_path):
     from ncsn_export.exporters.artifacts import select_artifacts
 
-    assert select_artifacts(None).keys == ("score", "step", "sampler", "gpu_step", "gpu_sampler", "torchscript")
+    assert select_artifacts(None).keys == ("score", "step", "sampler", "gpu_step", "gpu_sampler", "inpaint", "torchscript")
     assert not select_artifacts(None).is_required("torchscript") and select_artifacts(None).is_required("sampler")
     chosen = select_artifacts("score,pt2")
     assert chosen.keys == ("score", "step", "sampler", "torch_export") and chosen.is_required("torch_export")
