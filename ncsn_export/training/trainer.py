@@ -231,6 +231,21 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.elapsed_s = float(state["elapsed_s"])
         self.loss_history = state["loss_history"]
+        record = self.out / "model.json"
+        if record.is_file():  # what --init-from recorded (the resumed run's command line does not repeat it)
+            extra = read_json_object(record).get("training", {}).get("config", {}).get("extra", {})
+            if isinstance(extra, dict):
+                self.config.extra = {**extra, **self.config.extra}
+
+    def init_from(self, weights: str | Path) -> None:
+        """Start from trained weights (record ``model.json`` or ``mnist_ncsn.json`` beside them), EMA included."""
+        from ..models.default import MNIST_RECORD, MNIST_WEIGHTS
+        from .init_from import init_from_run
+
+        weights = Path(weights)
+        record = weights.with_name(MNIST_RECORD if weights.name == MNIST_WEIGHTS else "model.json")
+        self.config.extra["init_from"] = init_from_run(self.model, self.scheduler.train_sigmas, weights, record)
+        self.ema = EMA(self.model, self.config.ema_decay)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample_grid(self, path: Path) -> Path:
