@@ -2,9 +2,13 @@
 
 Over N generated samples (default 256) it reports:
 * ``mean_max_prob``: mean of the classifier's maximum class probability (confident = digit-like);
-  target >= 0.85;
+  target >= 0.95 (issue 16);
 * ``class_entropy``: entropy (nats) of the histogram of predicted classes (diverse = all ten digits);
-  target >= 0.95 * ln 10 = 2.187;
+  target >= 2.26 (issue 16);
+* ``class_shares`` against the real shares (the 5k's label histogram) and ``worst_share_gap`` (points);
+* ``fd``: Frechet distance between the classifier's penultimate (128-d) features of n samples and of a fixed
+  reference of n real digits from the classifier's training split (n = min(N, 500)); ``fd_real`` is the same
+  distance for n held-out real digits, so ``fd / fd_real`` <= 1.5 is the target (issue 16);
 * nearest-training-image L2 distances of the samples, next to the same statistic for 500 held-out
   real digits (a copy of a training image would have distance ~0).
 
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -105,6 +108,32 @@ def nearest_distances(samples: torch.Tensor, reference: torch.Tensor) -> torch.T
     return torch.cdist(samples.flatten(1).double(), reference.flatten(1).double()).min(dim=1).values.float()
 
 
+@torch.no_grad()
+def penultimate_features(model: DigitClassifier, images: torch.Tensor) -> torch.Tensor:
+    """The 128-d activations before the last linear layer, float64 [N, 128]."""
+    body = model.net[:-1]
+    return torch.cat([body(images[k : k + 256]) for k in range(0, len(images), 256)]).double()
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a [N, F] and b [M, F]."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
+    cov_a, cov_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = root.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * root))
+
+
+def share_gaps(counts: list[int], real_shares: np.ndarray) -> dict[str, object]:
+    """Per-digit shares of ``counts`` and the largest |share - real share| in percentage points."""
+    shares = np.asarray(counts, dtype=np.float64) / max(1, sum(counts))
+    return {"class_shares": [round(float(v), 4) for v in shares],
+            "worst_share_gap": float(np.abs(shares - real_shares).max() * 100.0),
+            "worst_share_digit": int(np.abs(shares - real_shares).argmax())}
+
+
 def quality(probabilities: torch.Tensor) -> dict[str, float]:
     """mean max-probability and the entropy (nats) of the predicted-class histogram."""
     counts = torch.bincount(probabilities.argmax(dim=1), minlength=10).double()
@@ -141,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[None], help="noise levels used (default: all trained)")
     parser.add_argument("--annealed-steps", type=int, nargs="+", default=[None], help="T per level (default: the config's)")
     parser.add_argument("--eps", type=float, nargs="+", default=[None], help="sampling eps (default: the config's)")
+    parser.add_argument("--settings", nargs="+", default=None, metavar="L:T:EPS",
+                        help="explicit (levels, T, eps) triples instead of the product of --levels/--annealed-steps/--eps")
     parser.add_argument("--final-denoise", choices=("yes", "no", "both"), default="yes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -162,9 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = float((test_probs.argmax(1) == test_y).float().mean())
     real = quality(test_probs)
     real_nn = nearest_distances(test_x, train_x)
+    real_shares = np.bincount(labels, minlength=10) / len(labels)
+    fd_n = min(args.num_samples, HELD_OUT)
+    reference = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(99))[:fd_n]]
+    reference_features = penultimate_features(classifier, reference)
+    fd_real = frechet_distance(penultimate_features(classifier, test_x[:fd_n]), reference_features)
     print(f"classifier: held-out accuracy {accuracy:.3f} ({time.perf_counter() - start:.0f} s); real held-out digits: "
           f"mean max-prob {real['mean_max_prob']:.3f}, class entropy {real['class_entropy']:.3f}, "
-          f"NN distance to train mean {real_nn.mean():.2f} min {real_nn.min():.2f}")
+          f"NN distance to train mean {real_nn.mean():.2f} min {real_nn.min():.2f}; FD real-vs-real (n={fd_n}) {fd_real:.2f}")
+    print("real shares (%): " + " ".join(f"{d}:{100 * v:.1f}" for d, v in enumerate(real_shares)))
 
     settings: list[dict] = []
     if args.export:
@@ -176,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         model, record = load_refinenet(weights, record_path)
         config = dict(record["scheduler_config"])
         denoise = {"yes": [True], "no": [False], "both": [False, True]}[args.final_denoise]
-        for levels, steps, eps, fd in itertools.product(args.levels, args.annealed_steps, args.eps, denoise):
+        triples = itertools.product(args.levels, args.annealed_steps, args.eps)
+        if args.settings:
+            try:
+                triples = [(int(a), int(b), float(c)) for a, b, c in (text.split(":") for text in args.settings)]
+            except ValueError:
+                parser.error(f"--settings takes L:T:EPS triples such as 10:10:2e-4, got {args.settings}")
+        for (levels, steps, eps), fd in itertools.product(triples, denoise):
             settings.append({"source": str(weights), "levels": levels or config["num_train_timesteps"],
                              "annealed_steps": steps or config["num_annealed_steps"], "eps": eps or config["sampling_eps"],
                              "final_denoise": fd})
@@ -193,24 +236,29 @@ def main(argv: list[str] | None = None) -> int:
         clipped = samples.clamp(0.0, 1.0)
         stats = quality(class_probabilities(classifier, clipped))
         nn_dist = nearest_distances(clipped, train_x)
-        row = dict(setting, **stats, seconds=round(seconds, 1), nn_dist_mean=float(nn_dist.mean()),
+        fd = frechet_distance(penultimate_features(classifier, clipped[:fd_n]), reference_features)
+        row = dict(setting, **stats, **share_gaps(stats["class_counts"], real_shares), fd=fd, fd_ratio=fd / fd_real,
+                   seconds=round(seconds, 1), nn_dist_mean=float(nn_dist.mean()),
                    nn_dist_min=float(nn_dist.min()), out_of_range=float(((samples < -0.05) | (samples > 1.05)).float().mean()))
         rows.append(row)
         print(json.dumps({key: (float(f'{v:.4g}') if isinstance(v, float) else v) for key, v in row.items()}), flush=True)
         if k == 0 and args.grid:
             print(f"grid: {save_image_grid(clipped[:64], args.grid)}")
 
-    target_entropy = 0.95 * math.log(10)
-    print(f"\n{'levels':>6} {'T':>4} {'eps':>8} {'denoise':>7} {'max-prob':>8} {'entropy':>7} {'NN-dist':>7} {'sec':>6}  "
-          f"(targets: max-prob >= 0.85, entropy >= {target_entropy:.3f}; real digits NN-dist {real_nn.mean():.2f})")
+    print(f"\n{'levels':>6} {'T':>4} {'eps':>8} {'denoise':>7} {'max-prob':>8} {'entropy':>7} {'gap(pt)':>7} {'FD':>6} "
+          f"{'FD/real':>7} {'NN-dist':>7} {'sec':>6}  (issue 16 targets: max-prob >= 0.95, entropy >= 2.26, gap <= 4, "
+          f"FD/real <= 1.5; real digits NN-dist {real_nn.mean():.2f}, FD real {fd_real:.2f})")
     for row in rows:
         print(f"{row.get('levels') or '-'!s:>6} {row.get('annealed_steps', '-')!s:>4} {row.get('eps', '-')!s:>8} "
               f"{row.get('final_denoise', '-')!s:>7} {row['mean_max_prob']:8.3f} {row['class_entropy']:7.3f} "
-              f"{row['nn_dist_mean']:7.2f} {row['seconds']:6.1f}")
+              f"{row['worst_share_gap']:7.1f} {row['fd']:6.2f} {row['fd_ratio']:7.2f} {row['nn_dist_mean']:7.2f} "
+              f"{row['seconds']:6.1f}")
     write_json_atomic(args.json, {
         "num_samples": args.num_samples, "seed": args.seed, "classifier_accuracy": accuracy,
-        "real_digits": dict(real, nn_dist_mean=float(real_nn.mean()), nn_dist_min=float(real_nn.min())),
-        "targets": {"mean_max_prob": 0.85, "class_entropy": target_entropy}, "rows": rows,
+        "real_digits": dict(real, nn_dist_mean=float(real_nn.mean()), nn_dist_min=float(real_nn.min()), fd=fd_real,
+                            fd_n=fd_n, class_shares=[round(float(v), 4) for v in real_shares]),
+        "targets": {"mean_max_prob": 0.95, "class_entropy": 2.26, "worst_share_gap": 4.0, "fd_ratio": 1.5},
+        "rows": rows,
     })
     print(f"wrote {args.json}")
     return 0

@@ -24,7 +24,7 @@ def test_shipped_files_are_small_and_described():
     assert weights.is_file() and weights.stat().st_size <= 20 * 2**20
     record = json.loads(record_path.read_text())
     assert record["architecture"] == "CondRefineNetDilated"
-    assert record["training"]["iterations"] > 0 and record["training"]["dataset"].startswith("mnist_5k")
+    assert record["training"]["iterations"] > 0 and record["training"]["dataset"].startswith(("mnist_5k", "mnist_60k"))
     assert set(record["scheduler_config"]) == {"num_train_timesteps", "num_annealed_steps", "sigma_min", "sigma_max",
                                                "sampling_eps"}
     assert "final_denoise" in record["sampling"]

@@ -84,6 +84,6 @@ def mnist_spec(weights_dir: str | Path | None = None) -> ModelSpec:
         final_denoise=bool(sampling.get("final_denoise", True)),
         description=(
             f"NCSN RefineNet (ngf={model.config['ngf']}, {record.get('num_parameters', '?')} params) "
-            "trained on the MNIST 5k subset"
+            f"trained on {record.get('training', {}).get('dataset', 'MNIST')}"
         ),
     )
