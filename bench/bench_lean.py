@@ -9,11 +9,17 @@ side by side in one run: ``raw`` (``compose_graphs(..., lean=False)``, today's g
 * the fused ``sampler.onnx`` (all trained levels x ``num_annealed_steps`` unless given), one intra-op thread,
   raw vs lean vs the torch eager sampler, interleaved round robin (``bench_loop.timed_round_robin``).
 
+* with ``--webgpu EXPORT_DIR`` (an export of the same model): examples/web in headless Chromium on its SwiftShader
+  WebGPU adapter, ``gpu_step.onnx`` for ``--webgpu-levels`` levels, raw vs lean (each written with its weights
+  inline into a copy of EXPORT_DIR, the manifest's hash updated), alternating, ``--webgpu-repeats`` page loads
+  each; the page's own sampling time (``result.seconds``, session creation excluded) is compared.
+
 Target (issue 17): ``score.onnx`` of the default model <= 1100 nodes; lean sampler <= 0.85x raw at B=16, 1 thread.
 
 Run::
 
     .venv/bin/python bench/bench_lean.py --model mnist --batch 16 --repeats 5
+    .venv/bin/python bench/bench_lean.py --traced T.onnx --no-eager --repeats 3 --webgpu EXPORT --webgpu-count 4
 
 Results are printed and saved to ``bench/results/bench_lean-<model>-<timestamp>.json``.
 """
@@ -22,9 +28,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import platform
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,11 +127,54 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
             key = f"{label.split()[0]} / torch eager"
             ratios[key] = timings[label]["cpu_median_ms"] / timings["torch eager sampler"]["cpu_median_ms"]
             wall[key] = timings[label]["median_ms"] / timings["torch eager sampler"]["median_ms"]
-    return {"model": name, "sample_shape": list(shape), "levels": num_levels, "steps": num_steps, "batch": args.batch,
+    webgpu = None
+    if args.webgpu is not None:
+        inline = {label: compose_graphs(traced, shape, sigmas, spec.final_denoise, keys=("gpu_step",), lean=label == "lean")
+                  ["gpu_step"] for label in ("raw", "lean")}
+        webgpu = webgpu_pages(args.webgpu, inline, args, workdir)
+    return {"model": name, "sample_shape": list(shape), "webgpu": webgpu,
+            "levels": num_levels, "steps": num_steps, "batch": args.batch,
             "threads": args.threads, "final_denoise": spec.final_denoise, "trace_seconds": round(trace_s, 2),
             "compose_seconds": {"raw": round(raw_s, 2), "lean": round(lean_s, 2)}, "nodes": nodes, "score_ops": ops,
             "score_errors": errors, "sampler_max_abs_lean_vs_raw": same, "timings": timings, "ratios": ratios,
             "wall_ratios": wall}
+
+
+def webgpu_pages(export: Path, graphs: dict[str, onnx.ModelProto], args: argparse.Namespace, workdir: Path) -> dict:
+    """Seconds of examples/web's WebGPU gpu_step sampling per variant (label -> gpu_step model), alternating."""
+    root = Path(__file__).resolve().parent.parent
+    dirs = {}
+    for label, model in graphs.items():
+        folder = workdir / f"web-{label}"
+        shutil.copytree(export, folder)
+        data = model.SerializeToString()
+        (folder / "gpu_step.onnx").write_bytes(data)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"]["gpu_step.onnx"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        dirs[label] = folder
+    seconds: dict[str, list[float]] = {label: [] for label in graphs}
+    errors: list[str] = []
+    for repeat in range(args.webgpu_repeats):
+        for label, folder in dirs.items():
+            out = workdir / f"out-{label}-{repeat}"
+            out.mkdir()
+            spec = {"exportDir": str(folder), "outDir": str(out), "executablePath": args.chromium, "timeoutMs": 600000,
+                    "runs": [{"name": "webgpu", "seed": 1, "count": args.webgpu_count, "graph": "gpu_step", "ep": "webgpu",
+                              "steps": args.webgpu_levels}]}
+            proc = subprocess.run(["node", "tests/js/browser.mjs", json.dumps(spec)], cwd=root, capture_output=True,
+                                  text=True, timeout=900)
+            run = json.loads(proc.stdout)[0] if proc.returncode == 0 else {"state": "error", "error": proc.stderr[-500:]}
+            if run["state"] != "done":
+                errors.append(f"{label}: {run.get('error')}")
+                continue
+            seconds[label].append(run["seconds"])
+            adapter = run.get("adapter")
+    medians = {label: statistics.median(values) for label, values in seconds.items() if values}
+    ratio = medians["lean"] / medians["raw"] if len(medians) == 2 else None
+    return {"levels": args.webgpu_levels, "count": args.webgpu_count, "seconds": seconds, "median_s": medians,
+            "lean / raw": ratio, "adapter": locals().get("adapter"), "errors": errors,
+            "nodes": {label: count_nodes(model.graph) for label, model in graphs.items()}}
 
 
 def print_result(result: dict) -> None:
@@ -143,6 +196,10 @@ def print_result(result: dict) -> None:
               f"{row['spread']:>13.2f}")
     for label, value in result["ratios"].items():
         print(f"  {label:<28} cpu {value:.3f}x  wall {result['wall_ratios'][label]:.3f}x")
+    web = result.get("webgpu")
+    if web:
+        print(f"  WebGPU page (gpu_step, {web['levels']} level(s), {web['count']} samples, adapter {web['adapter']}): "
+              f"median s {web['median_s']}, lean / raw {web['lean / raw']}, nodes {web['nodes']}, errors {web['errors']}")
 
 
 def main() -> None:
@@ -156,6 +213,11 @@ def main() -> None:
     parser.add_argument("--traced", type=Path, default=None,
                         help="an already traced score.onnx of the (one) --model, instead of tracing it again")
     parser.add_argument("--no-eager", action="store_true", help="do not time the torch eager sampler")
+    parser.add_argument("--webgpu", type=Path, default=None, help="an export of the model: also time examples/web on WebGPU")
+    parser.add_argument("--webgpu-levels", type=int, default=1, help="noise levels the page samples (default 1)")
+    parser.add_argument("--webgpu-count", type=int, default=4, help="samples per page run (default 4)")
+    parser.add_argument("--webgpu-repeats", type=int, default=3, help="page loads per variant, alternating (default 3)")
+    parser.add_argument("--chromium", default=os.environ.get("NCSN_CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
     for value, flag in ((args.batch, "--batch"), (args.threads, "--threads"), (args.repeats, "--repeats")):
         if value < 1:

@@ -37,7 +37,8 @@ from ncsn_runtime.contract import BATCH, GRAPH_NAMES, GRAPHS, GraphSpec
 from onnx import TensorProto, helper
 
 from .graph_passes import compact_names, rewrite_elu
-from .lean_graph import lean_graph
+from .hoist import hoist_loop_invariants
+from .lean_graph import lean_graph, uniform_level
 from .onnx_builder import GraphBuilder, tensor_info
 from .onnx_noise import counter_normal
 
@@ -98,11 +99,13 @@ def compose_graphs(
     if fast_elu:
         score, _ = rewrite_elu(score)
     score = compact_names(score)  # every graph repeats the network's names: keep them short (graph_passes)
+    # the composed graphs run the batch at one level: their network looks the level up once (lean_graph.uniform_level)
+    network = uniform_level(score, None if external_data_dir is None else str(external_data_dir))[0].graph
     builders: dict[str, Callable[[], onnx.GraphProto]] = {
-        "step": lambda: _step_graph(score.graph, shape, GRAPHS["step"], noise_variant="bitwise"),
-        "gpu_step": lambda: _step_graph(score.graph, shape, GRAPHS["gpu_step"], noise_variant=None),
-        "sampler": lambda: _sampler_graph(score.graph, shape, sigmas, final_denoise, GRAPHS["sampler"], "bitwise"),
-        "gpu_sampler": lambda: _sampler_graph(score.graph, shape, sigmas, final_denoise, GRAPHS["gpu_sampler"], "arithmetic"),
+        "step": lambda: _step_graph(network, shape, GRAPHS["step"], noise_variant="bitwise"),
+        "gpu_step": lambda: _step_graph(network, shape, GRAPHS["gpu_step"], noise_variant=None),
+        "sampler": lambda: _sampler_graph(network, shape, sigmas, final_denoise, GRAPHS["sampler"], "bitwise"),
+        "gpu_sampler": lambda: _sampler_graph(network, shape, sigmas, final_denoise, GRAPHS["gpu_sampler"], "arithmetic"),
         "inpaint": lambda: _inpaint_graph(score.graph, shape, sigmas, final_denoise),
     }
     graphs: dict[str, onnx.ModelProto] = {}
@@ -112,6 +115,7 @@ def compose_graphs(
             continue
         model = helper.make_model(builders[key](), opset_imports=list(score.opset_import), functions=list(score.functions),
                                   ir_version=score.ir_version, producer_name="ncsn-export compose")
+        model, _ = hoist_loop_invariants(model)  # the level-only nodes run once per level, not per step
         check_composed(model, external_data_dir)
         graphs[key] = model
     return graphs

@@ -590,3 +590,199 @@ def lean_graph(model: onnx.ModelProto, base_dir: str | None = None,
             logger.warning("lean_graph: the rewritten score graph does not check (%s); keeping the traced graph", error)
             return model, dict.fromkeys(counts, 0)
     return out, counts
+
+
+@dataclass
+class _LeanCin:
+    """One instance norm++ in :func:`fuse_instance_norm_plus`'s form, as :func:`uniform_level` reads it."""
+
+    x: str
+    means_axes: str  # ReduceMean's axes input (the spatial axes)
+    rank: int
+    eps: float  # IN(x)'s epsilon
+    means_eps: float  # the channel-means IN's epsilon (eps / k)
+    gamma: str  # Split pieces f32[B, 1, C] of Gather(table[L, 1, W], timestep)
+    gamma_alpha: str
+    beta: str
+    output: str
+    tail: onnx.NodeProto  # Reshape(y_flat) -> output, the node the rewrite replaces
+
+
+def _lean_cin(index: _Index, unflat: onnx.NodeProto, pieces: dict[str, tuple[onnx.NodeProto, int]]) -> _LeanCin | None:
+    """Match ``Reshape(IN(Reshape(x, [1, -1, 0..]), Reshape(g, [-1]), Reshape(Add(Mul(std, ga), b), [-1])), [-1, C, 0..])``
+    with ``std = IN(Reshape(ReduceMean(x, spatial, keepdims=1), [0, 1, -1]))`` and ``g, ga, b`` level-lookup pieces."""
+    shape = index.const(unflat.input[1])
+    inorm = index.op(unflat.input[0], "InstanceNormalization")
+    if shape is None or inorm is None or len(inorm.input) != 3 or shape.ndim != 1 or shape.size < 3:
+        return None
+    rank = int(shape.size)
+    if shape[0] != -1 or any(int(v) != 0 for v in shape[2:]):
+        return None
+    flat_x, flat_scale, flat_shift = (index.op(name, "Reshape") for name in inorm.input)
+    if flat_x is None or flat_scale is None or flat_shift is None:
+        return None
+    if (_const_list(index, flat_x.input[1]) != [1, -1] + [0] * (rank - 2)
+            or _const_list(index, flat_scale.input[1]) != [-1] or _const_list(index, flat_shift.input[1]) != [-1]):
+        return None
+    x, gamma = flat_x.input[0], flat_scale.input[0]
+    add = index.op(flat_shift.input[0], "Add")
+    mul = None if add is None else index.op(add.input[0], "Mul")
+    if mul is None or len(mul.input) != 2:
+        return None
+    beta, (std_name, gamma_alpha) = add.input[1], mul.input
+    std = index.op(std_name, "InstanceNormalization")
+    row = None if std is None else index.op(std.input[0], "Reshape")
+    means = None if row is None else _reduce_mean(index, row.input[0], list(range(2, rank)), 1)
+    if means is None or means.input[0] != x or _const_list(index, row.input[1]) != [0, 1, -1]:
+        return None
+    one, zero = (index.const(name) for name in (*std.input[1:3], "", "")[:2])
+    if one is None or zero is None or not np.all(one == 1) or not np.all(zero == 0):
+        return None
+    if any(name not in pieces for name in (gamma, gamma_alpha, beta)):
+        return None
+    if len({pieces[name][0].output[0] for name in (gamma, gamma_alpha, beta)}) != 1:
+        return None  # one lookup (the same level) for the three
+    return _LeanCin(x, means.input[1], rank, float(_attr(inorm, "epsilon", 1e-5)), float(_attr(std, "epsilon", 1e-5)),
+                    gamma, gamma_alpha, beta, unflat.output[0], unflat)
+
+
+def _const_list(index: _Index, name: str) -> list[int] | None:
+    value = index.const(name)
+    return None if value is None or value.dtype.kind not in "iu" else [int(v) for v in value.reshape(-1)]
+
+
+def _level_lookups(index: _Index, level: str) -> dict[str, tuple[onnx.NodeProto, int]]:
+    """Pieces of ``Split(Gather(table[L, 1, W], level), sizes, axis=2)``: piece -> (that Split, position)."""
+    pieces: dict[str, tuple[onnx.NodeProto, int]] = {}
+    for node in index.graph.node:
+        if node.op_type != "Split" or node.domain not in _DEFAULT_DOMAINS or _attr(node, "axis", 0) not in (2, -1):
+            continue
+        gather = index.op(node.input[0], "Gather")
+        table = None if gather is None else index.initializers.get(gather.input[0])
+        if (table is None or gather.input[1] != level or _attr(gather, "axis", 0) != 0 or len(table.dims) != 3
+                or table.dims[1] != 1 or len(node.input) < 2 or _const_list(index, node.input[1]) is None):
+            continue
+        for position, name in enumerate(node.output):
+            pieces[name] = (node, position)
+    return pieces
+
+
+def uniform_level(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[onnx.ModelProto, int]:
+    """The network for graphs that run the whole batch at one level (every composed graph: its scalar ``timestep``
+    is broadcast to the network's i64[B]); returns (model, number of instance norm++ rewritten).
+
+    Each instance norm++ of :func:`fuse_instance_norm_plus`'s form (10 nodes, per-sample affine on the batch folded
+    into the channels) becomes 4 nodes on ``x`` as it is, plus level-only nodes::
+
+        means = ReduceMean(x, spatial, keepdims=1)                                  f32[B, C, 1, 1]
+        y = InstanceNormalization(x, gamma[C], beta[C])
+            + LayerNormalization(means, scale=gamma_alpha[C, 1, 1], axis=1, epsilon=eps / k)
+
+    ``gamma``, ``beta``, ``gamma_alpha`` are the same table's columns, looked up once at ``timestep[0]``
+    (``Gather`` + ``Split`` + one ``Reshape`` each). They depend on the level only, so in the samplers
+    :func:`.hoist.hoist_loop_invariants` moves them out of the step loop. The per-level ``sigma`` lookup
+    (``Gather(t[L, 1, .., 1], timestep)``, read by broadcasting ops) reads ``timestep[:1]`` too. The tables are
+    the lean graph's own (no new weights). The only difference is float32 re-association: ``(gamma * n + beta)
+    + ga * m~`` for ``gamma * n + (ga * m~ + beta)``. Wrong for a batch with mixed levels: never for ``score.onnx``.
+    """
+    index = _Index(model, base_dir)
+    if len(index.graph.input) != 2:
+        return model, 0
+    level = index.graph.input[1].name
+    pieces = _level_lookups(index, level)
+    matches = [match for node in index.graph.node
+               if node.op_type == "Reshape" and node.domain in _DEFAULT_DOMAINS
+               for match in [_lean_cin(index, node, pieces)] if match is not None]
+    sigma_lookups = [node for node in index.graph.node if _broadcast_lookup(index, node, level)]
+    if not matches and not sigma_lookups:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    constants: dict[tuple, str] = {}
+
+    def constant(array: np.ndarray, hint: str) -> str:
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in constants:
+            constants[key] = f"uniform/{hint}_{len(constants)}"
+            graph.initializer.append(numpy_helper.from_array(array, constants[key]))
+        return constants[key]
+
+    head = [helper.make_node("Gather", [level, constant(np.array([0], np.int64), "first")], ["uniform/level"],
+                             name="uniform/level", axis=0)]  # i64[1]
+    rows: dict[int, list[str]] = {}  # id(original Split) -> its pieces at the one level, f32[1, c]
+    for split, _ in {id(pieces[name][0]): pieces[name] for match in matches
+                     for name in (match.gamma, match.gamma_alpha, match.beta)}.values():
+        tag = f"uniform/rows_{len(rows)}"
+        outputs = [f"{tag}/{position}" for position in range(len(split.output))]
+        table = index.producer[split.input[0]].input[0]
+        head += [helper.make_node("Gather", [table, "uniform/level"], [f"{tag}/row"], name=f"{tag}/Gather", axis=0),
+                 helper.make_node("Reshape", [f"{tag}/row", constant(np.array([1, -1], np.int64), "row")],
+                                  [f"{tag}/flat"], name=f"{tag}/Reshape"),  # [1, 1, W] -> [1, W]
+                 helper.make_node("Split", [f"{tag}/flat", split.input[1]], outputs, name=f"{tag}/Split", axis=1)]
+        rows[id(split)] = outputs
+
+    def piece(name: str, shape: list[int], tag: str) -> str:
+        split, position = pieces[name]
+        head.append(helper.make_node("Reshape", [rows[id(split)][position], constant(np.array(shape, np.int64), "shape")],
+                                     [f"{tag}"], name=tag))
+        return tag
+
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    means: dict[str, str] = {}
+    flat: dict[str, str] = {}
+    batch = "uniform/batch"  # i64[1] = [B]: Tile's repeats for the scale
+    head.append(helper.make_node("Shape", [level], [batch], name=batch))
+    for position, match in enumerate(matches):
+        tag = f"uniform/cin_{position}"
+        keep = [0] * (match.rank - 2)
+        gamma = piece(match.gamma, [-1], f"{tag}/gamma")
+        head.append(helper.make_node("Tile", [gamma, batch], [f"{tag}/scale"], name=f"{tag}/Tile"))  # f32[B*C]
+        beta = piece(match.beta, [-1], f"{tag}/beta")
+        gamma_alpha = piece(match.gamma_alpha, [-1], f"{tag}/gamma_alpha")
+        nodes = []
+        if match.x not in means:
+            means[match.x], flat[match.x] = f"{tag}/means", f"{tag}/x_flat"
+            nodes += [helper.make_node("ReduceMean", [match.x, match.means_axes], [f"{tag}/means"],
+                                       name=f"{tag}/ReduceMean", keepdims=0),
+                      helper.make_node("Reshape", [match.x, constant(np.array([1, -1, *keep], np.int64), "flat")],
+                                       [f"{tag}/x_flat"], name=f"{tag}/Reshape_x")]
+        nodes += [
+            helper.make_node("LayerNormalization", [means[match.x], gamma_alpha, beta], [f"{tag}/shift"],
+                             name=f"{tag}/LayerNormalization", axis=-1, epsilon=match.means_eps),  # f32[B, C]
+            helper.make_node("Reshape", [f"{tag}/shift", constant(np.array([-1], np.int64), "vector")],
+                             [f"{tag}/shift_flat"], name=f"{tag}/Reshape_shift"),
+            helper.make_node("InstanceNormalization", [flat[match.x], f"{tag}/scale", f"{tag}/shift_flat"],
+                             [f"{tag}/y_flat"], name=f"{tag}/InstanceNormalization", epsilon=match.eps),
+            helper.make_node("Reshape", [f"{tag}/y_flat", match.tail.input[1]], [match.output], name=f"{tag}/Reshape_y"),
+        ]
+        replaced[id(match.tail)] = nodes
+    for node in sigma_lookups:
+        replaced[id(node)] = [helper.make_node("Gather", [node.input[0], "uniform/level"], list(node.output),
+                                               name=node.name or "uniform/sigma", axis=0)]
+    nodes = list(head)
+    for node in model.graph.node:
+        nodes += replaced.get(id(node), [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    out, _ = drop_unused(out, base_dir)
+    return out, len(matches)
+
+
+_BROADCASTING = {"Add", "Sub", "Mul", "Div"}
+
+
+def _broadcast_lookup(index: _Index, node: onnx.NodeProto, level: str) -> bool:
+    """``Gather(t[L, 1, .., 1], level)`` read only by elementwise ops whose other operand has the full rank:
+    with the level shared by the batch, ``t[level[:1]]`` (f32[1, 1, .., 1]) broadcasts to the same result."""
+    if node.op_type != "Gather" or node.domain not in _DEFAULT_DOMAINS or node.input[1] != level or _attr(node, "axis", 0):
+        return False
+    table = index.initializers.get(node.input[0])
+    if table is None or len(table.dims) < 2 or any(size != 1 for size in table.dims[1:]):
+        return False
+    name, rank = node.output[0], len(table.dims)
+    readers = index.consumers.get(name, [])
+    return bool(readers) and name not in index.graph_outputs and all(
+        reader.op_type in _BROADCASTING and reader.domain in _DEFAULT_DOMAINS and len(reader.input) == 2
+        and all(index.ranks.get(other) == rank for other in reader.input if other != name)
+        for reader in readers)
