@@ -710,22 +710,24 @@ def uniform_level(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[
 
     head = [helper.make_node("Gather", [level, constant(np.array([0], np.int64), "first")], ["uniform/level"],
                              name="uniform/level", axis=0)]  # i64[1]
-    rows: dict[int, list[str]] = {}  # id(original Split) -> its pieces at the one level, f32[1, c]
+    rows: dict[int, tuple[str, list[int]]] = {}  # id(original Split) -> (its row at the one level f32[W], offsets)
     for split, _ in {id(pieces[name][0]): pieces[name] for match in matches
                      for name in (match.gamma, match.gamma_alpha, match.beta)}.values():
         tag = f"uniform/rows_{len(rows)}"
-        outputs = [f"{tag}/{position}" for position in range(len(split.output))]
         table = index.producer[split.input[0]].input[0]
         head += [helper.make_node("Gather", [table, "uniform/level"], [f"{tag}/row"], name=f"{tag}/Gather", axis=0),
-                 helper.make_node("Reshape", [f"{tag}/row", constant(np.array([1, -1], np.int64), "row")],
-                                  [f"{tag}/flat"], name=f"{tag}/Reshape"),  # [1, 1, W] -> [1, W]
-                 helper.make_node("Split", [f"{tag}/flat", split.input[1]], outputs, name=f"{tag}/Split", axis=1)]
-        rows[id(split)] = outputs
+                 helper.make_node("Reshape", [f"{tag}/row", constant(np.array([-1], np.int64), "vector")],
+                                  [f"{tag}/flat"], name=f"{tag}/Reshape")]  # [1, 1, W] -> [W]
+        sizes = _const_list(index, split.input[1]) or []
+        rows[id(split)] = (f"{tag}/flat", [int(v) for v in np.cumsum([0, *sizes])])
 
-    def piece(name: str, shape: list[int], tag: str) -> str:
+    def piece(name: str, tag: str) -> str:
+        """One Slice per piece, f32[c]: not a Split of W / c outputs (WebGPU allows 10 storage buffers a shader)."""
         split, position = pieces[name]
-        head.append(helper.make_node("Reshape", [rows[id(split)][position], constant(np.array(shape, np.int64), "shape")],
-                                     [f"{tag}"], name=tag))
+        row, offsets = rows[id(split)]
+        head.append(helper.make_node("Slice", [row, constant(np.array(offsets[position:position + 1], np.int64), "start"),
+                                               constant(np.array(offsets[position + 1:position + 2], np.int64), "end")],
+                                     [tag], name=tag))
         return tag
 
     replaced: dict[int, list[onnx.NodeProto]] = {}
@@ -736,10 +738,10 @@ def uniform_level(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[
     for position, match in enumerate(matches):
         tag = f"uniform/cin_{position}"
         keep = [0] * (match.rank - 2)
-        gamma = piece(match.gamma, [-1], f"{tag}/gamma")
+        gamma = piece(match.gamma, f"{tag}/gamma")
         head.append(helper.make_node("Tile", [gamma, batch], [f"{tag}/scale"], name=f"{tag}/Tile"))  # f32[B*C]
-        beta = piece(match.beta, [-1], f"{tag}/beta")
-        gamma_alpha = piece(match.gamma_alpha, [-1], f"{tag}/gamma_alpha")
+        beta = piece(match.beta, f"{tag}/beta")
+        gamma_alpha = piece(match.gamma_alpha, f"{tag}/gamma_alpha")
         nodes = []
         if match.x not in means:
             means[match.x], flat[match.x] = f"{tag}/means", f"{tag}/x_flat"
