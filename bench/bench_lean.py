@@ -15,6 +15,11 @@ side by side in one run: ``raw`` (``compose_graphs(..., lean=False)``, today's g
   each; the page's own sampling time (``result.seconds``, session creation excluded) is compared.
 
 Target (issue 17): ``score.onnx`` of the default model <= 1100 nodes; lean sampler <= 0.85x raw at B=16, 1 thread.
+Measured (shared 2-core machine, load 4-7; ``bench/results/bench_lean-mnist-20261203T131835Z.json``, ``--repeats 3``):
+score 2104 -> 1073 nodes, sampler step body 802 nodes; lean / raw sampler CPU 0.893x, lean / torch eager 0.382x
+(raw 0.427x). WebGPU (``-20261203T131028Z.json``, ``--levels 1 --repeats 1 --webgpu EXPORT --webgpu-repeats 1``):
+SwiftShader, 1 level x 10 steps + denoise, 4 samples, one page load each: raw 207.2 s, lean 178.6 s (0.862x);
+an earlier raw load took 269.4 s, so the spread between loads is of the size of the gain.
 
 Run::
 

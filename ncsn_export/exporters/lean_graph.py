@@ -28,12 +28,22 @@ a pattern that does not match in every detail (ops, constant axes, single consum
 * :func:`merge_gathers`: every ``Gather(table, level)`` of constant tables with the same index and
   compatible shapes becomes one ``Gather`` of the concatenated table and one ``Split`` (exact).
 * unused nodes (the orphaned shape arithmetic) and initializers are dropped.
+* :func:`uniform_level` (applied by the composer, not to ``score.onnx``): the network of the composed graphs,
+  whose batch shares one level, with 6 per-step nodes per instance norm++ and the level-only lookups separable
+  (:mod:`.hoist` moves them out of the samplers' step loop).
 
 The floor per instance norm++: 9 nodes do the math (``gamma * IN(x) + shift``, the last two as a
 full-size ``Mul`` and ``Add``), but two more passes over the activation: measured side by side with today's
 graph (default model, B=16, 1 thread, ``bench/bench_lean.py``), the fused sampler of a 9-node form took 0.96x
 today's CPU time, this 10-node form 0.87x to 0.92x (three runs on a shared 2-core machine). Below that,
 ONNX has no op that both standardises across channels and reduces over the spatial axes, nor ``a*b + c``.
+
+CPU time is set by the kernels, not by the node count: onnxruntime's profile of this graph (default model,
+B=16, 1 thread) gives Conv 25.0 of 43.3 ms kernel time (about one core's peak FLOP rate), the Elu rewrite 6.3,
+InstanceNormalization 3.4, the NCHWc reorders around each Conv 3.0, Reshape 1.4, and ~5 us a node outside the
+kernels (6.7 ms for 1268 nodes). :func:`uniform_level`'s 4-node form (``IN(x, gamma, beta) + LN(means) * ga``,
+one full-size ``Add``) was no faster than the 10-node form (score graph 0.915x vs 0.903x the traced one, side
+by side); its 6-node form with the step loop's lookups hoisted took the sampler from 0.906x to 0.900x.
 """
 
 from __future__ import annotations
@@ -671,19 +681,21 @@ def uniform_level(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[
     """The network for graphs that run the whole batch at one level (every composed graph: its scalar ``timestep``
     is broadcast to the network's i64[B]); returns (model, number of instance norm++ rewritten).
 
-    Each instance norm++ of :func:`fuse_instance_norm_plus`'s form (10 nodes, per-sample affine on the batch folded
-    into the channels) becomes 4 nodes on ``x`` as it is, plus level-only nodes::
+    Each instance norm++ of :func:`fuse_instance_norm_plus`'s form (10 nodes) becomes 6 per-step nodes (the
+    ReduceMean and the Reshape of ``x`` shared by layers that read the same ``x``) plus 4 level-only ones::
 
-        means = ReduceMean(x, spatial, keepdims=1)                                  f32[B, C, 1, 1]
-        y = InstanceNormalization(x, gamma[C], beta[C])
-            + LayerNormalization(means, scale=gamma_alpha[C, 1, 1], axis=1, epsilon=eps / k)
+        shift = LayerNormalization(ReduceMean(x, spatial, keepdims=0), gamma_alpha[C], beta[C],
+                                   axis=-1, epsilon=eps / k)                        f32[B, C]
+        y = Reshape(InstanceNormalization(Reshape(x, [1, -1, 0..]), Tile(gamma, [B]),
+                                          Reshape(shift, [-1])), [-1, C, 0..])      f32[B, C, H, W]
 
-    ``gamma``, ``beta``, ``gamma_alpha`` are the same table's columns, looked up once at ``timestep[0]``
-    (``Gather`` + ``Split`` + one ``Reshape`` each). They depend on the level only, so in the samplers
-    :func:`.hoist.hoist_loop_invariants` moves them out of the step loop. The per-level ``sigma`` lookup
-    (``Gather(t[L, 1, .., 1], timestep)``, read by broadcasting ops) reads ``timestep[:1]`` too. The tables are
-    the lean graph's own (no new weights). The only difference is float32 re-association: ``(gamma * n + beta)
-    + ga * m~`` for ``gamma * n + (ga * m~ + beta)``. Wrong for a batch with mixed levels: never for ``score.onnx``.
+    ``gamma``, ``beta``, ``gamma_alpha`` are ``Slice`` s of the lean table's row at ``timestep[0]`` (one ``Gather``
+    per table; Slices, not one ``Split`` of W / c outputs: onnxruntime-web's WebGPU EP allows 10 storage buffers
+    a shader). They depend on the level only, so in the samplers :func:`.hoist.hoist_loop_invariants` moves them
+    (and ``Tile``) out of the step loop. The per-level ``sigma`` lookup (``Gather(t[L, 1, .., 1], timestep)``, read
+    by broadcasting ops) reads ``timestep[:1]`` too. The tables are the lean graph's own (no new weights). The
+    math is the lean form's (LayerNormalization standardises the channel means as the IN on [B, 1, C] did).
+    Wrong for a batch with mixed levels: never for ``score.onnx``.
     """
     index = _Index(model, base_dir)
     if len(index.graph.input) != 2:
