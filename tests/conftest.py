@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+# A job started in the background without job control (`bash .ci/run &`) starts with SIGINT ignored, and every
+# process it spawns inherits that: the Ctrl-C tests would then send a signal nobody can receive. Give the test
+# process Python's default handler, so it and the samplers it starts see Ctrl-C as a user's terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -195,7 +195,7 @@ def spec_with_nan_eps() -> ModelSpec:
     (["--num-levels", "0"], "`num_train_timesteps` must be in [1, 100000]"),
     (["--sigma-min", "2", "--sigma-max", "1"], "`sigma_min` must be < `sigma_max`"),
     (["--batch-size", "0"], "`--batch-size` must be in [1,"),
-    (["--data", "/no/such/folder"], "--data must be 'mnist' or a folder of images"),
+    (["--data", "/no/such/folder"], "--data must be 'mnist', 'mnist-full' or a folder of images"),
 ])
 def test_train_cli_checks_arguments_first(tmp_path, capsys, args, message):
     assert train_main(["--out", str(tmp_path / "run"), *args]) == 2
@@ -265,7 +265,10 @@ def test_ctrl_c_stops_sampling_promptly(tmp_path, mode):
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     start = time.perf_counter()
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
     waited = time.perf_counter() - start
     assert proc.returncode == 130, err
     assert err.strip() == f"ncsn-sample: interrupted; nothing was written to {tmp_path / 'out.npy'}"
