@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .contract import GRAPHS
-from .interrupt import run_interruptibly
 from .noise import INPAINT_STREAM, counter_normal, initial_sample
 
 if TYPE_CHECKING:
@@ -154,29 +153,11 @@ def run_inpaint_fused(graphs: GraphSessions, x: np.ndarray, seeds: np.ndarray, t
     Args: as :func:`ncsn_runtime.sampling.run_fused`, plus ``sigmas`` float32 [N] (aligned with ``timesteps``) and
     ``image`` / ``mask`` float32 [B, *sample_shape] from :func:`prepare_image_and_mask`.
     """
-    from .sampling import progress_bar
-    from .sessions import check_graph_output
-    from .steppers import NonFiniteSampleError, bad_samples, check_graph_io
+    from .sampling import run_fused
 
-    session = graphs.session(INPAINT_GRAPH)
-    spec = GRAPHS[INPAINT_GRAPH]
-    output = check_graph_io(session, spec.file, spec.input_names)
-    feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
-             "num_annealed_steps": np.array(num_annealed_steps, dtype=np.int64), "sigmas": sigmas, "known": image,
-             "mask": mask}
-    bar = progress_bar(1, progress, f"ncsn inpaint fused ({len(timesteps)} levels x {num_annealed_steps} steps in one graph)",
-                       bar_config)
-    try:
-        samples = run_interruptibly(session, [output], feeds)[0]
-    finally:
-        bar.update(1)
-        bar.close()
-    check_graph_output(samples, x.shape, spec.file)
-    bad = bad_samples(samples)
-    if bad:
-        raise NonFiniteSampleError(f"NaN/inf in the inpainted samples {bad[:10]} (fused mode checks only the result; rerun "
-                                   "with mode='stepwise' to find the level and step where it first appears)", samples=bad)
-    return samples
+    return run_fused(graphs, INPAINT_GRAPH, x, seeds, timesteps, step_sizes, num_annealed_steps, progress, bar_config,
+                     extra_feeds={"sigmas": sigmas, "known": image, "mask": mask}, label="ncsn inpaint fused",
+                     samples_name="inpainted samples")
 
 
 def choose_inpaint_mode(pipe: NCSNPipeline, mode: str, callback: Any) -> str:

@@ -44,20 +44,22 @@ def progress_bar(total: int, enabled: bool, description: str, config: Mapping[st
 
 def run_fused(graphs: GraphSessions, graph: str, x: np.ndarray, seeds: np.ndarray, timesteps: np.ndarray,
               step_sizes: np.ndarray, num_annealed_steps: int, progress: bool,
-              bar_config: Mapping[str, Any] | None = None) -> np.ndarray:
+              bar_config: Mapping[str, Any] | None = None, *, extra_feeds: Mapping[str, np.ndarray] | None = None,
+              label: str = "ncsn fused", samples_name: str = "final samples") -> np.ndarray:
     """The whole loop in one interruptible call of the fused ``graph``; float32 [B, *sample_shape].
 
     Args:
         x: float32 [B, *sample_shape] initial sample; seeds: int64 [B]; timesteps: int64 [N] levels;
         step_sizes: float32 [N]; num_annealed_steps: T steps per level; bar_config: tqdm options (see
-        :func:`progress_bar`).
+        :func:`progress_bar`); extra_feeds: the graph's inputs beyond the sampler's five (``inpaint.onnx``'s
+        ``sigmas`` / ``known`` / ``mask``); label / samples_name: the progress bar's and the NaN error's words.
     """
     session = graphs.session(graph)
     spec = GRAPHS[graph]
     output = check_graph_io(session, spec.file, spec.input_names)
-    bar = progress_bar(1, progress, f"ncsn fused ({len(timesteps)} levels x {num_annealed_steps} steps in one graph)", bar_config)
+    bar = progress_bar(1, progress, f"{label} ({len(timesteps)} levels x {num_annealed_steps} steps in one graph)", bar_config)
     feeds = {"sample": x, "seed": seeds, "timesteps": timesteps, "step_sizes": step_sizes,
-             "num_annealed_steps": np.array(num_annealed_steps, dtype=np.int64)}
+             "num_annealed_steps": np.array(num_annealed_steps, dtype=np.int64), **(extra_feeds or {})}
     try:
         samples = run_interruptibly(session, [output], feeds)[0]
     finally:
@@ -67,7 +69,7 @@ def run_fused(graphs: GraphSessions, graph: str, x: np.ndarray, seeds: np.ndarra
     bad = bad_samples(samples)
     if bad:
         raise NonFiniteSampleError(
-            f"NaN/inf in the final samples {bad[:10]} (fused mode checks only the result; rerun with "
+            f"NaN/inf in the {samples_name} {bad[:10]} (fused mode checks only the result; rerun with "
             "mode='stepwise' to find the level and step where it first appears)", samples=bad)
     return samples
 
