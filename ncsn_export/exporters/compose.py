@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,13 +229,49 @@ def _step_graph(score: onnx.GraphProto, shape: tuple[int, ...], spec: GraphSpec,
     return b.graph(spec.key, inputs, outputs)
 
 
+@dataclass(frozen=True)
+class LoopHooks:
+    """Where a graph built on the samplers' annealed loop (:func:`annealed_loop_graph`) departs from ``sampler``.
+
+    Every hook is optional; without hooks the loop is ``sampler`` / ``gpu_sampler`` itself. Hooks add nodes to
+    the builder they are given and return the name of the value the loop continues with.
+
+    * ``prepare(main)``: once, in the main graph, before the loops.
+    * ``start_level(outer, x)``: in the level body, before its steps; returns the ``x`` the steps start from.
+    * ``after_step(inner, stepped, denoising, output)``: in the step body, after each Langevin update, writes the
+      next ``x`` to ``output``; ``denoising`` is the bool that is true in the final denoising iteration (``None``
+      without ``final_denoise``).
+    * ``finish(main, looped, output)``: in the main graph, after the loops, writes the graph's output.
+    """
+
+    level_body: str = "level"
+    prepare: Callable[[GraphBuilder], None] | None = None
+    start_level: Callable[[GraphBuilder, str], str] | None = None
+    after_step: Callable[[GraphBuilder, str, str | None, str], None] | None = None
+    finish: Callable[[GraphBuilder, str, str], None] | None = None
+
+
 def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas: np.ndarray, final_denoise: bool,
                    spec: GraphSpec, noise_variant: str) -> onnx.GraphProto:
-    """``sampler`` / ``gpu_sampler``: outer Loop over positions (one noise draw per level), inner Loop over steps."""
+    """``sampler`` / ``gpu_sampler``: the annealed loop with no hooks."""
+    return annealed_loop_graph(score, shape, train_sigmas, final_denoise, spec, noise_variant, LoopHooks())
+
+
+def annealed_loop_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas: np.ndarray, final_denoise: bool,
+                        spec: GraphSpec, noise_variant: str, hooks: LoopHooks) -> onnx.GraphProto:
+    """Outer Loop over positions (one noise draw per level), inner Loop over steps, with ``hooks`` spliced in.
+
+    Args:
+        score: the score network graph (``sample, timestep -> score``), inlined once in the step body.
+        shape: per-sample shape; train_sigmas: float32 [L] (for ``final_denoise``).
+        spec: the contract's spec of the graph (I/O names, dtypes, shapes); noise_variant: :mod:`.onnx_noise`'s.
+    """
     sample_dims = [BATCH, *shape]
     main = GraphBuilder("main/")
     num_positions = main.op("Size", "timesteps")
     steps = main.op("Reshape", "num_annealed_steps", main.const([], np.int64))  # T, scalar
+    if hooks.prepare is not None:
+        hooks.prepare(main)
     if final_denoise:
         last_step = main.op("Sub", steps, main.const(1, np.int64))
         last_position = main.op("Sub", num_positions, main.const(1, np.int64))
@@ -249,6 +286,7 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
     alpha = outer.op("Gather", "step_sizes", "outer/i")
     sqrt_alpha = outer.op("Sqrt", alpha)
     half_alpha = half(outer, alpha)
+    start_x = hooks.start_level(outer, "outer/x") if hooks.start_level is not None else "outer/x"
     start = outer.op("Mul", "outer/i", steps)
     counters = outer.op("Add", start, outer.op("Range", outer.const(0, np.int64), steps, outer.const(1, np.int64)))
     noise_all = counter_normal(outer, "seed", counters, shape, noise_variant)  # [T, B, ...]
@@ -261,6 +299,7 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
 
     # inner body: annealed step t (t == T only in the final denoising iteration)
     inner = GraphBuilder("inner/")
+    denoising = None
     if final_denoise:
         noise = inner.op("Gather", noise_all, inner.op("Min", "inner/t", last_step), axis=0)
         denoising = inner.op("Equal", "inner/t", steps)
@@ -270,7 +309,12 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
         noise = inner.op("Gather", noise_all, "inner/t", axis=0)
         half_step, noise_scale = half_alpha, sqrt_alpha
     network_score = inline_network(inner, score, "inner/x", levels)
-    langevin(inner, "inner/x", network_score, half_step, noise_scale, noise, "inner/x_next")
+    if hooks.after_step is None:
+        langevin(inner, "inner/x", network_score, half_step, noise_scale, noise, "inner/x_next")
+    else:
+        stepped = inner.fresh("stepped")
+        langevin(inner, "inner/x", network_score, half_step, noise_scale, noise, stepped)
+        hooks.after_step(inner, stepped, denoising, "inner/x_next")
     inner.op("Identity", "inner/cond", outputs=["inner/cond_out"])
     inner_body = inner.graph(
         "annealed_step",
@@ -278,14 +322,18 @@ def _sampler_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas:
          tensor_info("inner/x", TensorProto.FLOAT, sample_dims)],
         [tensor_info("inner/cond_out", TensorProto.BOOL, []), tensor_info("inner/x_next", TensorProto.FLOAT, sample_dims)],
     )
-    outer.op("Loop", trip_count, outer.const(True, np.bool_), "outer/x", outputs=["outer/x_next"], body=inner_body)
+    outer.op("Loop", trip_count, outer.const(True, np.bool_), start_x, outputs=["outer/x_next"], body=inner_body)
     outer.op("Identity", "outer/cond", outputs=["outer/cond_out"])
     outer_body = outer.graph(
-        "level",
+        hooks.level_body,
         [tensor_info("outer/i", TensorProto.INT64, []), tensor_info("outer/cond", TensorProto.BOOL, []),
          tensor_info("outer/x", TensorProto.FLOAT, sample_dims)],
         [tensor_info("outer/cond_out", TensorProto.BOOL, []), tensor_info("outer/x_next", TensorProto.FLOAT, sample_dims)],
     )
-    main.op("Loop", num_positions, main.const(True, np.bool_), "sample", outputs=[spec.outputs[0].name], body=outer_body)
+    if hooks.finish is None:
+        main.op("Loop", num_positions, main.const(True, np.bool_), "sample", outputs=[spec.outputs[0].name], body=outer_body)
+    else:
+        looped = main.op("Loop", num_positions, main.const(True, np.bool_), "sample", body=outer_body)
+        hooks.finish(main, looped, spec.outputs[0].name)
     inputs, outputs = _io(spec, shape)
     return main.graph(spec.key, inputs, outputs)

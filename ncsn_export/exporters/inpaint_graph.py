@@ -13,6 +13,9 @@ float32 order, so one seed gives the same completion on every host (<= 1e-4)::
     [x = x + sigma_last**2 * s(x, level_last)]        # final_denoise: the inner loop's extra iteration, not projected
     final_sample = x * keep + known * mask
 
+The loop itself is the sampler's (:func:`.compose.annealed_loop_graph`); this module only adds the three
+projections above as its hooks.
+
 I/O (:data:`ncsn_runtime.contract.GRAPHS` ``["inpaint"]``): the sampler's inputs plus ``sigmas f32[N]`` (the
 schedule's noise levels, aligned with ``timesteps``), ``known f32[B, ...]`` and ``mask f32[B, ...]``
 (1 = known, 0 = fill; hosts check it is binary); output ``final_sample f32[B, ...]``. Noise: ``bitwise``
@@ -24,12 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from ncsn_runtime.contract import BATCH, GraphSpec
+from ncsn_runtime.contract import GraphSpec
 from ncsn_runtime.noise import INPAINT_STREAM
-from onnx import TensorProto
 
-from .compose import _batch_levels, _io, half, inline_network, langevin
-from .onnx_builder import GraphBuilder, tensor_info
+from .compose import LoopHooks, annealed_loop_graph
+from .onnx_builder import GraphBuilder
 from .onnx_noise import counter_normal
 
 __all__ = ["inpaint_graph"]
@@ -44,74 +46,31 @@ def inpaint_graph(score: onnx.GraphProto, shape: tuple[int, ...], train_sigmas: 
         shape: per-sample shape; train_sigmas: float32 [L] (for ``final_denoise``).
         spec: the contract's ``inpaint`` spec (I/O names, dtypes, shapes).
     """
-    sample_dims = [BATCH, *shape]
-    main = GraphBuilder("main/")
-    num_positions = main.op("Size", "timesteps")
-    steps = main.op("Reshape", "num_annealed_steps", main.const([], np.int64))  # T, scalar
-    keep = main.op("Sub", main.const(1.0, np.float32), "mask")
-    if final_denoise:
-        last_step = main.op("Sub", steps, main.const(1, np.int64))
-        last_position = main.op("Sub", num_positions, main.const(1, np.int64))
-        sigma_last = main.op("Gather", main.const(train_sigmas, np.float32, hint="train_sigmas"),
-                             main.op("Gather", "timesteps", last_position))
-        denoise_half_step = main.op("Mul", sigma_last, sigma_last)  # 0.5 * (2 * sigma_last**2), exactly
+    names: dict[str, str] = {}
 
-    # outer body: position i -- the known region's target y_i, projected before the level
-    outer = GraphBuilder("outer/")
-    level = outer.op("Gather", "timesteps", "outer/i")
-    alpha = outer.op("Gather", "step_sizes", "outer/i")
-    sigma = outer.op("Gather", "sigmas", "outer/i")
-    sqrt_alpha = outer.op("Sqrt", alpha)
-    half_alpha = half(outer, alpha)
-    target_noise = counter_normal(outer, "seed", outer.op("Reshape", "outer/i", outer.const([1], np.int64)), shape,
-                                  noise_variant, stream=INPAINT_STREAM)  # [1, B, ...]
-    target = outer.op("Add", "known", outer.op("Mul", sigma, outer.op("Squeeze", target_noise, outer.const([0], np.int64))))
-    known_part = outer.op("Mul", target, "mask")
-    start_x = outer.op("Add", outer.op("Mul", "outer/x", keep), known_part)
-    start = outer.op("Mul", "outer/i", steps)
-    counters = outer.op("Add", start, outer.op("Range", outer.const(0, np.int64), steps, outer.const(1, np.int64)))
-    noise_all = counter_normal(outer, "seed", counters, shape, noise_variant)  # [T, B, ...], the sampler's noise
-    levels = _batch_levels(outer, "outer/x", level)
-    if final_denoise:
-        is_last = outer.op("Cast", outer.op("Equal", "outer/i", last_position), to=TensorProto.INT64)
-        trip_count = outer.op("Add", steps, is_last)
-    else:
-        trip_count = steps
+    def prepare(main: GraphBuilder) -> None:
+        names["keep"] = main.op("Sub", main.const(1.0, np.float32), "mask")
 
-    # inner body: annealed step t, then the known region again (t == T: the final denoising step, kept as is)
-    inner = GraphBuilder("inner/")
-    if final_denoise:
-        noise = inner.op("Gather", noise_all, inner.op("Min", "inner/t", last_step), axis=0)
-        denoising = inner.op("Equal", "inner/t", steps)
-        half_step = inner.op("Where", denoising, denoise_half_step, half_alpha)
-        noise_scale = inner.op("Where", denoising, inner.const(0.0, np.float32), sqrt_alpha)
-    else:
-        noise = inner.op("Gather", noise_all, "inner/t", axis=0)
-        half_step, noise_scale = half_alpha, sqrt_alpha
-    network_score = inline_network(inner, score, "inner/x", levels)
-    stepped = inner.fresh("stepped")
-    langevin(inner, "inner/x", network_score, half_step, noise_scale, noise, stepped)
-    projected = inner.op("Add", inner.op("Mul", stepped, keep), known_part)
-    if final_denoise:
-        inner.op("Where", denoising, stepped, projected, outputs=["inner/x_next"])
-    else:
-        inner.op("Identity", projected, outputs=["inner/x_next"])
-    inner.op("Identity", "inner/cond", outputs=["inner/cond_out"])
-    inner_body = inner.graph(
-        "annealed_step",
-        [tensor_info("inner/t", TensorProto.INT64, []), tensor_info("inner/cond", TensorProto.BOOL, []),
-         tensor_info("inner/x", TensorProto.FLOAT, sample_dims)],
-        [tensor_info("inner/cond_out", TensorProto.BOOL, []), tensor_info("inner/x_next", TensorProto.FLOAT, sample_dims)],
-    )
-    outer.op("Loop", trip_count, outer.const(True, np.bool_), start_x, outputs=["outer/x_next"], body=inner_body)
-    outer.op("Identity", "outer/cond", outputs=["outer/cond_out"])
-    outer_body = outer.graph(
-        "inpaint_level",
-        [tensor_info("outer/i", TensorProto.INT64, []), tensor_info("outer/cond", TensorProto.BOOL, []),
-         tensor_info("outer/x", TensorProto.FLOAT, sample_dims)],
-        [tensor_info("outer/cond_out", TensorProto.BOOL, []), tensor_info("outer/x_next", TensorProto.FLOAT, sample_dims)],
-    )
-    looped = main.op("Loop", num_positions, main.const(True, np.bool_), "sample", body=outer_body)
-    main.op("Add", main.op("Mul", looped, keep), main.op("Mul", "known", "mask"), outputs=[spec.outputs[0].name])
-    inputs, outputs = _io(spec, shape)
-    return main.graph(spec.key, inputs, outputs)
+    def start_level(outer: GraphBuilder, x: str) -> str:
+        """The known region's target ``y_i * mask`` for this level, and ``x`` projected onto it."""
+        sigma = outer.op("Gather", "sigmas", "outer/i")
+        target_noise = counter_normal(outer, "seed", outer.op("Reshape", "outer/i", outer.const([1], np.int64)), shape,
+                                      noise_variant, stream=INPAINT_STREAM)  # [1, B, ...]
+        squeezed = outer.op("Squeeze", target_noise, outer.const([0], np.int64))
+        names["known_part"] = outer.op("Mul", outer.op("Add", "known", outer.op("Mul", sigma, squeezed)), "mask")
+        return outer.op("Add", outer.op("Mul", x, names["keep"]), names["known_part"])
+
+    def after_step(inner: GraphBuilder, stepped: str, denoising: str | None, output: str) -> None:
+        """Every step ends on the known region again, except the final denoising step (kept as is)."""
+        if denoising is None:
+            inner.op("Add", inner.op("Mul", stepped, names["keep"]), names["known_part"], outputs=[output])
+        else:
+            projected = inner.op("Add", inner.op("Mul", stepped, names["keep"]), names["known_part"])
+            inner.op("Where", denoising, stepped, projected, outputs=[output])
+
+    def finish(main: GraphBuilder, looped: str, output: str) -> None:
+        main.op("Add", main.op("Mul", looped, names["keep"]), main.op("Mul", "known", "mask"), outputs=[output])
+
+    hooks = LoopHooks(level_body="inpaint_level", prepare=prepare, start_level=start_level, after_step=after_step,
+                      finish=finish)
+    return annealed_loop_graph(score, shape, train_sigmas, final_denoise, spec, noise_variant, hooks)
