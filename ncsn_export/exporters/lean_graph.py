@@ -105,6 +105,24 @@ class _Index:
         return name not in self.graph_outputs and all(id(node) in ids for node in self.consumers.get(name, []))
 
 
+class _Constants:
+    """De-duplicated initializers of one graph: ``constants(array, hint)`` -> the name of an initializer
+    holding ``array`` (``{prefix}{hint}_{n}``, ``n`` counting this pass's distinct constants); equal arrays
+    (dtype, shape, bytes) share one."""
+
+    def __init__(self, graph: onnx.GraphProto, prefix: str) -> None:
+        self.graph = graph
+        self.prefix = prefix
+        self.names: dict[tuple, str] = {}
+
+    def __call__(self, array: np.ndarray, hint: str) -> str:
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self.names:
+            self.names[key] = f"{self.prefix}{hint}_{len(self.names)}"
+            self.graph.initializer.append(numpy_helper.from_array(array, self.names[key]))
+        return self.names[key]
+
+
 def _subgraph_reads(attribute: onnx.AttributeProto) -> set[str]:
     graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
     names: set[str] = set()
@@ -362,15 +380,7 @@ def fuse_instance_norm_plus(model: onnx.ModelProto, base_dir: str | None = None)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    constants: dict[tuple, str] = {}
-
-    def constant(array: np.ndarray, hint: str) -> str:
-        key = (array.dtype.str, array.shape, array.tobytes())
-        if key not in constants:
-            name = f"lean/{hint}_{len(constants)}"
-            graph.initializer.append(numpy_helper.from_array(array, name))
-            constants[key] = name
-        return constants[key]
+    constant = _Constants(graph, "lean/")
 
     removed = {id(node) for matches in groups.values() for match in matches
                for node in (*match.chain, *match.tail, index.producer[match.instance_norm])}
@@ -711,14 +721,7 @@ def uniform_level(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    constants: dict[tuple, str] = {}
-
-    def constant(array: np.ndarray, hint: str) -> str:
-        key = (array.dtype.str, array.shape, array.tobytes())
-        if key not in constants:
-            constants[key] = f"uniform/{hint}_{len(constants)}"
-            graph.initializer.append(numpy_helper.from_array(array, constants[key]))
-        return constants[key]
+    constant = _Constants(graph, "uniform/")
 
     head = [helper.make_node("Gather", [level, constant(np.array([0], np.int64), "first")], ["uniform/level"],
                              name="uniform/level", axis=0)]  # i64[1]
