@@ -13,7 +13,7 @@ from torch import nn
 
 from ncsn_export.exporters.compose import compose_graphs
 from ncsn_export.exporters.hoist import hoist_loop_invariants
-from ncsn_export.exporters.lean_graph import lean_graph, uniform_level
+from ncsn_export.exporters.lean_graph import lean_graph, resize_sizes_to_scales, uniform_level
 from ncsn_export.exporters.onnx_export import export_score_onnx
 from ncsn_export.models.refinenet import ConditionalInstanceNorm2dPlus
 
@@ -214,6 +214,63 @@ def test_sampler_looks_the_level_up_once_per_level(norm_plus):
         names = {value.name for value in session.get_inputs()}
         outputs.append(session.run(None, {name: value for name, value in feed.items() if name in names})[0])
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5 * float(np.abs(outputs[1]).max()))
+
+
+def _batch_hints(graph: onnx.GraphProto, batch: str) -> dict[str, list]:
+    """value_info entries whose first dimension is the symbol ``batch``: name -> dims (None where unnamed)."""
+    return {value.name: [dim.dim_param or dim.dim_value or None for dim in value.type.tensor_type.shape.dim]
+            for value in graph.value_info
+            if value.type.tensor_type.shape.dim and value.type.tensor_type.shape.dim[0].dim_param == batch}
+
+
+def test_uniform_level_names_the_batch_of_its_outputs(norm_plus):
+    """Each rewritten layer's output is hinted as [batch, C, ?, ?] (the network input's batch symbol, which shape
+    inference loses through the batch-folding Reshapes), also in the sampler's step loop; raw graphs carry none."""
+    _, raw = norm_plus
+    uniform, _ = uniform_level(lean_graph(raw)[0])
+    batch = uniform.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    outputs = [node.output[0] for node in uniform.graph.node if node.name.endswith("/Reshape_y")]
+    assert batch and len(outputs) == 3
+    hints = _batch_hints(uniform.graph, batch)
+    assert {name: hints.get(name) for name in outputs} == {name: [batch, 6, None, None] for name in outputs}
+    assert len({value.name for value in uniform.graph.value_info}) == len(uniform.graph.value_info)
+    sigmas = geometric_sigmas(1.0, 0.05, LEVELS)
+    lean = compose_graphs(raw, SHAPE, sigmas, final_denoise=True, keys=("sampler",))["sampler"]
+    plain = compose_graphs(raw, SHAPE, sigmas, final_denoise=True, keys=("sampler",), lean=False)["sampler"]
+    body_batch = _inner_body(lean).input[2].type.tensor_type.shape.dim[0].dim_param
+    assert body_batch == batch and len(_batch_hints(_inner_body(lean), batch)) == 3  # compact_names dropped the rest
+    assert not _batch_hints(_inner_body(plain), batch)
+
+
+def _resize_model(sizes: list[int]) -> onnx.ModelProto:
+    """y = Resize(x[batch, 2, 3, 4], sizes = Concat(Shape(x)[0:2], sizes)), bilinear, align_corners (the RefineNet's)."""
+    h = onnx.helper
+    graph = h.make_graph(
+        [h.make_node("Shape", ["x"], ["lead"], start=0, end=2), h.make_node("Concat", ["lead", "tail"], ["sizes"], axis=0),
+         h.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="align_corners")],
+        "resize", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 2, 3, 4])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 2, None, None])],
+        [onnx.numpy_helper.from_array(np.array(sizes, np.int64), "tail")])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+
+
+def test_resize_by_whole_factors_takes_scales():
+    """Output sizes that are whole multiples of static input sizes become constant scales (same numbers);
+    other sizes are left alone."""
+    model = _resize_model([6, 8])
+    rewritten, count = resize_sizes_to_scales(model)
+    assert count == 1
+    resize = next(node for node in rewritten.graph.node if node.op_type == "Resize")
+    scales = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in rewritten.graph.initializer}[resize.input[2]]
+    assert len(resize.input) == 3 and scales.tolist() == [1, 1, 2, 2]
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = np.random.default_rng(0).standard_normal((3, 2, 3, 4)).astype(np.float32)
+    got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                 for m in (rewritten, model))
+    assert got.shape == want.shape == (3, 2, 6, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    odd = _resize_model([7, 8])
+    assert resize_sizes_to_scales(odd) == (odd, 0)
 
 
 def _loop_model() -> onnx.ModelProto:

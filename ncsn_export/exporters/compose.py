@@ -164,7 +164,8 @@ def _rename_node(node: onnx.NodeProto, rename: Callable[[str], str]) -> None:
 
 
 def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timestep: str) -> str:
-    """Append the score network's nodes and initializers to ``b`` reading ``sample`` / ``timestep``; returns the score's name.
+    """Append the score network's nodes, initializers and shape hints to ``b`` reading ``sample`` / ``timestep``;
+    returns the score's name.
 
     Every value of the network is prefixed with :data:`NETWORK_PREFIX`, so it cannot clash with the
     composed graph's own names. An external initializer is copied as its reference only (no bytes).
@@ -184,6 +185,11 @@ def inline_network(b: GraphBuilder, score: onnx.GraphProto, sample: str, timeste
         copy.CopyFrom(node)
         _rename_node(copy, rename)
         b.nodes.append(copy)
+    for value in score.value_info:  # the network's shape hints (lean_graph.uniform_level's batch dimension)
+        hint = onnx.ValueInfoProto()
+        hint.CopyFrom(value)
+        hint.name = rename(value.name)
+        b.value_info.append(hint)
     return rename(score.output[0].name)
 
 

@@ -22,6 +22,7 @@ class GraphBuilder:
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []  # shape hints of intermediate values (e.g. an inlined network's)
         self._count = 0
         self._constants: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
 
@@ -49,7 +50,8 @@ class GraphBuilder:
 
     def graph(self, name: str, inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto]) -> onnx.GraphProto:
         """The built graph (nodes in insertion order, which is topological by construction)."""
-        return helper.make_graph(self.nodes, name, list(inputs), list(outputs), initializer=self.initializers)
+        return helper.make_graph(self.nodes, name, list(inputs), list(outputs), initializer=self.initializers,
+                                 value_info=self.value_info)
 
 
 def tensor_info(name: str, elem_type: int, shape: Sequence[int | str | None] | None) -> onnx.ValueInfoProto:
