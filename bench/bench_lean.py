@@ -122,11 +122,18 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
 
     configurations = {"raw sampler.onnx (today)": lambda: raw_sampler.run(None, feed),
                       "lean sampler.onnx": lambda: lean_sampler.run(None, feed)}
+    if args.denormals_as_zero:  # the same lean graph, its session flushing denormals to zero
+        ftz_sampler = session(lean["sampler"], args.threads, {"session.set_denormal_as_zero": "1"})
+        same_ftz = float(np.abs(ftz_sampler.run(None, feed)[0] - lean_sampler.run(None, feed)[0]).max())
+        configurations["lean, denormals as zero"] = lambda: ftz_sampler.run(None, feed)
     if not args.no_eager:
         configurations["torch eager sampler"] = eager
     timings = timed_round_robin(configurations, args.repeats)
     ratios = {"lean / raw": timings["lean sampler.onnx"]["cpu_median_ms"] / timings["raw sampler.onnx (today)"]["cpu_median_ms"]}
     wall = {"lean / raw": timings["lean sampler.onnx"]["median_ms"] / timings["raw sampler.onnx (today)"]["median_ms"]}
+    if "lean, denormals as zero" in timings:
+        for table, key in ((ratios, "cpu_median_ms"), (wall, "median_ms")):
+            table["lean ftz / lean"] = timings["lean, denormals as zero"][key] / timings["lean sampler.onnx"][key]
     if "torch eager sampler" in timings:
         for label in ("raw sampler.onnx (today)", "lean sampler.onnx"):
             key = f"{label.split()[0]} / torch eager"
@@ -141,7 +148,8 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
             "levels": num_levels, "steps": num_steps, "batch": args.batch,
             "threads": args.threads, "final_denoise": spec.final_denoise, "trace_seconds": round(trace_s, 2),
             "compose_seconds": {"raw": round(raw_s, 2), "lean": round(lean_s, 2)}, "nodes": nodes, "score_ops": ops,
-            "score_errors": errors, "sampler_max_abs_lean_vs_raw": same, "timings": timings, "ratios": ratios,
+            "score_errors": errors, "sampler_max_abs_lean_vs_raw": same,
+            "sampler_max_abs_ftz_vs_lean": same_ftz if args.denormals_as_zero else None, "timings": timings, "ratios": ratios,
             "wall_ratios": wall}
 
 
@@ -193,6 +201,8 @@ def print_result(result: dict) -> None:
     for row in result["score_errors"]:
         print(f"  {row['batch']:>5} {row['lean_vs_raw']:>10.2e} {row['lean_vs_eager']:>11.2e} {row['raw_vs_eager']:>10.2e}")
     print(f"  sampler max |lean - raw|: {result['sampler_max_abs_lean_vs_raw']:.3e}")
+    if result.get("sampler_max_abs_ftz_vs_lean") is not None:
+        print(f"  sampler max |lean ftz - lean|: {result['sampler_max_abs_ftz_vs_lean']:.3e}")
     print(f"  batch {result['batch']}, {result['levels']}x{result['steps']} steps"
           f"{' + denoise' if result['final_denoise'] else ''}, {result['threads']} thread(s)")
     print(f"  {'configuration':<28} {'cpu median ms':>14} {'cpu min ms':>11} {'wall median ms':>15} {'wall max/min':>13}")
@@ -218,6 +228,8 @@ def main() -> None:
     parser.add_argument("--traced", type=Path, default=None,
                         help="an already traced score.onnx of the (one) --model, instead of tracing it again")
     parser.add_argument("--no-eager", action="store_true", help="do not time the torch eager sampler")
+    parser.add_argument("--denormals-as-zero", action="store_true",
+                        help="also time the lean sampler with session.set_denormal_as_zero=1")
     parser.add_argument("--webgpu", type=Path, default=None, help="an export of the model: also time examples/web on WebGPU")
     parser.add_argument("--webgpu-levels", type=int, default=1, help="noise levels the page samples (default 1)")
     parser.add_argument("--webgpu-count", type=int, default=4, help="samples per page run (default 4)")

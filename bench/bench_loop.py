@@ -56,11 +56,14 @@ from ncsn_export.sampler import AnnealedLangevinSampler
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def session(model: onnx.ModelProto | Path, threads: int) -> ort.InferenceSession:
+def session(model: onnx.ModelProto | Path, threads: int, config: dict[str, str] | None = None) -> ort.InferenceSession:
+    """A CPU session with ``threads`` intra-op threads, no spinning; ``config``: extra session config entries."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     options.log_severity_level = 3
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
