@@ -14,16 +14,21 @@ side by side in one run: ``raw`` (``compose_graphs(..., lean=False)``, today's g
   inline into a copy of EXPORT_DIR, the manifest's hash updated), alternating, ``--webgpu-repeats`` page loads
   each; the page's own sampling time (``result.seconds``, session creation excluded) is compared.
 
+* with ``--denormals-as-zero``: the lean sampler once more, its session flushing denormals to zero.
+
 Target (issue 17): ``score.onnx`` of the default model <= 1100 nodes; lean sampler <= 0.85x raw at B=16, 1 thread.
-Measured (shared 2-core machine, load 4-7; ``bench/results/bench_lean-mnist-20261203T131835Z.json``, ``--repeats 3``):
-score 2104 -> 1073 nodes, sampler step body 802 nodes; lean / raw sampler CPU 0.893x, lean / torch eager 0.382x
-(raw 0.427x). WebGPU (``-20261203T131028Z.json``, ``--levels 1 --repeats 1 --webgpu EXPORT --webgpu-repeats 1``):
-SwiftShader, 1 level x 10 steps + denoise, 4 samples, one page load each: raw 207.2 s, lean 178.6 s (0.862x);
-an earlier raw load took 269.4 s, so the spread between loads is of the size of the gain.
+Measured (shared 2-core machine; ``bench/results/bench_lean-mnist-20261203T150310Z.json``, ``--repeats 3
+--traced``): score 2104 -> 1071 nodes, sampler step body 800 nodes; lean / raw sampler CPU 0.885x, lean / torch
+eager 0.361x (raw 0.408x). Before (``-20261203T131835Z.json``): 1073 nodes, 0.893x. ``--denormals-as-zero``
+(``-20261203T145431Z.json``): the same samples bit for bit, 1.009x the lean time. The floor is about 0.88x
+(``ncsn_export/exporters/lean_graph.py``, ``bench/profile_lean.py``). WebGPU (``-20261203T131028Z.json``,
+``--levels 1 --repeats 1 --webgpu EXPORT --webgpu-repeats 1``): SwiftShader, 1 level x 10 steps + denoise,
+4 samples, one page load each: raw 207.2 s, lean 178.6 s (0.862x); an earlier raw load took 269.4 s, so the
+spread between loads is of the size of the gain.
 
 Run::
 
-    .venv/bin/python bench/bench_lean.py --model mnist --batch 16 --repeats 5
+    .venv/bin/python bench/bench_lean.py --model mnist --batch 16 --repeats 5 [--denormals-as-zero]
     .venv/bin/python bench/bench_lean.py --traced T.onnx --no-eager --repeats 3 --webgpu EXPORT --webgpu-count 4
 
 Results are printed and saved to ``bench/results/bench_lean-<model>-<timestamp>.json``.

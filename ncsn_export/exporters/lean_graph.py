@@ -27,10 +27,14 @@ a pattern that does not match in every detail (ops, constant axes, single consum
   per-level ``sigma`` lookup) becomes ``Gather(t[L, 1, .., 1], i)`` when ``i`` is 1-D (exact).
 * :func:`merge_gathers`: every ``Gather(table, level)`` of constant tables with the same index and
   compatible shapes becomes one ``Gather`` of the concatenated table and one ``Split`` (exact).
+* :func:`resize_sizes_to_scales`: ``Resize`` to output sizes that are whole multiples of static input sizes
+  takes constant ``scales`` instead of ``Concat(Shape(x)[:2], sizes)`` (the same op; onnxruntime then upsamples
+  on its NCHWc layout).
 * unused nodes (the orphaned shape arithmetic) and initializers are dropped.
 * :func:`uniform_level` (applied by the composer, not to ``score.onnx``): the network of the composed graphs,
   whose batch shares one level, with 6 per-step nodes per instance norm++ and the level-only lookups separable
-  (:mod:`.hoist` moves them out of the samplers' step loop).
+  (:mod:`.hoist` moves them out of the samplers' step loop); each layer's output carries a ``value_info``
+  naming the batch dimension (so onnxruntime can fuse the residual ``Add`` s into their ``Conv`` s).
 
 The floor per instance norm++: 9 nodes do the math (``gamma * IN(x) + shift``, the last two as a
 full-size ``Mul`` and ``Add``), but two more passes over the activation: measured side by side with today's
@@ -38,12 +42,27 @@ graph (default model, B=16, 1 thread, ``bench/bench_lean.py``), the fused sample
 today's CPU time, this 10-node form 0.87x to 0.92x (three runs on a shared 2-core machine). Below that,
 ONNX has no op that both standardises across channels and reduces over the spatial axes, nor ``a*b + c``.
 
-CPU time is set by the kernels, not by the node count: onnxruntime's profile of this graph (default model,
-B=16, 1 thread) gives Conv 25.0 of 43.3 ms kernel time (about one core's peak FLOP rate), the Elu rewrite 6.3,
-InstanceNormalization 3.4, the NCHWc reorders around each Conv 3.0, Reshape 1.4, and ~5 us a node outside the
-kernels (6.7 ms for 1268 nodes). :func:`uniform_level`'s 4-node form (``IN(x, gamma, beta) + LN(means) * ga``,
+CPU time is set by the kernels, not by the node count. ``bench/profile_lean.py --model mnist --batch 16 --runs 20``
+(onnxruntime's profile of the network as the samplers run it, 1 thread; ``bench/results/profile_lean-mnist-
+20261203T150507Z.json``): unprofiled 47.5 ms a call lean, 53.1 raw; kernel time Conv 30.4 (73 NCHWc Convs),
+the Elu rewrite 8.2 (Clip 1.6, Exp 2.4, Sub 1.7, Max 2.5), InstanceNormalization 4.1, the NCHWc reorders around
+the norm + Elu segments 4.2, ReduceMean 1.3, Add 1.0 (22 left of 39: 17 ride in their Conv), AveragePool 0.9,
+LayerNormalization 0.7. A node costs 0.26 us outside its kernel unprofiled (500 Reshapes); the profiler adds
+~5 us a node, so its totals for the small nodes (Reshape, Slice, Tile) are mostly its own, and the batch fold's
+Reshapes cost next to nothing. :func:`uniform_level`'s 4-node form (``IN(x, gamma, beta) + LN(means) * ga``,
 one full-size ``Add``) was no faster than the 10-node form (score graph 0.915x vs 0.903x the traced one, side
 by side); its 6-node form with the step loop's lookups hoisted took the sampler from 0.906x to 0.900x.
+
+The floor with exact rewrites on onnxruntime's CPU ops: every norm + Elu segment between two Convs needs a
+ReorderOutput and a ReorderInput (the NCHWc transformer keeps only Conv, pools, Add/Sum/Mul of equal shapes,
+Concat, Relu/Sigmoid/Tanh, BatchNormalization of constants, Transpose and Resize on its layout), one
+InstanceNormalization, one ReduceMean for the channel means and 4 elementwise kernels for Elu (``e**x - 1``
+needs its ``Exp``, a ``Sub``, a clamp and a select; the ``- 1`` cannot move into the next Conv, whose zero
+padding would then see ``-1``). That is 17.8 ms of profiled kernel time next to the Convs' 30.4; what is left to
+remove is about the 22 unfused Adds (1.0 ms): the network's floor is about (47.5 - 1.0) / 53.1 = 0.88x the raw
+one, and so the fused sampler's, not 0.85x.
+``session.set_denormal_as_zero`` changes nothing (the same samples bit for bit, 1.009x the time:
+``bench/bench_lean.py --denormals-as-zero``, ``bench/results/bench_lean-mnist-20261203T145431Z.json``).
 """
 
 from __future__ import annotations
@@ -570,7 +589,8 @@ def resize_sizes_to_scales(model: onnx.ModelProto, base_dir: str | None = None) 
     The same op (output sizes ``floor(H * H'/H) = H'``; the coordinate transforms read the same sizes or the same
     exact scales), but onnxruntime's NCHWc transformer only takes a ``Resize`` with constant integer scales: the
     upsampling then runs on the blocked layout next to the ``Conv`` s (the RefineNet's bilinear ``align_corners``
-    upsample, 0.4 ms of 46 on the default model at B=16, 1 thread, becomes 0.1 ms), without reorders around it.
+    upsample: ``Resize`` 0.41 ms a call raw, ``Upsample`` 0.11 ms lean, default model, B=16, 1 thread,
+    ``bench/profile_lean.py``), without reorders around it.
     """
     index = _Index(model, base_dir)
     rewrites: dict[int, np.ndarray] = {}
@@ -841,8 +861,8 @@ def _batch_hints(index: _Index, matches: list[_LeanCin]) -> list[onnx.ValueInfoP
     Shape inference cannot see through ``Reshape(y_flat[1, B*C, ..], [-1, C, 0..])``: each ``y`` would get a
     batch dimension of its own, and onnxruntime's NCHWc transformer then cannot prove a residual ``Add``'s
     operands the same shape, so it runs the ``Add`` on its own (between Reshapes) instead of accumulating it
-    into the ``Conv`` that writes one operand. The hint is true by construction (``y`` has ``x``'s batch);
-    measured in ``bench/bench_lean.py`` (17 of 39 residual ``Add`` s fused on the default model)."""
+    into the ``Conv`` that writes one operand. The hint is true by construction (``y`` has ``x``'s batch). On the
+    default model 17 of the 39 ``Add`` s then ride in their ``Conv`` (``bench/profile_lean.py``: 22 left)."""
     dims = index.graph.input[0].type.tensor_type.shape.dim
     batch = dims[0].dim_param if len(dims) else ""
     hints = []
