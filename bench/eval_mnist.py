@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ncsn_runtime.config import write_json_atomic
+from ncsn_runtime.fileio import read_json_object
 from ncsn_runtime.noise import initial_sample
 from torch import nn
 
@@ -166,16 +167,20 @@ def sample_export(export_dir: str, num_samples: int, levels: int | None, seed: i
     return torch.from_numpy(np.asarray(out.images, dtype=np.float32))
 
 
-def _training_data_of(args: argparse.Namespace, manifest: Path | None) -> str:
+def _record_path(args: argparse.Namespace) -> Path:
+    """The model JSON beside ``--weights`` (``--record`` if given)."""
+    weights = Path(args.weights)
+    return Path(args.record) if args.record else weights.with_name(
+        MNIST_RECORD if weights.name == MNIST_WEIGHTS else "model.json")
+
+
+def _training_data_of(args: argparse.Namespace) -> str:
     """``mnist-full`` when the model's record says it was trained on the 60k, else ``mnist``."""
-    if manifest is not None:
-        text = manifest.read_text() if manifest.is_file() else ""
-    else:
-        weights = Path(args.weights)
-        record = Path(args.record) if args.record else weights.with_name(
-            MNIST_RECORD if weights.name == MNIST_WEIGHTS else "model.json")
-        text = record.read_text() if record.is_file() else ""
-    return "mnist-full" if "mnist_60k" in text else "mnist"
+    if args.export:  # an export directory does not record its training data
+        return "mnist"
+    record = _record_path(args)
+    dataset = read_json_object(record).get("training", {}).get("dataset", "") if record.is_file() else ""
+    return "mnist-full" if str(dataset).startswith("mnist_60k") else "mnist"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     real_nn = nearest_distances(test_x, train_x)
     training_data = args.training_data
     if training_data == "auto":
-        record_file = Path(args.export) / "manifest.json" if args.export else None
-        training_data = _training_data_of(args, record_file)
+        training_data = _training_data_of(args)
     copy_reference, real_labels = train_x, labels
     if training_data == "mnist-full":
         from ncsn_export.training.mnist_full import load_mnist_full
@@ -241,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.append({"source": f"export:{args.export}", "levels": args.levels[0]})
     else:
         weights = Path(args.weights)
-        record_path = Path(args.record) if args.record else weights.with_name(
-            MNIST_RECORD if weights.name == MNIST_WEIGHTS else "model.json")
-        model, record = load_refinenet(weights, record_path)
+        model, record = load_refinenet(weights, _record_path(args))
         config = dict(record["scheduler_config"])
         denoise = {"yes": [True], "no": [False], "both": [False, True]}[args.final_denoise]
         triples = itertools.product(args.levels, args.annealed_steps, args.eps)
