@@ -41,25 +41,22 @@ import collections
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from ncsn_runtime.noise import initial_sample, seeds_for_batch
 from ncsn_runtime.schedule import geometric_sigmas, spanning_timesteps, step_sizes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loop import RESULTS, session, timed_round_robin
+from bench_loop import save_stamped_result, session, timed_round_robin
 
 from ncsn_export.exporters.compose import compose_graphs
 from ncsn_export.exporters.onnx_export import count_nodes, export_score_onnx
@@ -244,18 +241,11 @@ def main() -> None:
     for value, flag in ((args.batch, "--batch"), (args.threads, "--threads"), (args.repeats, "--repeats")):
         if value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.model or ["mnist"]:
             result = bench_model(name, args, Path(workdir))
             print_result(result)
-            payload = {"command": " ".join(["bench/bench_lean.py", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
-                       "platform": platform.platform(), "onnxruntime": ort.__version__, "torch": torch.__version__,
-                       "result": result}
-            path = RESULTS / f"bench_lean-{name}-{stamp}.json"
-            path.write_text(json.dumps(payload, indent=2))
-            print(f"saved {path}")
+            print(f"saved {save_stamped_result(f'bench_lean-{name}', 'bench_lean.py', {'result': result})}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Results are printed and saved to ``bench/results/bench_loop-<timestamp>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -54,6 +53,20 @@ from ncsn_export.models.registry import load_model
 from ncsn_export.sampler import AnnealedLangevinSampler
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_stamped_result(name: str, script: str, payload: dict) -> Path:
+    """Write ``payload`` (plus the command line and the machine) to ``bench/results/<name>-<UTC stamp>.json``.
+
+    Atomic (temp file + rename, ``ncsn_runtime.fileio.write_json_atomic``), so an interrupted bench leaves no
+    half-written result.
+    """
+    from ncsn_runtime.fileio import write_json_atomic
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    header = {"command": " ".join([f"bench/{script}", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
+              "platform": platform.platform(), "onnxruntime": ort.__version__, "torch": torch.__version__}
+    return write_json_atomic(RESULTS / f"{name}-{stamp}.json", {**header, **payload}, sort_keys=False)
 
 
 def session(model: onnx.ModelProto | Path, threads: int, config: dict[str, str] | None = None) -> ort.InferenceSession:
@@ -212,12 +225,7 @@ def main() -> None:
         for name in args.model or ["toy-gmm", "mnist"]:
             results.append(bench_model(name, args, Path(workdir)))
             print_result(results[-1])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    payload = {"command": " ".join(["bench/bench_loop.py", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
-               "platform": platform.platform(), "onnxruntime": ort.__version__, "torch": torch.__version__, "results": results}
-    path = RESULTS / f"bench_loop-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2))
+    path = save_stamped_result("bench_loop", "bench_loop.py", {"results": results})
     print(f"\nsaved {path}")
 
 

@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +35,7 @@ from ncsn_runtime.schedule import geometric_sigmas
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loop import RESULTS
+from bench_loop import save_stamped_result
 
 from ncsn_export.exporters.compose import compose_graphs
 from ncsn_export.exporters.lean_graph import uniform_level
@@ -134,13 +131,7 @@ def main() -> None:
         for op, cell in row["ops"].items():
             print(f"    {op:<24} {cell['ms']:8.2f} ms  {cell['nodes']:5d} nodes")
     print(f"  a node outside its kernel (500 Reshapes, unprofiled): {result['node_overhead_us']:.2f} us")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"profile_lean-{args.model}-{stamp}.json"
-    payload = {"command": " ".join(["bench/profile_lean.py", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
-               "platform": platform.platform(), "onnxruntime": ort.__version__, "result": result}
-    path.write_text(json.dumps(payload, indent=2))
-    print(f"saved {path}")
+    print(f"saved {save_stamped_result(f'profile_lean-{args.model}', 'profile_lean.py', {'result': result})}")
 
 
 if __name__ == "__main__":
