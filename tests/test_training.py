@@ -117,6 +117,42 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     assert resumed.loss_history == straight.loss_history
 
 
+def test_device_names_are_checked_before_any_work():
+    from ncsn_export.training.trainer import training_device
+
+    assert training_device("cpu") == torch.device("cpu")
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "gpu", "cuda:x", ""):
+        with pytest.raises(ValueError, match="--device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+            training_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"--device cuda: torch .* sees no CUDA GPU"):
+            training_device("cuda")
+    with pytest.raises(ValueError, match=r"--device cuda:99: torch sees \d+ CUDA GPU|--device cuda:99: torch .* no CUDA"):
+        training_device("cuda:99")
+
+
+def test_cli_refuses_an_unusable_device_with_one_line(tmp_path, capsys):
+    assert cli.main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ncsn-train: error: --device must be") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_training_on_cuda_follows_the_cpu_run_and_checkpoints_device_free(tmp_path):
+    cpu = _tiny_trainer(tmp_path / "cpu")
+    cpu.train(progress=False)
+    gpu = _tiny_trainer(tmp_path / "gpu", device="cuda")
+    assert next(gpu.model.parameters()).is_cuda and next(gpu.ema.model.parameters()).is_cuda
+    gpu.train(progress=False)
+    for key, value in cpu.ema.model.state_dict().items():  # same data, levels and noise: same run up to float error
+        torch.testing.assert_close(gpu.ema.model.state_dict()[key].cpu(), value, rtol=1e-3, atol=1e-3, msg=key)
+    resumed = _tiny_trainer(tmp_path / "gpu", device="cpu")  # a CUDA run's checkpoint resumes on the CPU
+    resumed.resume()
+    assert resumed.iteration == gpu.iteration
+
+
 def test_ema_lags_the_weights(tmp_path):
     trainer = _tiny_trainer(tmp_path, ema_decay=0.9)
     before = [p.clone() for p in trainer.model.parameters()]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, training_device
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +70,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--init-from {args.init_from} is not a file")
     if args.init_from is not None and args.resume:
         raise ValueError("--init-from starts a run; --resume continues one: give one of them")
+    training_device(args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--time-limit", type=float, default=None, help="stop (and checkpoint) after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--device", default=d.device, help="cpu (default), cuda, cuda:N or auto (cuda when torch sees a "
+                   "GPU); the noise is drawn on the CPU either way, checkpoints are device-free")
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="start from these .safetensors (JSON record beside it: model.json or mnist_ncsn.json); "
                         "per-level norms are interpolated in log sigma onto this run's schedule")
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=args.log_every,
         seed=args.seed,
         time_limit_s=args.time_limit,
+        device=args.device,
     )
     try:
         data, name = load_data(args)

@@ -40,6 +40,27 @@ from .sampling import annealed_langevin, save_image_grid
 ARCHITECTURE = "CondRefineNetDilated"
 
 
+def training_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when torch sees a GPU, else the CPU) -> a device
+    torch can train on; else ``ValueError`` naming ``--device`` and what was found."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: torch {torch.__version__} sees no CUDA GPU "
+                             f"(built with CUDA {torch.version.cuda}); use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: torch sees {count} CUDA GPU(s), indices 0..{count - 1}")
+    return device
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in ``model.json`` under ``training.config``)."""
@@ -63,6 +84,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     time_limit_s: float | None = None
+    device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,8 +103,10 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p, 1.0 - self.decay)
+        ema_params, params = list(self.model.parameters()), list(model.parameters())
+        if len(ema_params) != len(params):
+            raise ValueError(f"EMA of a model with {len(ema_params)} parameters updated from one with {len(params)}")
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)  # one fused kernel per device, not one per tensor
         for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
             ema_b.copy_(b)
 
@@ -106,6 +130,7 @@ class Trainer:
             sigma_max=config.sigma_max,
             sampling_eps=config.sampling_eps,
         )
+        self.device = training_device(config.device)
         torch.manual_seed(config.seed)
         self.model = CondRefineNetDilated(
             in_channels=data.shape[1],
@@ -113,7 +138,7 @@ class Trainer:
             num_classes=config.num_levels,
             ngf=config.ngf,
             sigmas=self.scheduler.train_sigmas if config.ncsnv2 else None,
-        )
+        ).to(self.device)  # built on the CPU first: the same initial weights for a seed on every device
         self.ema = EMA(self.model, config.ema_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.batches = BatchSampler(data, config.batch_size, seed=config.seed)
@@ -254,7 +279,8 @@ class Trainer:
         scheduler = AnnealedLangevinDynamicsScheduler.from_config(self.scheduler.config, num_annealed_steps=config.sample_steps)
         shape = self.model.sample_shape
         x0 = torch.from_numpy(initial_sample(list(range(config.sample_count)), shape, 0.0, 1.0))
-        x = annealed_langevin(self.ema.model, scheduler, x0, torch.Generator().manual_seed(0), final_denoise=True)
+        model = self.ema.model if self.device.type == "cpu" else copy.deepcopy(self.ema.model).cpu()  # CPU noise
+        x = annealed_langevin(model, scheduler, x0, torch.Generator().manual_seed(0), final_denoise=True)
         return save_image_grid(x, path)
 
     # -- loop -------------------------------------------------------------------------------
