@@ -1,4 +1,4 @@
-"""The embedded default model: a small NCSN RefineNet trained on the MNIST 5k subset, shipped as safetensors.
+"""The embedded default model: a small NCSN RefineNet trained on MNIST (5k, then the 60k), shipped as safetensors.
 
 ``ncsn_export/weights/mnist_ncsn.safetensors`` holds the EMA weights; ``mnist_ncsn.json`` the architecture
 config, the scheduler config chosen by measurement (``bench/eval_mnist.py``), and the training record.
