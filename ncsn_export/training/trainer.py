@@ -54,8 +54,8 @@ def training_device(name: str) -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"--device {name}: torch {torch.__version__} sees no CUDA GPU "
-                             f"(built with CUDA {torch.version.cuda}); use --device cpu")
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"--device {name}: torch {torch.__version__} sees no CUDA GPU ({build}); use --device cpu")
         if device.index is not None and device.index >= count:
             raise ValueError(f"--device {name}: torch sees {count} CUDA GPU(s), indices 0..{count - 1}")
     return device
